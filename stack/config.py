@@ -1,0 +1,53 @@
+"""All configuration in one place. Every field can be set from the environment or `.env`
+(upper-case name, e.g. ``MODEL_PROFILE=cpu``); `.env.example` lists them all."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .manifest import Profile, get_profile
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Models
+    models_dir: Path = Field(REPO_ROOT / "models", description="Where downloaded models live.")
+    model_profile: str = Field("gpu", description="Model set: gpu, cpu or test.")
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Where the models run.")
+
+    # Speech-to-text
+    stt_language: str = "en"
+    stt_beam_size: int = Field(1, description="1 = greedy: lowest latency.")
+
+    # LLM
+    llm_context_tokens: int = 4096
+    llm_max_tokens: int = 256
+    llm_temperature: float = 0.7
+    llm_threads: int | None = Field(None, description="CPU threads for llama.cpp; None = auto.")
+    system_prompt: str = Field(
+        "You are a friendly assistant speaking out loud through a 3D avatar. Answer in one to "
+        "three short sentences of plain spoken English: no lists, no markdown, no emoji.",
+    )
+
+    # Text-to-speech
+    tts_backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto", description="auto: torch on a GPU, onnx on a CPU (as the profile provides).")
+    tts_voice: str | None = Field(None, description="Kokoro voice; None = the profile's default.")
+    tts_speed: float = 1.0
+
+    @property
+    def profile(self) -> Profile:
+        return get_profile(self.model_profile)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

