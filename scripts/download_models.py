@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for mf in profile.files:
             print(f"{mf.path}\t{mf.size}\t{mf.sha256}\t{mf.source.describe()}")
-        for rel in profile.derived:
-            print(f"{rel}\t-\t-\tderived after download")
+        for rel, src in profile.derived:
+            print(f"{rel}\t-\t-\tmade from {src} after download")
         return 0
 
     if args.check:

@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     # LLM
     llm_context_tokens: int = 4096
     llm_max_tokens: int = 256
-    llm_temperature: float = 0.7
+    llm_temperature: float | None = Field(
+        None, description="Sampling temperature; None = the profile's (0 for the tiny test model).")
+    llm_repeat_penalty: float = Field(1.0, description="1.0 = off; chat-tuned models need none.")
     llm_threads: int | None = Field(None, description="CPU threads for llama.cpp; None = auto.")
     system_prompt: str = Field(
         "You are a friendly assistant speaking out loud through a 3D avatar. Answer in one to "

@@ -62,7 +62,7 @@ def check_file(models_dir: Path, mf: ModelFile) -> FileStatus:
 def check_profile(models_dir: Path, profile: Profile) -> list[FileStatus]:
     """Verify every file of a profile without fetching anything (derived files: presence only)."""
     statuses = [check_file(models_dir, mf) for mf in profile.files]
-    for rel in profile.derived:
+    for rel, _ in profile.derived:
         if not (Path(models_dir) / rel).is_file():
             statuses.append(FileStatus(ModelFile(rel, "", 0, URLFile("derived")), "missing",
                                        "made after download"))
@@ -194,14 +194,14 @@ class Downloader:
 
     # -- files made from downloaded ones -----------------------------------------------------------
     def _make_derived(self) -> None:
-        for rel in self.profile.derived:
+        for rel, src in self.profile.derived:
             dest = self.models_dir / rel
             if dest.is_file():
                 continue
             if rel.endswith(".durations.onnx"):
                 from .engines.kokoro_onnx import add_duration_output
 
-                add_duration_output(self.models_dir / self.profile.tts_model, dest)
+                add_duration_output(self.models_dir / src, dest)
                 self.fetched.append(rel)
 
 

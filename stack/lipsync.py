@@ -34,7 +34,7 @@ PHONEME_TO_VISEME: dict[str, tuple[str, ...]] = {
     "f": ("FF",), "v": ("FF",),
     "θ": ("TH",), "ð": ("TH",),
     # alveolars and velars
-    "t": ("DD",), "d": ("DD",), "ɾ": ("DD",), "ʔ": ("DD",),
+    "t": ("DD",), "d": ("DD",), "ɾ": ("DD",), "T": ("DD",), "ʔ": ("DD",),
     "k": ("kk",), "g": ("kk",), "ɡ": ("kk",), "ŋ": ("kk",), "x": ("kk",), "h": ("kk",),
     "n": ("nn",), "l": ("nn",), "ɫ": ("nn",),
     "s": ("SS",), "z": ("SS",),
@@ -54,7 +54,8 @@ PHONEME_TO_VISEME: dict[str, tuple[str, ...]] = {
     "W": ("aa", "U"),  # aʊ
     "Y": ("O", "I"),  # ɔɪ
 }
-MODIFIERS = frozenset("ˈˌːʰʲ̃")
+# Punctuation Kokoro reads: it shapes prosody and pauses, but is silence for the mouth.
+PUNCTUATION = frozenset(';:,.!?—…"()“”')
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class VisemeTiming:
 
 
 @dataclass
-class Alignment:
+class SpeechTiming:
     words: list[WordTiming] = field(default_factory=list)
     visemes: list[VisemeTiming] = field(default_factory=list)
     duration_ms: float = 0.0
@@ -105,7 +106,7 @@ def build_tokens(words: list[WordPhonemes], vocab: dict[str, int]) -> Tokens:
             if ch in vocab:
                 tokens.ids.append(vocab[ch])
                 tokens.chars.append(ch)
-                tokens.word_of.append(wi if w.is_word else None)
+                tokens.word_of.append(wi if w.is_word and ch not in PUNCTUATION else None)
         if w.whitespace and wi < len(words) - 1 and " " in vocab:
             tokens.ids.append(vocab[" "])
             tokens.chars.append(" ")
@@ -116,14 +117,14 @@ def build_tokens(words: list[WordPhonemes], vocab: dict[str, int]) -> Tokens:
     return tokens
 
 
-def align(words: list[WordPhonemes], tokens: Tokens, durations: list[int]) -> Alignment:
+def align(words: list[WordPhonemes], tokens: Tokens, durations: list[int]) -> SpeechTiming:
     """Word and viseme timings from Kokoro's per-token durations (in frames)."""
     if len(durations) != len(tokens.ids):
         raise ValueError(f"{len(durations)} durations for {len(tokens.ids)} tokens")
     starts = [0.0]
     for d in durations:
         starts.append(starts[-1] + d * FRAME_MS)
-    out = Alignment(duration_ms=starts[-1])
+    out = SpeechTiming(duration_ms=starts[-1])
 
     # Words: from the start of their first token to the end of their last one.
     spans: dict[int, list[int]] = {}

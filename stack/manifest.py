@@ -77,15 +77,17 @@ class Profile:
     files: tuple[ModelFile, ...]
     stt_model: str  # a CTranslate2 Whisper model directory
     llm_model: str  # a GGUF file
-    tts_model: str  # kokoro ONNX graph (onnx backend) or kokoro-v1_0.pth (torch backend)
+    tts_model: str  # Kokoro ONNX graph with durations (onnx backend) or kokoro-v1_0.pth (torch)
     tts_config: str  # Kokoro's config.json (vocabulary, model dimensions)
     voices_dir: str  # <voice>.bin (float32 510x1x256) or <voice>.pt files
     default_voice: str
     tts_backend: str  # "onnx" or "torch"
+    llm_temperature: float = 0.7
     spacy_model: str | None = None  # a spaCy pipeline directory for misaki; None: no tagger
     avatar: str | None = None
     sample_wav: str | None = None
-    derived: tuple[str, ...] = field(default=())  # files made locally after download
+    # Files made locally after download: (path, the downloaded file it is made from).
+    derived: tuple[tuple[str, str], ...] = field(default=())
 
     def path(self, models_dir: Path, rel: str) -> Path:
         return Path(models_dir) / rel
@@ -184,13 +186,14 @@ TEST = Profile(
     ),
     stt_model="test/whisper-tiny.en",
     llm_model="test/SmolLM2-135M-Instruct.Q4_1.gguf",
-    tts_model="test/kokoro-v1.0.int8.onnx",
+    tts_model="test/kokoro-v1.0.int8.durations.onnx",
     tts_config="test/kokoro-vocab.json",
     voices_dir="test/voices",
     default_voice="af_heart",
     tts_backend="onnx",
+    llm_temperature=0.0,  # a 135M model rambles when sampled
     sample_wav="test/beckett.wav",
-    derived=("test/kokoro-v1.0.int8.durations.onnx",),
+    derived=(("test/kokoro-v1.0.int8.durations.onnx", "test/kokoro-v1.0.int8.onnx"),),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (TEST,)}

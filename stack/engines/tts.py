@@ -1,0 +1,187 @@
+"""Kokoro-82M text-to-speech with the model's own word and viseme timings.
+
+One interface, two backends, both returning (audio, per-token durations):
+- ``torch``: the ``kokoro`` package's ``KModel`` (the GPU default);
+- ``onnx``: onnxruntime on the int8 graph (the CPU default), see ``kokoro_onnx``.
+
+``KokoroTTS.synthesize(text)`` yields one ``SpeechChunk`` per piece of at most ``MAX_TOKENS``
+phonemes, each with its 24 kHz audio and its timings (``stack.lipsync``).
+Invariant: ``len(chunk.audio) == sum(chunk.durations) * 600``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..lipsync import (FRAME_SAMPLES, SAMPLE_RATE, SpeechTiming, WordPhonemes, align,
+                       build_tokens)
+from .g2p import G2P
+
+MAX_TOKENS = 400  # Kokoro's context is 512 tokens; shorter chunks also start playing sooner
+_SENTENCE_END = frozenset(".!?…;:")
+
+
+class KokoroBackend(Protocol):
+    name: str
+
+    def infer(self, token_ids: list[int], style: np.ndarray, speed: float) -> tuple[np.ndarray, np.ndarray]:
+        ...
+
+
+@dataclass
+class SpeechChunk:
+    text: str
+    audio: np.ndarray  # float32, mono, 24 kHz
+    durations: list[int]  # frames of 600 samples, one per input token (BOS and EOS included)
+    timing: SpeechTiming
+
+    @property
+    def sample_rate(self) -> int:
+        return SAMPLE_RATE
+
+    def pcm16(self) -> bytes:
+        return (np.clip(self.audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+
+
+class KokoroTorchBackend:
+    """``kokoro.KModel`` from local files: ``config.json`` and a ``.pth`` state dict."""
+
+    name = "torch"
+
+    def __init__(self, config_path: Path, model_path: Path, device: str = "cpu"):
+        import torch
+        from kokoro import KModel
+
+        self.torch = torch
+        self.model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(config_path),
+                            model=str(model_path)).to(device).eval()
+        self.device = device
+
+    def infer(self, token_ids: list[int], style: np.ndarray, speed: float) -> tuple[np.ndarray, np.ndarray]:
+        torch = self.torch
+        ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
+        ref = torch.as_tensor(np.asarray(style, dtype=np.float32).reshape(1, 256), device=self.device)
+        audio, durations = self.model.forward_with_tokens(ids, ref, speed)
+        return (audio.reshape(-1).float().cpu().numpy(),
+                durations.reshape(-1).cpu().numpy().astype(np.int64))
+
+
+class VoiceBank:
+    """Kokoro voices from a directory: ``<name>.bin`` (raw float32) or ``<name>.pt`` (torch)."""
+
+    def __init__(self, voices_dir: Path):
+        self.dir = Path(voices_dir)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def names(self) -> list[str]:
+        return sorted({p.stem for p in self.dir.glob("*.bin")} | {p.stem for p in self.dir.glob("*.pt")})
+
+    def get(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            bin_path, pt_path = self.dir / f"{name}.bin", self.dir / f"{name}.pt"
+            if bin_path.is_file():
+                pack = np.fromfile(bin_path, dtype=np.float32)
+            elif pt_path.is_file():
+                import torch
+
+                pack = torch.load(pt_path, map_location="cpu", weights_only=True).numpy()
+            else:
+                raise ValueError(f"unknown voice {name!r}; available: {', '.join(self.names())}")
+            self._cache[name] = pack.reshape(-1, 256)
+        return self._cache[name]
+
+    def style(self, name: str, n_phonemes: int) -> np.ndarray:
+        """Kokoro's voices hold one style vector per utterance length (as KPipeline indexes)."""
+        pack = self.get(name)
+        return pack[min(max(n_phonemes - 1, 0), len(pack) - 1)]
+
+
+def split_words(words: list[WordPhonemes], max_tokens: int = MAX_TOKENS) -> list[list[WordPhonemes]]:
+    """Group words into chunks of at most ``max_tokens`` phonemes, preferring sentence ends."""
+    chunks: list[list[WordPhonemes]] = []
+    current: list[WordPhonemes] = []
+    size = 0
+    last_break = 0  # index in current after the last sentence end
+    for w in words:
+        n = len(w.phonemes) + 1
+        if current and size + n > max_tokens:
+            cut = last_break or len(current)
+            chunks.append(current[:cut])
+            current = current[cut:]
+            size = sum(len(x.phonemes) + 1 for x in current)
+            last_break = 0
+        current.append(w)
+        size += n
+        if w.phonemes and w.phonemes[-1] in _SENTENCE_END:
+            last_break = len(current)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class KokoroTTS:
+    def __init__(self, backend: KokoroBackend, vocab: dict[str, int], voices: VoiceBank,
+                 g2p: G2P, default_voice: str):
+        self.backend = backend
+        self.vocab = vocab
+        self.voices = voices
+        self.g2p = g2p
+        self.default_voice = default_voice
+        self.sample_rate = SAMPLE_RATE
+        # One inference at a time per model: onnxruntime and torch are not re-entrant per session,
+        # and concurrent calls would only share the same cores/GPU anyway.
+        self._lock = threading.Lock()
+        voices.get(default_voice)
+
+    @staticmethod
+    def load_vocab(path: Path) -> dict[str, int]:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)["vocab"]
+
+    def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0) -> Iterator[SpeechChunk]:
+        words = self.g2p(text)
+        for group in split_words(words):
+            chunk = self.synthesize_words(group, voice or self.default_voice, speed)
+            if chunk is not None:
+                yield chunk
+
+    def synthesize_words(self, words: list[WordPhonemes], voice: str, speed: float) -> SpeechChunk | None:
+        tokens = build_tokens(words, self.vocab)
+        n_phonemes = len(tokens.ids) - 2
+        if n_phonemes <= 0 or not any(w.is_word for w in words):
+            return None
+        style = self.voices.style(voice, n_phonemes)
+        with self._lock:
+            audio, durations = self.backend.infer(tokens.ids, style, speed)
+        durations = [int(d) for d in durations]
+        expected = sum(durations) * FRAME_SAMPLES
+        if len(audio) != expected:  # the model's invariant; never paper over a mismatch
+            raise RuntimeError(f"Kokoro returned {len(audio)} samples for {sum(durations)} frames")
+        text = "".join(w.text + (" " if w.whitespace else "") for w in words).strip()
+        return SpeechChunk(text, audio, durations, align(words, tokens, durations))
+
+
+def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: Path,
+             default_voice: str, spacy_model: Path | None = None, device: str = "cpu",
+             threads: int | None = None) -> KokoroTTS:
+    """Build the TTS engine from local files; a missing file is named with the fix."""
+    for p in (model_path, config_path, voices_dir):
+        if not Path(p).exists():
+            raise FileNotFoundError(f"{p} is missing; fetch it with python scripts/download_models.py")
+    if backend == "torch":
+        impl: KokoroBackend = KokoroTorchBackend(config_path, model_path, device)
+    elif backend == "onnx":
+        from .kokoro_onnx import KokoroOnnxBackend
+
+        impl = KokoroOnnxBackend(model_path, threads=threads, device=device)
+    else:
+        raise ValueError(f"unknown TTS backend {backend!r} (torch or onnx)")
+    return KokoroTTS(impl, KokoroTTS.load_vocab(config_path), VoiceBank(voices_dir),
+                     G2P(spacy_model), default_voice)

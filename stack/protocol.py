@@ -1,0 +1,94 @@
+"""The bot -> browser lip-sync protocol, version 1: defined here once.
+
+`docs/protocol.md` documents it and `docs/protocol.schema.json` is generated from these models
+(``python -m stack.protocol > docs/protocol.schema.json``; a test fails when they drift). The web
+client's TypeScript types are generated from that schema.
+
+Messages travel as JSON over the LiveKit data channel (topic ``avatar``). Times are
+milliseconds. Word and viseme arrays are parallel arrays, the shape TalkingHead's
+``speakAudio`` takes, which also keeps a long chunk well inside one data packet.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from .lipsync import OCULUS_VISEMES, SAMPLE_RATE, SpeechTiming
+
+PROTOCOL_VERSION = 1
+DATA_TOPIC = "avatar"
+
+Viseme = Literal["sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "I", "O", "U"]
+assert set(Viseme.__args__) == set(OCULUS_VISEMES)  # type: ignore[attr-defined]
+
+Ms = Annotated[float, Field(ge=0)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    v: Literal[1] = PROTOCOL_VERSION
+
+
+class SpeechChunkMessage(_Message):
+    """Sent before the audio it describes: the timings of one chunk of bot speech."""
+
+    type: Literal["speech.chunk"] = "speech.chunk"
+    turn_id: str = Field(description="One bot reply; all its chunks share it.")
+    seq: int = Field(ge=0, description="Chunk index within the turn, from 0.")
+    text: str = Field(description="The text this chunk speaks.")
+    offset_ms: Ms = Field(description="Where this chunk's first sample falls in the turn's audio.")
+    duration_ms: Ms = Field(description="Length of this chunk's audio.")
+    samples: int = Field(ge=0, description="Length of this chunk's audio in samples.")
+    sample_rate: int = Field(SAMPLE_RATE, description="Sample rate the durations were made at.")
+    words: list[str]
+    wtimes: list[Ms] = Field(description="Start of each word, from the chunk's first sample.")
+    wdurations: list[Ms]
+    visemes: list[Viseme] = Field(description="Oculus visemes, as TalkingHead names them.")
+    vtimes: list[Ms] = Field(description="Start of each viseme, from the chunk's first sample.")
+    vdurations: list[Ms]
+    source: Literal["model", "estimate"] = Field(
+        "model", description="model: from the TTS model's own durations; estimate: a fallback.")
+
+
+class SpeechStopMessage(_Message):
+    """The bot stopped talking before the end of what it announced (barge-in): close the mouth."""
+
+    type: Literal["speech.stop"] = "speech.stop"
+    turn_id: str
+    reason: Literal["interrupted", "ended"] = "interrupted"
+
+
+Message = Annotated[SpeechChunkMessage | SpeechStopMessage, Field(discriminator="type")]
+MESSAGE_ADAPTER: TypeAdapter = TypeAdapter(Message)
+
+
+def _r(x: float) -> float:
+    return round(x, 1)
+
+
+def chunk_message(timing: SpeechTiming, *, turn_id: str, seq: int, text: str, offset_ms: float,
+                  samples: int) -> SpeechChunkMessage:
+    return SpeechChunkMessage(
+        turn_id=turn_id, seq=seq, text=text, offset_ms=_r(offset_ms),
+        duration_ms=_r(samples * 1000 / SAMPLE_RATE), samples=samples,
+        words=[w.word for w in timing.words],
+        wtimes=[_r(w.start_ms) for w in timing.words],
+        wdurations=[_r(w.duration_ms) for w in timing.words],
+        visemes=[v.viseme for v in timing.visemes],
+        vtimes=[_r(v.start_ms) for v in timing.visemes],
+        vdurations=[_r(v.duration_ms) for v in timing.visemes],
+    )
+
+
+def json_schema() -> dict:
+    schema = MESSAGE_ADAPTER.json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"Avatar lip-sync protocol v{PROTOCOL_VERSION}"
+    return schema
+
+
+if __name__ == "__main__":
+    print(json.dumps(json_schema(), indent=2, ensure_ascii=False))

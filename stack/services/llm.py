@@ -1,0 +1,116 @@
+"""Pipecat LLM service around ``LlamaLLM``: streams ``LLMTextFrame``s from an ``LLMContext``.
+
+On interruption Pipecat cancels the task processing the context frame; the ``finally`` below
+then tells llama.cpp to stop before its next token, so the engine is free for the next turn."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from pipecat.adapters.llm.services.open_ai_adapter import OpenAILLMAdapter
+from pipecat.frames.frames import (Frame, LLMContextFrame, LLMFullResponseEndFrame,
+                                   LLMFullResponseStartFrame)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.llm_service import LLMService
+from pipecat.services.settings import LLMSettings
+
+from ..engines.llm import LlamaLLM
+
+_DONE = object()
+
+
+def _text_messages(messages: list[dict]) -> list[dict]:
+    """OpenAI messages with list contents flattened to text (llama.cpp templates want strings)."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if m.get("role") in ("system", "user", "assistant") and content:
+            out.append({"role": m["role"], "content": content})
+    return out
+
+
+class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
+    adapter_class = OpenAILLMAdapter
+
+    def __init__(self, engine: LlamaLLM, *, system_instruction: str | None = None,
+                 max_tokens: int = 256, temperature: float = 0.7, repeat_penalty: float = 1.0,
+                 **kwargs):
+        settings = LLMSettings(
+            model=None, system_instruction=system_instruction, temperature=temperature,
+            max_tokens=max_tokens, top_p=None, top_k=None, frequency_penalty=None,
+            presence_penalty=None, seed=None, filter_incomplete_user_turns=False,
+            user_turn_completion_config=None, use_provider_thinking_default=False,
+        )
+        super().__init__(settings=settings, **kwargs)
+        self._engine = engine
+        self._repeat_penalty = repeat_penalty
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    async def _messages(self, context: LLMContext) -> list[dict]:
+        params = await self.get_llm_adapter().get_llm_invocation_params(
+            context, system_instruction=self._settings.system_instruction,
+            convert_developer_to_user=True)
+        return _text_messages(list(params["messages"]))
+
+    async def _stream(self, messages: list[dict]):
+        """Run the blocking llama.cpp stream in a thread; yield its pieces on the event loop."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+
+        def produce():
+            try:
+                for piece in self._engine.stream(
+                        messages, max_tokens=self._settings.max_tokens,
+                        temperature=self._settings.temperature,
+                        repeat_penalty=self._repeat_penalty, cancel=cancel):
+                    loop.call_soon_threadsafe(queue.put_nowait, piece)
+            except Exception as e:  # handed to the event loop, raised there
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            cancel.set()  # barge-in or error: stop generating now
+            await asyncio.shield(worker)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, LLMContextFrame):
+            await self.push_frame(frame, direction)
+            return
+        await self.push_frame(LLMFullResponseStartFrame())
+        await self.start_processing_metrics()
+        await self.start_ttfb_metrics()
+        try:
+            async for piece in self._stream(await self._messages(frame.context)):
+                await self.stop_ttfb_metrics()
+                await self._push_llm_text(piece)
+        except Exception as e:
+            await self.push_error(error_msg=f"LLM generation failed: {e}", exception=e)
+        finally:
+            await self.stop_processing_metrics()
+            await self.push_frame(LLMFullResponseEndFrame())
+
+    async def run_inference(self, context: LLMContext, max_tokens: int | None = None,
+                            system_instruction: str | None = None, response_schema=None) -> str | None:
+        messages = await self._messages(context)
+        if system_instruction:
+            messages = [{"role": "system", "content": system_instruction},
+                        *[m for m in messages if m["role"] != "system"]]
+        pieces = []
+        async for piece in self._stream(messages):
+            pieces.append(piece)
+        return "".join(pieces)
