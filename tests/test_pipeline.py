@@ -1,0 +1,72 @@
+"""STT -> LLM -> TTS as one Pipecat pipeline, headless (Pipecat's test runner), on beckett.wav."""
+
+import re
+from collections import defaultdict
+
+import numpy as np
+
+from pipecat.frames.frames import (InputAudioRawFrame, OutputTransportMessageFrame,
+                                   TTSAudioRawFrame, TTSStoppedFrame)
+from pipecat.tests.utils import SleepFrame, run_test
+
+from stack.pipeline import build_pipeline
+from stack.protocol import MESSAGE_ADAPTER, SpeechChunkMessage
+
+CHUNK = 320  # 20 ms at 16 kHz, what a transport delivers
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s']", "", text.lower()).split()
+
+
+def _mic(audio: np.ndarray, trailing_s: float):
+    pcm = (np.concatenate([np.zeros(8000, np.float32), audio,
+                           np.zeros(int(16000 * trailing_s), np.float32)]) * 32767).astype(np.int16)
+    frames = []
+    for i in range(0, len(pcm), CHUNK):  # paced like a real microphone
+        frames += [InputAudioRawFrame(pcm[i:i + CHUNK].tobytes(), 16000, 1), SleepFrame(0.02)]
+    return frames
+
+
+async def test_pipeline_answers_beckett_with_audio_and_exact_timings(engines, settings, beckett):
+    conversation = build_pipeline(engines, settings)
+    down, _ = await run_test(conversation.pipeline,
+                             frames_to_send=_mic(beckett, 4.0) + [SleepFrame(8.0)])
+
+    history = conversation.context.get_messages()
+    heard = " ".join(m["content"] for m in history if m["role"] == "user").lower()
+    assert "ever tried" in heard and "fail better" in heard
+
+    audio = defaultdict(int)
+    messages = defaultdict(list)
+    stopped = set()
+    for f in down:
+        if isinstance(f, TTSAudioRawFrame):
+            assert f.sample_rate == 24000
+            audio[f.context_id] += len(f.audio) // 2
+            assert messages[f.context_id], "timing message must come before its audio"
+        elif isinstance(f, OutputTransportMessageFrame):
+            msg = MESSAGE_ADAPTER.validate_python(f.message)
+            assert isinstance(msg, SpeechChunkMessage)
+            messages[msg.turn_id].append(msg)
+        elif isinstance(f, TTSStoppedFrame):
+            stopped.add(f.context_id)
+
+    finished = [t for t in stopped if audio[t]]
+    assert finished, "the bot answered at least once to the end"
+    for turn in finished:
+        msgs = messages[turn]
+        assert [m.seq for m in msgs] == list(range(len(msgs)))
+        assert sum(m.samples for m in msgs) == audio[turn]  # timings describe exactly the audio
+        offset = 0
+        for m in msgs:
+            assert m.offset_ms == round(offset * 1000 / 24000, 1)
+            assert m.duration_ms == round(m.samples * 1000 / 24000, 1)
+            assert m.wtimes and m.wtimes[-1] + m.wdurations[-1] <= m.duration_ms
+            assert abs(sum(m.vdurations) - m.duration_ms) < 1
+            offset += m.samples
+
+    # the history ends with what the bot actually said, word for word
+    assert history[-1]["role"] == "assistant"
+    spoken = " ".join(w for m in messages[finished[-1]] for w in m.words)
+    assert _words(history[-1]["content"]) == _words(spoken)
