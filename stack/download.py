@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import sys
 import shutil
 import tarfile
 import urllib.error
@@ -46,25 +48,43 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_file(models_dir: Path, mf: ModelFile) -> FileStatus:
+def lock_path(models_dir: Path, profile: Profile) -> Path:
+    return Path(models_dir) / f".{profile.name}.lock.json"
+
+
+def read_lock(models_dir: Path, profile: Profile) -> dict[str, str]:
+    """Hashes recorded at first download for files the manifest could not pin (see manifest)."""
+    path = lock_path(models_dir, profile)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def expected_sha256(mf: ModelFile, lock: dict[str, str]) -> str:
+    return mf.sha256 or lock.get(mf.path, "")
+
+
+def check_file(models_dir: Path, mf: ModelFile, lock: dict[str, str] | None = None) -> FileStatus:
     path = Path(models_dir) / mf.path
     if not path.is_file():
         return FileStatus(mf, "missing")
     size = path.stat().st_size
-    if size != mf.size:
+    if mf.size and size != mf.size:
         return FileStatus(mf, "corrupt", f"size {size} B, expected {mf.size} B")
+    expected = expected_sha256(mf, lock or {})
+    if not expected:
+        return FileStatus(mf, "corrupt", "no recorded sha256 to check it against")
     digest = sha256_of(path)
-    if digest != mf.sha256:
-        return FileStatus(mf, "corrupt", f"sha256 {digest[:16]}…, expected {mf.sha256[:16]}…")
+    if digest != expected:
+        return FileStatus(mf, "corrupt", f"sha256 {digest[:16]}…, expected {expected[:16]}…")
     return FileStatus(mf, "ok")
 
 
 def check_profile(models_dir: Path, profile: Profile) -> list[FileStatus]:
     """Verify every file of a profile without fetching anything (derived files: presence only)."""
-    statuses = [check_file(models_dir, mf) for mf in profile.files]
+    lock = read_lock(models_dir, profile)
+    statuses = [check_file(models_dir, mf, lock) for mf in profile.files]
     for rel, _ in profile.derived:
-        if not (Path(models_dir) / rel).is_file():
-            statuses.append(FileStatus(ModelFile(rel, "", 0, URLFile("derived")), "missing",
+        if not (Path(models_dir) / rel).exists():
+            statuses.append(FileStatus(ModelFile(rel, "-", 0, URLFile("derived")), "missing",
                                        "made after download"))
     return statuses
 
@@ -83,8 +103,9 @@ class Downloader:
     def run(self) -> list[str]:
         """Fetch what is missing or corrupt; return the paths actually fetched."""
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = read_lock(self.models_dir, self.profile)
         for status in check_profile(self.models_dir, self.profile):
-            if status.state == "ok" or not status.file.sha256:
+            if status.state == "ok" or status.file.sha256 == "-":  # "-": a derived file
                 continue
             self._fetch(status.file)
         self._make_derived()
@@ -124,12 +145,18 @@ class Downloader:
                 f"command again; or copy the file there by hand (sha256 {mf.sha256})."
             ) from e
         digest = sha256_of(tmp)
-        if digest != mf.sha256:
+        expected = mf.sha256 or (self.lock.get(mf.path) if self.lock.get(mf.path) else digest)
+        if digest != expected:
             tmp.unlink()
             raise DownloadError(
-                f"{mf.path} from {mf.source.describe()} has sha256 {digest}, expected {mf.sha256}: "
+                f"{mf.path} from {mf.source.describe()} has sha256 {digest}, expected {expected}: "
                 "the source changed or the transfer was corrupted; the file was not kept."
             )
+        if not mf.sha256 and mf.path not in self.lock:
+            # Not pinnable from where the manifest was written: record it now, verify it from now on.
+            self.lock[mf.path] = digest
+            lock_path(self.models_dir, self.profile).write_text(json.dumps(self.lock, indent=1))
+            print(f"note: {mf.path} had no pinned sha256; recorded {digest}", file=sys.stderr)
         os.replace(tmp, dest)
         self.fetched.append(mf.path)
 
@@ -137,11 +164,13 @@ class Downloader:
         from huggingface_hub import hf_hub_download  # heavy import, only for hub sources
 
         try:
+            # local_dir: a plain file (resumable), moved into place: no second copy is kept
             got = hf_hub_download(src.repo_id, src.filename, revision=src.revision,
-                                  cache_dir=self.cache / "hf")
+                                  local_dir=self.cache / "hf" / src.repo_id)
+            shutil.move(got, tmp)
+            return
         except Exception as e:  # huggingface_hub raises many types; all mean "not fetched"
             raise ConnectionError(f"{type(e).__name__}: {e}".splitlines()[0]) from e
-        shutil.copyfile(got, tmp)
 
     def _archive(self, src: ArchiveMember) -> Path:
         """The archive behind a member, downloaded once per run into the cache and verified."""
@@ -196,13 +225,36 @@ class Downloader:
     def _make_derived(self) -> None:
         for rel, src in self.profile.derived:
             dest = self.models_dir / rel
-            if dest.is_file():
+            if dest.exists():
                 continue
             if rel.endswith(".durations.onnx"):
                 from .engines.kokoro_onnx import add_duration_output
 
                 add_duration_output(self.models_dir / src, dest)
-                self.fetched.append(rel)
+            elif src.endswith(".whl"):  # a spaCy pipeline shipped as a wheel: unpack its data dir
+                _unpack_spacy_wheel(self.models_dir / src, dest)
+            else:  # pragma: no cover - the manifest is fixed
+                raise ValueError(f"no rule to make {rel}")
+            self.fetched.append(rel)
+
+
+def _unpack_spacy_wheel(wheel: Path, dest: Path) -> None:
+    """A spaCy model wheel holds ``<name>/<name>-<version>/`` (config.cfg, meta.json, ...)."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(wheel) as z:
+        metas = [n for n in z.namelist() if n.count("/") == 2 and n.endswith("/config.cfg")]
+        if len(metas) != 1:
+            raise DownloadError(f"{wheel} does not look like a spaCy model wheel")
+        root = metas[0].rsplit("/", 1)[0] + "/"
+        for name in z.namelist():
+            if name.startswith(root) and not name.endswith("/"):
+                out = tmp / name[len(root):]
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(name) as f, open(out, "wb") as o:
+                    shutil.copyfileobj(f, o, CHUNK)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
 
 
 def missing_report(statuses: Iterable[FileStatus], profile: Profile, models_dir: Path) -> str:

