@@ -16,7 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An empty value (LLM_TEMPERATURE=) means "not set": the default applies.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_parse_none_str="")
 
     # Models
     models_dir: Path = Field(REPO_ROOT / "models", description="Where downloaded models live.")

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Measure the engines of a model profile and write the table into docs/benchmarks.md.
+
+    python scripts/bench.py --profile test          # CPU, the small registry models
+    python scripts/bench.py --profile gpu --device cuda
+
+Figures: model load time, STT real-time factor, LLM time to first token and tokens/s, TTS time
+to first audio and real-time factor, and how far Kokoro's word starts sit from Whisper's word
+timestamps on the same audio. Each figure is the median of --runs runs after one warm-up.
+The section of docs/benchmarks.md between this profile's markers is replaced; the rest is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from stack.config import Settings  # noqa: E402
+from stack.pipeline import load_engines  # noqa: E402
+
+LLM_PROMPT = [{"role": "user", "content": "Tell me about the city of Paris in three sentences."}]
+TTS_TEXT = ("Thanks for asking! The weather looks great today, so it is a good time for a walk "
+            "in the park before lunch.")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    gpu = ""
+    try:
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores" + (f", {gpu}" if gpu else ", no GPU")
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def bench(settings: Settings, runs: int, sample: Path) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    t0 = time.perf_counter()
+    engines = load_engines(settings)
+    rows.append(("models loaded (STT + LLM + TTS)", f"{time.perf_counter() - t0:.1f} s"))
+    rows.append(("device", engines.device))
+
+    audio, sr = sf.read(sample, dtype="float32")
+    engines.stt.transcribe(audio)  # warm-up
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        engines.stt.transcribe(audio)
+        times.append(time.perf_counter() - t)
+    rows.append(("STT real-time factor (10 s of speech)", f"{median(times) / (len(audio) / sr):.3f}"))
+
+    engines.llm.complete(LLM_PROMPT, max_tokens=8, temperature=0)
+    ttfts, rates = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        first = None
+        n = 0
+        for _piece in engines.llm.stream(LLM_PROMPT, max_tokens=128, temperature=0):
+            if first is None:
+                first = time.perf_counter() - t
+            n += 1
+        total = time.perf_counter() - t
+        ttfts.append(first or total)
+        rates.append((n - 1) / (total - first) if first and n > 1 else 0.0)
+    rows.append(("LLM time to first token", f"{median(ttfts) * 1000:.0f} ms"))
+    rows.append(("LLM generation speed", f"{median(rates):.1f} tokens/s"))
+
+    list(engines.tts.synthesize("Warm up."))
+    firsts, rtfs, offsets = [], [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        first = None
+        length = 0
+        chunks = []
+        for chunk in engines.tts.synthesize(TTS_TEXT):
+            if first is None:
+                first = time.perf_counter() - t
+            length += len(chunk.audio)
+            chunks.append(chunk)
+        total = time.perf_counter() - t
+        firsts.append(first)
+        rtfs.append(total / (length / 24000))
+    # lip-sync sanity: Kokoro's word starts vs Whisper's on the same audio
+    chunk = chunks[0]
+    n16 = int(len(chunk.audio) * 16000 / 24000)
+    audio16 = np.interp(np.linspace(0, len(chunk.audio) - 1, n16), np.arange(len(chunk.audio)),
+                        chunk.audio).astype(np.float32)
+    heard = engines.stt.transcribe(audio16)
+    norm = lambda s: "".join(c for c in s.lower() if c.isalnum())  # noqa: E731
+    tts_words = [(norm(w.word), w.start_ms) for w in chunk.timing.words]
+    j = 0
+    for w in heard.words:
+        for k in range(j, len(tts_words)):
+            if tts_words[k][0] == norm(w.word):
+                offsets.append(abs(tts_words[k][1] - w.start * 1000))
+                j = k + 1
+                break
+    rows.append(("TTS time to first audio (one sentence)", f"{median(firsts) * 1000:.0f} ms"))
+    rows.append(("TTS real-time factor", f"{median(rtfs):.3f}"))
+    if offsets:
+        rows.append(("TTS word starts vs Whisper word timestamps, mean |Δ|",
+                     f"{statistics.mean(offsets):.0f} ms over {len(offsets)} words"))
+    return rows
+
+
+def write_section(path: Path, profile: str, header: str, rows: list[tuple[str, str]]) -> str:
+    begin, end = f"<!-- bench:engines:{profile}:begin -->", f"<!-- bench:engines:{profile}:end -->"
+    table = "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+    section = f"{begin}\n### Engines, `{profile}` profile\n\n{header}\n\n{table}\n{end}"
+    text = path.read_text() if path.exists() else (
+        "# Benchmarks\n\nWritten by `scripts/bench.py`; do not edit the tables by hand.\n")
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+    return section
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--profile", default="test")
+    ap.add_argument("--models-dir", type=Path, default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sample", type=Path, default=None, help="a 16 kHz mono WAV of speech")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = ap.parse_args()
+    kw = {"model_profile": args.profile, "device": args.device}
+    if args.models_dir:
+        kw["models_dir"] = args.models_dir
+    settings = Settings(**kw)
+    sample = args.sample or settings.models_dir / "test" / "beckett.wav"
+    rows = bench(settings, args.runs, sample)
+    header = (f"Machine: {machine()}. Profile: `{args.profile}`. Commit: `{commit()}`. "
+              f"Date: {datetime.now(timezone.utc):%Y-%m-%d}. Median of {args.runs} runs.")
+    print(write_section(args.out, args.profile, header, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Configuration: one place, defaults that work, every setting named in .env.example."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from stack.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_setting_is_in_env_example():
+    names = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert {f.upper() for f in Settings.model_fields} <= names
+    assert names <= {f.upper() for f in Settings.model_fields}  # and nothing stale
+
+
+def test_env_example_values_load(monkeypatch):
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if re.match(r"^[A-Z_]+=", line):
+            key, value = line.split("=", 1)
+            monkeypatch.setenv(key, value.strip('"'))
+    s = Settings(_env_file=None)
+    assert s.model_profile == "gpu" and s.llm_temperature is None and s.tts_voice is None
+    assert s.profile.name == "gpu"
+
+
+def test_unknown_profile_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model profile 'big'.*cpu.*gpu.*test"):
+        Settings(model_profile="big", _env_file=None).profile
