@@ -26,6 +26,15 @@ fi
 echo "== installing Python dependencies (first run builds llama-cpp-python: ~10 min on 2 cores)"
 .venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[test]'
 
+echo "== building the LiveKit server from its Go module (cached after the first build)"
+LIVEKIT_VERSION=v1.13.5
+export GOBIN="$HOME/.cache/avatar-stack/bin/livekit-$LIVEKIT_VERSION"
+if [ ! -x "$GOBIN/server" ]; then
+  command -v go >/dev/null || { echo "error: Go is needed to build livekit-server" >&2; exit 1; }
+  go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION"
+fi
+export LIVEKIT_SERVER_BIN="$GOBIN/server"
+
 echo "== fetching the test models into $TEST_MODELS_DIR"
 .venv/bin/python scripts/download_models.py --profile test --models-dir "$TEST_MODELS_DIR" --quiet
 

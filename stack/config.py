@@ -46,6 +46,23 @@ class Settings(BaseSettings):
     tts_voice: str | None = Field(None, description="Kokoro voice; None = the profile's default.")
     tts_speed: float = 1.0
 
+    # Service: HTTP API and LiveKit
+    dev_mode: bool = Field(False, description="Allows LiveKit's dev keys and no ACCESS_KEY.")
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    access_key: str | None = Field(
+        None, description="Passphrase a browser must send (Authorization: Bearer ...). Required "
+        "unless DEV_MODE.")
+    cors_origins: list[str] = Field(default_factory=list,
+                                    description="Other origins allowed to call the API.")
+    rate_limit_per_minute: int = Field(30, description="Token requests per client per minute.")
+    token_ttl_seconds: int = Field(600, description="Lifetime of a browser's LiveKit token.")
+    livekit_url: str = Field("ws://127.0.0.1:7880", description="LiveKit as the bot reaches it.")
+    livekit_public_url: str | None = Field(
+        None, description="LiveKit as browsers reach it; None = LIVEKIT_URL.")
+    livekit_api_key: str = "devkey"
+    livekit_api_secret: str = "secret"
+
     @property
     def profile(self) -> Profile:
         return get_profile(self.model_profile)

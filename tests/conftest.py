@@ -48,3 +48,20 @@ def resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
     """Linear-interpolation resampling: enough for feeding TTS audio back to Whisper."""
     n = int(round(len(audio) * dst / src))
     return np.interp(np.linspace(0, len(audio) - 1, n), np.arange(len(audio)), audio).astype(np.float32)
+
+
+LIVEKIT_KEY, LIVEKIT_SECRET = "APItest", "t" * 40
+
+
+@pytest.fixture(scope="session")
+def livekit(tmp_path_factory):
+    """A real LiveKit server on loopback (scripts/test.sh builds it from its Go module)."""
+    from livekit_server import LiveKitServer, find_binary
+
+    binary = find_binary()
+    if binary is None:
+        pytest.fail("livekit-server not found: run scripts/test.sh, which builds it "
+                    "(go install github.com/livekit/livekit-server/cmd/server@v1.13.5)")
+    server = LiveKitServer(binary, tmp_path_factory.mktemp("livekit"), LIVEKIT_KEY, LIVEKIT_SECRET)
+    yield server
+    server.stop()

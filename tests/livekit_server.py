@@ -1,0 +1,68 @@
+"""A real LiveKit server on loopback for the tests (built from its Go module by scripts/test.sh)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_binary() -> str | None:
+    for candidate in (os.environ.get("LIVEKIT_SERVER_BIN"), shutil.which("livekit-server"),
+                      str(Path.home() / "go" / "bin" / "server")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveKitServer:
+    """Starts livekit-server with the repository's livekit.yaml, on free loopback ports."""
+
+    def __init__(self, binary: str, tmp: Path, api_key: str, api_secret: str):
+        config = yaml.safe_load((ROOT / "livekit.yaml").read_text())
+        self.port = free_port()
+        config["port"] = self.port
+        config["rtc"]["tcp_port"] = free_port()
+        config["rtc"]["port_range_start"], config["rtc"]["port_range_end"] = 51000, 51200
+        config["bind_addresses"] = ["127.0.0.1"]
+        path = tmp / "livekit.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.log = open(tmp / "livekit.log", "w")
+        self.proc = subprocess.Popen(
+            [binary, "--config", str(path), "--node-ip", "127.0.0.1"],
+            env={**os.environ, "LIVEKIT_KEYS": f"{api_key}: {api_secret}"},
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1)
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"livekit-server did not start; see {tmp / 'livekit.log'}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()

@@ -1,0 +1,125 @@
+"""The HTTP API: access control, validation, limits, minimal token grants, OpenAPI drift."""
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from livekit import api as lkapi
+
+from stack.config import Settings
+from stack.server import ConfigError, create_app, openapi_schema
+
+SECRET = "s" * 40
+KEY = "correct horse battery staple"
+
+
+def _settings(**kw) -> Settings:
+    base = dict(access_key=KEY, livekit_api_key="APIkey123", livekit_api_secret=SECRET,
+                livekit_url="ws://127.0.0.1:1", livekit_public_url="wss://talk.example:7880",
+                rate_limit_per_minute=5, _env_file=None)
+    return Settings(**{**base, **kw})
+
+
+@pytest.fixture
+def client():
+    return TestClient(create_app(_settings()))
+
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+BODY = {"room": "lobby-1", "identity": "alice", "name": "Alice"}
+
+
+def test_token_has_minimal_grants_for_one_room(client):
+    r = client.post("/api/token", json=BODY, headers=AUTH)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["url"] == "wss://talk.example:7880" and data["expires_in"] == 600
+    claims = lkapi.TokenVerifier("APIkey123", SECRET).verify(data["token"])
+    assert claims.identity == "alice" and claims.name == "Alice"
+    g = claims.video
+    assert g.room_join and g.room == "lobby-1"
+    assert g.can_publish_sources == ["microphone", "camera"]
+    assert g.can_publish_data and g.can_subscribe
+    assert not (g.room_admin or g.room_create or g.room_list or g.room_record or g.hidden
+                or g.can_update_own_metadata or g.ingress_admin or g.agent)
+
+
+def test_missing_and_wrong_access_key(client):
+    r = client.post("/api/token", json=BODY)
+    assert r.status_code == 401 and "missing access key" in r.json()["detail"]
+    r = client.post("/api/token", json=BODY, headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 403 and r.json()["detail"] == "wrong access key"
+
+
+@pytest.mark.parametrize("field,value", [("room", "../etc"), ("room", ""), ("room", "a" * 65),
+                                         ("identity", "bob smith"), ("name", "n" * 65)])
+def test_bad_names_are_422_with_a_reason(client, field, value):
+    r = client.post("/api/token", json={**BODY, field: value}, headers=AUTH)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"][-1] == field
+
+
+def test_oversized_body_is_413(client):
+    r = client.post("/api/token", content=json.dumps({**BODY, "name": "x" * 5000}),
+                    headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413 and "4096" in r.json()["detail"]
+
+
+def test_rate_limit_is_429():
+    client = TestClient(create_app(_settings(rate_limit_per_minute=3)))
+    codes = [client.post("/api/token", json=BODY, headers=AUTH).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+
+
+def test_health_and_readiness_without_livekit(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    r = client.get("/ready")
+    assert r.status_code == 503
+    assert r.json() == {"ready": False, "models_loaded": False, "livekit_reachable": False}
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(livekit_api_key="devkey", livekit_api_secret="secret"), "dev keys"),
+    (dict(livekit_api_secret="short"), "at least 32"),
+    (dict(access_key=None), "ACCESS_KEY"),
+])
+def test_unsafe_configuration_is_refused_outside_dev_mode(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        create_app(_settings(**kw))
+    create_app(_settings(dev_mode=True, **kw))  # allowed on a development machine
+
+
+def test_committed_openapi_matches_the_code():
+    committed = json.loads((Path(__file__).resolve().parent.parent / "docs" / "openapi.json").read_text())
+    assert committed == openapi_schema(), "python -m stack.server > docs/openapi.json"
+
+
+def test_ready_with_a_real_livekit_server_and_a_token_it_accepts(livekit):
+    """/ready against a real LiveKit; the token we issue is accepted by that server."""
+    from conftest import LIVEKIT_KEY, LIVEKIT_SECRET
+
+    loaded = {"v": False}
+    app = create_app(_settings(livekit_url=livekit.url, livekit_api_key=LIVEKIT_KEY,
+                               livekit_api_secret=LIVEKIT_SECRET), models_ready=lambda: loaded["v"])
+    client = TestClient(app)
+    r = client.get("/ready")
+    assert r.status_code == 503 and r.json()["livekit_reachable"] is True
+    loaded["v"] = True
+    assert client.get("/ready").json() == {"ready": True, "models_loaded": True,
+                                           "livekit_reachable": True}
+
+    token = client.post("/api/token", json=BODY, headers=AUTH).json()["token"]
+    import asyncio
+
+    from livekit import rtc
+
+    async def join():
+        room = rtc.Room()
+        await room.connect(livekit.url, token)
+        name = room.name
+        identity = room.local_participant.identity
+        await room.disconnect()
+        return name, identity
+
+    assert asyncio.run(join()) == ("lobby-1", "alice")
