@@ -11,8 +11,10 @@ export TEST_MODELS_DIR="${TEST_MODELS_DIR:-$HOME/.cache/avatar-stack/models}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 
 PY=""
-for candidate in python3.12 python3.11; do
-  if command -v "$candidate" >/dev/null 2>&1; then PY="$candidate"; break; fi
+for candidate in python3.11 python3.12 python3; do
+  # a pyenv shim can exist without its interpreter: ask the interpreter itself
+  if "$candidate" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))' \
+      >/dev/null 2>&1; then PY="$candidate"; break; fi
 done
 if [ -z "$PY" ]; then
   echo "error: Python 3.11 or 3.12 is needed (kokoro and misaki do not support 3.13 yet)" >&2
