@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     livekit_url: str = Field("ws://127.0.0.1:7880", description="LiveKit as the bot reaches it.")
     livekit_public_url: str | None = Field(
         None, description="LiveKit as browsers reach it; None = LIVEKIT_URL.")
+    session_idle_seconds: float = Field(300, description="End a conversation after this long "
+                                        "with nobody speaking.")
     livekit_api_key: str = "devkey"
     livekit_api_secret: str = "secret"
 

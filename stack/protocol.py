@@ -4,8 +4,8 @@
 (``python -m stack.protocol > docs/protocol.schema.json``; a test fails when they drift). The web
 client's TypeScript types are generated from that schema.
 
-Messages travel as JSON over the LiveKit data channel (topic ``avatar``). Times are
-milliseconds. Word and viseme arrays are parallel arrays, the shape TalkingHead's
+Messages travel as JSON over the LiveKit data channel (reliable; RTVI messages share the channel
+and carry ``label: "rtvi-ai"``, ours carry ``v`` and a ``speech.*`` type). Times are milliseconds. Word and viseme arrays are parallel arrays, the shape TalkingHead's
 ``speakAudio`` takes, which also keeps a long chunk well inside one data packet.
 """
 
@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from .lipsync import OCULUS_VISEMES, SAMPLE_RATE, SpeechTiming
 
 PROTOCOL_VERSION = 1
-DATA_TOPIC = "avatar"
 
 Viseme = Literal["sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "I", "O", "U"]
 assert set(Viseme.__args__) == set(OCULUS_VISEMES)  # type: ignore[attr-defined]
@@ -52,6 +51,8 @@ class SpeechChunkMessage(_Message):
     vdurations: list[Ms]
     source: Literal["model", "estimate"] = Field(
         "model", description="model: from the TTS model's own durations; estimate: a fallback.")
+    lead_ms: Ms = Field(0.0, description="When sent, the bot's outgoing audio queue held this "
+                        "much earlier audio: the chunk's first sample leaves that much later.")
 
 
 class SpeechStopMessage(_Message):

@@ -1,0 +1,73 @@
+"""The bot process: HTTP API + one bot per conversation, models loaded once.
+
+    python -m stack.app          # what the container runs, and what the tests start
+
+The models load in the background so ``/health`` answers at once; ``/ready`` turns 200 when they
+are loaded and LiveKit answers. A token requested before then gets a 503 saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI, HTTPException
+
+from .bot import BotManager
+from .config import Settings, get_settings
+from .pipeline import load_engines
+from .server import ConfigError, create_app
+
+log = logging.getLogger("stack")
+
+
+def build_app(settings: Settings) -> FastAPI:
+    state: dict = {"manager": None, "error": None}
+
+    async def load():
+        try:
+            engines = await asyncio.to_thread(load_engines, settings)
+            state["manager"] = BotManager(settings, engines)
+            log.info("models of profile %s loaded on %s", settings.model_profile, engines.device)
+        except Exception as e:  # e.g. a missing model file: the message names it and the fix
+            state["error"] = str(e)
+            log.error("cannot load the models: %s", e)
+
+    async def on_conversation(room: str) -> None:
+        manager: BotManager | None = state["manager"]
+        if manager is None:
+            raise HTTPException(503, state["error"] or "models are still loading; retry shortly")
+        await manager.ensure(room)
+
+    app = create_app(settings, models_ready=lambda: state["manager"] is not None,
+                     on_conversation=on_conversation)
+    app.state.bot = state
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        task = asyncio.create_task(load())
+        yield
+        task.cancel()
+        if state["manager"] is not None:
+            await state["manager"].stop_all()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    try:
+        app = build_app(settings)
+    except ConfigError as e:
+        log.error("refusing to start: %s", e)
+        return 2
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

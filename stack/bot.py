@@ -1,0 +1,130 @@
+"""Bot sessions: one Pipecat pipeline per LiveKit room, all sharing the process's models.
+
+``BotManager.ensure(room)`` puts a bot in a room (the HTTP server calls it when it issues a
+token). A session ends when its user leaves, when nobody speaks for ``SESSION_IDLE_SECONDS``, or
+when the manager stops; it then frees its pipeline, tasks and LiveKit connection.
+
+Sharing the models between sessions: each engine serialises its own calls (a lock per model),
+so concurrent rooms queue for the LLM and for Kokoro turn by turn rather than batching; Whisper
+(CTranslate2) serves concurrent requests itself. On one GPU this keeps every session's latency
+predictable for the few simultaneous conversations a team has; see docs/design.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from livekit import api as lkapi
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.transports.livekit.transport import LiveKitParams
+from pipecat.workers.runner import WorkerRunner
+
+from .config import Settings
+from .pipeline import Conversation, Engines, build_pipeline
+from .transport import AvatarLiveKitTransport
+
+log = logging.getLogger(__name__)
+
+BOT_IDENTITY = "avatar-bot"
+
+
+def bot_token(settings: Settings, room: str) -> str:
+    grants = lkapi.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True,
+                               can_publish_data=True, can_publish_sources=["microphone"],
+                               agent=True)
+    return (lkapi.AccessToken(settings.livekit_api_key, settings.livekit_api_secret)
+            .with_identity(BOT_IDENTITY).with_name("Avatar").with_kind("agent")
+            .with_grants(grants).with_ttl(timedelta(hours=6)).to_jwt())
+
+
+@dataclass
+class BotSession:
+    room: str
+    conversation: Conversation
+    worker: PipelineWorker
+    runner: WorkerRunner
+    task: asyncio.Task | None = None
+    joined: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class BotManager:
+    def __init__(self, settings: Settings, engines: Engines):
+        self.settings = settings
+        self.engines = engines
+        self.sessions: dict[str, BotSession] = {}
+        self._lock = asyncio.Lock()
+
+    async def ensure(self, room: str) -> BotSession:
+        """The room's session, started if there is none (or the last one ended)."""
+        async with self._lock:
+            session = self.sessions.get(room)
+            if session is not None and session.task is not None and not session.task.done():
+                return session
+            session = self._start(room)
+            self.sessions[room] = session
+        try:
+            await asyncio.wait_for(session.joined.wait(), timeout=15)
+        except asyncio.TimeoutError:
+            log.warning("bot for room %s has not joined after 15 s", room)
+        return session
+
+    def _start(self, room: str) -> BotSession:
+        s = self.settings
+        transport = AvatarLiveKitTransport(
+            s.livekit_url, bot_token(s, room), room,
+            params=LiveKitParams(audio_in_enabled=True, audio_out_enabled=True,
+                                 audio_out_queue_size_ms=200))
+        conversation = build_pipeline(self.engines, s, transport_input=transport.input(),
+                                      transport_output=transport.output())
+        worker = PipelineWorker(
+            conversation.pipeline,
+            params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=24000,
+                                  enable_metrics=True, enable_usage_metrics=True),
+            enable_rtvi=True,
+            idle_timeout_secs=s.session_idle_seconds,
+            cancel_on_idle_timeout=True,
+        )
+        runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
+        session = BotSession(room, conversation, worker, runner)
+
+        @transport.event_handler("on_connected")
+        async def _connected(_transport):
+            session.joined.set()
+
+        @transport.event_handler("on_participant_left")
+        async def _left(_transport, participant, reason):
+            # One person per conversation: when they leave, the session ends and frees its parts.
+            if not [p for p in transport.get_participants() if p != BOT_IDENTITY]:
+                await worker.cancel(reason="user left")
+
+        async def run():
+            try:
+                await runner.add_workers(worker)
+                await runner.run()
+            except Exception:  # a broken session must not take the server down
+                log.exception("bot session for room %s failed", room)
+            finally:
+                session.joined.set()
+                log.info("bot session for room %s ended", room)
+
+        session.task = asyncio.create_task(run(), name=f"bot:{room}")
+        return session
+
+    def active_rooms(self) -> list[str]:
+        return [r for r, s in self.sessions.items() if s.task is not None and not s.task.done()]
+
+    async def stop(self, room: str) -> None:
+        session = self.sessions.get(room)
+        if session is None or session.task is None or session.task.done():
+            return
+        await session.worker.cancel(reason="stopped")
+        try:
+            await asyncio.wait_for(session.task, timeout=10)
+        except asyncio.TimeoutError:
+            session.task.cancel()
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(r) for r in list(self.sessions)))

@@ -1,0 +1,92 @@
+"""A Python LiveKit participant standing in for the browser: publishes a WAV as its microphone,
+records the bot's audio and data messages with their arrival times."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from livekit import rtc
+
+MIC_RATE = 16_000
+BOT_RATE = 24_000
+FRAME_MS = 10
+
+
+@dataclass
+class Received:
+    audio: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (arrival, int16 frame)
+    messages: list[tuple[float, dict]] = field(default_factory=list)
+
+    def of_type(self, kind: str) -> list[tuple[float, dict]]:
+        return [(t, m) for t, m in self.messages if m.get("type") == kind]
+
+    def user_transcripts(self) -> list[str]:
+        return [m["data"]["text"] for _, m in self.messages
+                if m.get("label") == "rtvi-ai" and m.get("type") == "user-transcription"
+                and m["data"].get("final")]
+
+    def voiced(self, threshold: int = 300) -> list[tuple[float, np.ndarray]]:
+        return [(t, f) for t, f in self.audio if np.abs(f).max(initial=0) > threshold]
+
+
+class Client:
+    def __init__(self):
+        self.room = rtc.Room()
+        self.got = Received()
+        self.source = rtc.AudioSource(MIC_RATE, 1, queue_size_ms=100)
+        self._tasks: list[asyncio.Task] = []
+        self._muted = False
+
+        @self.room.on("track_subscribed")
+        def _on_track(track, publication, participant):
+            if track.kind == rtc.TrackKind.KIND_AUDIO:
+                self._tasks.append(asyncio.ensure_future(self._record(track)))
+
+        @self.room.on("data_received")
+        def _on_data(packet: rtc.DataPacket):
+            try:
+                self.got.messages.append((time.monotonic(), json.loads(packet.data)))
+            except ValueError:
+                pass
+
+    async def _record(self, track):
+        stream = rtc.AudioStream(track, sample_rate=BOT_RATE, num_channels=1)
+        async for event in stream:
+            data = np.frombuffer(event.frame.data, dtype=np.int16).copy()
+            self.got.audio.append((time.monotonic(), data))
+
+    async def join(self, url: str, token: str) -> None:
+        await self.room.connect(url, token)
+        track = rtc.LocalAudioTrack.create_audio_track("mic", self.source)
+        await self.room.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+
+    async def speak(self, audio: np.ndarray, *, trailing_s: float = 0.0) -> None:
+        """Push float32 16 kHz audio in real time (10 ms frames), then silence."""
+        pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+        pcm = np.concatenate([pcm, np.zeros(int(MIC_RATE * trailing_s), np.int16)])
+        n = MIC_RATE * FRAME_MS // 1000
+        for i in range(0, len(pcm) - n + 1, n):
+            chunk = np.zeros(n, np.int16) if self._muted else pcm[i:i + n]
+            frame = rtc.AudioFrame(chunk.tobytes(), MIC_RATE, 1, n)
+            await self.source.capture_frame(frame)
+
+    async def silence(self, seconds: float) -> None:
+        await self.speak(np.zeros(int(MIC_RATE * seconds), np.float32))
+
+    async def wait_for(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            await asyncio.sleep(0.05)
+        return predicate()
+
+    async def leave(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.room.disconnect()
