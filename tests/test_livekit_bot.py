@@ -3,8 +3,8 @@ with a Python LiveKit participant standing in for the browser."""
 
 from __future__ import annotations
 
-import asyncio
 import re
+import time
 
 import httpx
 import jiwer
@@ -104,3 +104,50 @@ async def test_client_dropping_mid_sentence_leaves_server_healthy(stack, beckett
     await again.speak(beckett[: 16000 * 2], trailing_s=1.0)
     assert await again.wait_for(lambda: again.got.of_type("speech.chunk"), timeout=60)
     await again.leave()
+
+
+def _speech(engines, text: str) -> np.ndarray:
+    """A spoken question at 16 kHz, made with the TTS (a different voice than the bot's)."""
+    from conftest import resample
+
+    audio = np.concatenate([c.audio for c in engines.tts.synthesize(text, voice="am_michael")])
+    return resample(audio, 24000, 16000)
+
+
+async def test_barge_in_stops_audio_and_trims_the_context(stack, engines, beckett):
+    manager, token = stack
+    client = Client()
+    await client.join(*await token("room-barge", "carol"))
+    await client.silence(0.5)
+    await client.speak(_speech(engines, "Please tell me a very long story about a brave dragon."),
+                       trailing_s=0.5)
+    assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "bot never spoke"
+    first_turn = client.got.of_type("speech.chunk")[0][1]["turn_id"]
+    await client.silence(1.5)  # let it talk a little
+
+    t_barge = time.monotonic()
+    await client.speak(beckett[: int(16000 * 2.2)], trailing_s=0.3)  # "Ever tried. Ever failed."
+
+    stops = [(t, m) for t, m in client.got.of_type("speech.stop") if m["turn_id"] == first_turn]
+    assert stops, "no speech.stop for the interrupted turn"
+    assert stops[0][0] - t_barge < 2.0
+    # the bot's audio of that turn stops: quiet within a second of the stop message
+    after = [f for t, f in client.got.audio if stops[0][0] + 1.0 < t < stops[0][0] + 1.8]
+    assert after and max(np.abs(f).max() for f in after) < 300
+
+    # the context keeps only what was sent as audio before the barge-in, not the whole reply
+    sent = " ".join(w for _, m in client.got.of_type("speech.chunk") if m["turn_id"] == first_turn
+                    for w in m["words"])
+    generated = "".join(m["data"]["text"] for t, m in client.got.messages
+                        if m.get("type") == "bot-llm-text" and t < stops[0][0])
+    context = manager.sessions["room-barge"].conversation.context.get_messages()
+    said = [m["content"] for m in context if m["role"] == "assistant"][0]
+    said_words, sent_words = _norm(said).split(), _norm(sent).split()
+    assert said_words and said_words == sent_words[: len(said_words)], (said, sent)
+    assert len(said_words) < len(_norm(generated).split()), (said, generated)
+
+    # and the conversation goes on: the barge-in utterance gets its own reply
+    assert await client.wait_for(
+        lambda: any(m["turn_id"] != first_turn for _, m in client.got.of_type("speech.chunk")),
+        timeout=60), "no reply after the barge-in"
+    await client.leave()

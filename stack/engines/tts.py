@@ -26,6 +26,8 @@ from .g2p import G2P
 
 MAX_TOKENS = 400  # Kokoro's context is 512 tokens; shorter chunks also start playing sooner
 _SENTENCE_END = frozenset(".!?…;:")
+_CLAUSE_END = frozenset(",—")
+FIRST_CHUNK_TOKENS = 60  # ~8 words: the first audio of a reply comes quickly
 
 
 class KokoroBackend(Protocol):
@@ -103,15 +105,21 @@ class VoiceBank:
         return pack[min(max(n_phonemes - 1, 0), len(pack) - 1)]
 
 
-def split_words(words: list[WordPhonemes], max_tokens: int = MAX_TOKENS) -> list[list[WordPhonemes]]:
-    """Group words into chunks of at most ``max_tokens`` phonemes, preferring sentence ends."""
+def split_words(words: list[WordPhonemes], max_tokens: int = MAX_TOKENS,
+                first_max_tokens: int | None = None) -> list[list[WordPhonemes]]:
+    """Group words into chunks of at most ``max_tokens`` phonemes, preferring sentence ends.
+
+    ``first_max_tokens`` makes the first chunk short, cut at the first clause end (or word) past
+    a few words: the first audio of a reply then comes after a fraction of the sentence's
+    synthesis time."""
     chunks: list[list[WordPhonemes]] = []
     current: list[WordPhonemes] = []
     size = 0
     last_break = 0  # index in current after the last sentence end
     for w in words:
+        limit = first_max_tokens if first_max_tokens and not chunks else max_tokens
         n = len(w.phonemes) + 1
-        if current and size + n > max_tokens:
+        if current and size + n > limit:
             cut = last_break or len(current)
             chunks.append(current[:cut])
             current = current[cut:]
@@ -119,8 +127,13 @@ def split_words(words: list[WordPhonemes], max_tokens: int = MAX_TOKENS) -> list
             last_break = 0
         current.append(w)
         size += n
-        if w.phonemes and w.phonemes[-1] in _SENTENCE_END:
+        ends = w.phonemes[-1:] in _SENTENCE_END or (
+            first_max_tokens and not chunks and w.phonemes[-1:] in _CLAUSE_END and size >= 12)
+        if ends:
             last_break = len(current)
+            if first_max_tokens and not chunks and w.phonemes[-1:] in _CLAUSE_END | _SENTENCE_END:
+                chunks.append(current)  # the first clause goes out on its own
+                current, size, last_break = [], 0, 0
     if current:
         chunks.append(current)
     return chunks
@@ -145,9 +158,11 @@ class KokoroTTS:
         with open(path, encoding="utf-8") as f:
             return json.load(f)["vocab"]
 
-    def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0) -> Iterator[SpeechChunk]:
+    def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0, *,
+                   quick_start: bool = False) -> Iterator[SpeechChunk]:
+        """``quick_start``: make the first chunk a short clause, for the start of a reply."""
         words = self.g2p(text)
-        for group in split_words(words):
+        for group in split_words(words, first_max_tokens=FIRST_CHUNK_TOKENS if quick_start else None):
             chunk = self.synthesize_words(group, voice or self.default_voice, speed)
             if chunk is not None:
                 yield chunk

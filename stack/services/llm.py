@@ -76,15 +76,16 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-        worker = loop.run_in_executor(None, produce)
+        loop.run_in_executor(None, produce)
         try:
             while (item := await queue.get()) is not _DONE:
                 if isinstance(item, Exception):
                     raise item
                 yield item
         finally:
-            cancel.set()  # barge-in or error: stop generating now
-            await asyncio.shield(worker)
+            # Barge-in or error: llama.cpp stops before its next token. Not awaited, so the
+            # interruption moves on at once; the engine's lock keeps the next turn behind it.
+            cancel.set()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -98,11 +99,15 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
             async for piece in self._stream(await self._messages(frame.context)):
                 await self.stop_ttfb_metrics()
                 await self._push_llm_text(piece)
+        except asyncio.CancelledError:
+            # Barge-in: no end-of-response frame, or the TTS would flush and speak (and the
+            # context record) the half sentence still in its aggregator.
+            await self.stop_processing_metrics()
+            raise
         except Exception as e:
             await self.push_error(error_msg=f"LLM generation failed: {e}", exception=e)
-        finally:
-            await self.stop_processing_metrics()
-            await self.push_frame(LLMFullResponseEndFrame())
+        await self.stop_processing_metrics()
+        await self.push_frame(LLMFullResponseEndFrame())
 
     async def run_inference(self, context: LLMContext, max_tokens: int | None = None,
                             system_instruction: str | None = None, response_schema=None) -> str | None:

@@ -13,6 +13,7 @@ On interruption a ``speech.stop`` message goes out at once (urgent) so the mouth
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -32,8 +33,10 @@ _END = object()
 
 @dataclass
 class _Turn:
-    offset_samples: int = 0
+    offset_samples: int = 0  # where the next chunk starts in the turn's audio
     seq: int = 0
+    started: float | None = None  # loop time the turn's first audio was handed on
+    stall_s: float = 0.0  # playback gaps so far: synthesis that fell behind real time
 
 
 class LocalKokoroTTSService(TTSService):
@@ -42,6 +45,9 @@ class LocalKokoroTTSService(TTSService):
             push_start_frame=True,
             push_stop_frames=True,
             push_text_frames=False,  # words come from add_word_timestamps, as they are heard
+            # A sentence can take a few seconds to synthesize on a CPU; Pipecat would count a
+            # context idle that long as finished and mark its unspoken text as said.
+            stop_frame_timeout_s=10.0,
             sample_rate=SAMPLE_RATE,
             settings=TTSSettings(model=None, voice=voice or engine.default_voice, language="en"),
             **kwargs,
@@ -54,35 +60,42 @@ class LocalKokoroTTSService(TTSService):
     def can_generate_metrics(self) -> bool:
         return True
 
-    async def _chunks(self, text: str, voice: str) -> AsyncGenerator[SpeechChunk, None]:
+    async def _chunks(self, text: str, voice: str, quick_start: bool) -> AsyncGenerator[SpeechChunk, None]:
         """Kokoro's chunks as they are made, synthesis running in a thread."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
 
         def produce():
             try:
-                for chunk in self._engine.synthesize(text, voice=voice, speed=self._speed):
+                for chunk in self._engine.synthesize(text, voice=voice, speed=self._speed,
+                                                     quick_start=quick_start):
+                    if stop.is_set():
+                        break
                     loop.call_soon_threadsafe(queue.put_nowait, chunk)
             except Exception as e:
                 loop.call_soon_threadsafe(queue.put_nowait, e)
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-        worker = loop.run_in_executor(None, produce)
+        loop.run_in_executor(None, produce)
         try:
             while (item := await queue.get()) is not _END:
                 if isinstance(item, Exception):
                     raise item
                 yield item
         finally:
-            await asyncio.shield(worker)
+            # Interrupted: never wait for the chunk being synthesized (that would hold the
+            # interruption back by up to a chunk's synthesis time); the thread stops after it.
+            stop.set()
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         turn = self._turns.setdefault(context_id, _Turn())
         voice = self._settings.voice if isinstance(self._settings.voice, str) else None
         try:
             await self.start_tts_usage_metrics(text)
-            async for chunk in self._chunks(text, voice or self._engine.default_voice):
+            async for chunk in self._chunks(text, voice or self._engine.default_voice,
+                                            quick_start=turn.seq == 0):
                 await self.stop_ttfb_metrics()
                 samples = len(chunk.audio)
                 offset_s = turn.offset_samples / SAMPLE_RATE
@@ -90,8 +103,16 @@ class LocalKokoroTTSService(TTSService):
                                         text=chunk.text, offset_ms=offset_s * 1000, samples=samples)
                 yield OutputTransportMessageFrame(message=message.model_dump(mode="json"))
                 self._audible_turn = context_id
+                # Word times run on the turn's playback clock. If this chunk comes later than
+                # the audio before it ends (a slow CPU), playback pauses for the difference, and
+                # so must the words, or the context would count words nobody has heard yet.
+                now = asyncio.get_running_loop().time()
+                if turn.started is None:
+                    turn.started = now
+                turn.stall_s = max(turn.stall_s, now - turn.started - offset_s)
+                start_s = offset_s + turn.stall_s
                 await self.add_word_timestamps(
-                    [(w.word, offset_s + w.start_ms / 1000) for w in chunk.timing.words], context_id)
+                    [(w.word, start_s + w.start_ms / 1000) for w in chunk.timing.words], context_id)
                 yield TTSAudioRawFrame(chunk.pcm16(), SAMPLE_RATE, 1, context_id=context_id)
                 turn.offset_samples += samples
                 turn.seq += 1
