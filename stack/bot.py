@@ -100,13 +100,35 @@ class BotManager:
             if not [p for p in transport.get_participants() if p != BOT_IDENTITY]:
                 await worker.cancel(reason="user left")
 
+        async def end_when_empty():
+            """Also catches a user who left before the bot saw them join (no event then)."""
+            loop = asyncio.get_running_loop()
+            empty_since = None
+            while True:
+                await asyncio.sleep(0.5)
+                if not session.joined.is_set():
+                    continue
+                try:
+                    others = [p for p in transport.get_participants() if p != BOT_IDENTITY]
+                except AttributeError:  # not connected (yet, or any more)
+                    others = []
+                if others:
+                    empty_since = None
+                elif empty_since is None:
+                    empty_since = loop.time()
+                elif loop.time() - empty_since > s.session_empty_seconds:
+                    await worker.cancel(reason="nobody in the room")
+                    return
+
         async def run():
+            watchdog = asyncio.create_task(end_when_empty())
             try:
                 await runner.add_workers(worker)
                 await runner.run()
             except Exception:  # a broken session must not take the server down
                 log.exception("bot session for room %s failed", room)
             finally:
+                watchdog.cancel()
                 session.joined.set()
                 log.info("bot session for room %s ended", room)
 

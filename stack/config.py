@@ -62,6 +62,8 @@ class Settings(BaseSettings):
         None, description="LiveKit as browsers reach it; None = LIVEKIT_URL.")
     session_idle_seconds: float = Field(300, description="End a conversation after this long "
                                         "with nobody speaking.")
+    session_empty_seconds: float = Field(20, description="End a conversation when its room "
+                                         "has had nobody but the bot for this long.")
     livekit_api_key: str = "devkey"
     livekit_api_secret: str = "secret"
 

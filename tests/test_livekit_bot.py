@@ -3,6 +3,7 @@ with a Python LiveKit participant standing in for the browser."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -25,7 +26,8 @@ KEY = "test access key"
 async def stack(livekit, engines, settings):
     s = settings.model_copy(update=dict(
         livekit_url=livekit.url, livekit_api_key=LIVEKIT_KEY, livekit_api_secret=LIVEKIT_SECRET,
-        access_key=KEY, rate_limit_per_minute=1000, session_idle_seconds=60))
+        access_key=KEY, rate_limit_per_minute=1000, session_idle_seconds=60,
+        session_empty_seconds=2))
     manager = BotManager(s, engines)
     app = create_app(s, models_ready=lambda: True, on_conversation=lambda room: manager.ensure(room))
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot")
@@ -151,3 +153,60 @@ async def test_barge_in_stops_audio_and_trims_the_context(stack, engines, becket
         lambda: any(m["turn_id"] != first_turn for _, m in client.got.of_type("speech.chunk")),
         timeout=60), "no reply after the barge-in"
     await client.leave()
+
+
+async def test_twenty_join_leave_cycles_leave_nothing_behind(stack):
+    import threading
+
+    manager, token = stack
+    # a first cycle creates the process-wide pools (executor threads, LiveKit FFI) once
+    c = Client()
+    await c.join(*await token("room-cycle", "dave"))
+    await c.leave()
+    await _wait_until(lambda: not manager.active_rooms(), 15)
+    tasks_before = len(asyncio.all_tasks())
+    threads_before = threading.active_count()
+
+    for i in range(20):
+        c = Client()
+        await c.join(*await token("room-cycle", "dave"))
+        assert manager.active_rooms() == ["room-cycle"]
+        await c.leave()
+        assert await _wait_until(lambda: not manager.active_rooms(), 15), f"cycle {i}: bot stayed"
+
+    await asyncio.sleep(1)
+    assert len(asyncio.all_tasks()) <= tasks_before
+    assert threading.active_count() <= threads_before + 2  # allow executor threads to linger idle
+
+
+async def test_two_rooms_talk_at_once_without_crossing(stack, engines, beckett):
+    manager, token = stack
+    a, b = Client(), Client()
+    await a.join(*await token("room-x", "erin"))
+    await b.join(*await token("room-y", "frank"))
+    await asyncio.gather(a.silence(0.5), b.silence(0.5))
+    await asyncio.gather(
+        a.speak(_speech(engines, "What is the capital of France?"), trailing_s=1.0),
+        b.speak(beckett[: int(16000 * 2.2)], trailing_s=1.0))
+    assert await a.wait_for(lambda: a.got.of_type("speech.chunk") and b.got.of_type("speech.chunk"),
+                            timeout=90)
+    await asyncio.gather(a.silence(3), b.silence(3))
+    a_said, b_said = " ".join(a.got.user_transcripts()), " ".join(b.got.user_transcripts())
+    assert "france" in _norm(a_said) and "ever" not in _norm(a_said)
+    assert "ever" in _norm(b_said) and "france" not in _norm(b_said)
+    a_turns = {m["turn_id"] for _, m in a.got.of_type("speech.chunk")}
+    b_turns = {m["turn_id"] for _, m in b.got.of_type("speech.chunk")}
+    assert a_turns and b_turns and not a_turns & b_turns
+    ctx_a = manager.sessions["room-x"].conversation.context.get_messages()
+    ctx_b = manager.sessions["room-y"].conversation.context.get_messages()
+    assert "france" in _norm(ctx_a[0]["content"]) and "ever" in _norm(ctx_b[0]["content"])
+    await asyncio.gather(a.leave(), b.leave())
+
+
+async def _wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.1)
+    return predicate()
