@@ -56,7 +56,7 @@ LIVEKIT_KEY, LIVEKIT_SECRET = "APItest", "t" * 40
 @pytest.fixture(scope="session")
 def livekit(tmp_path_factory):
     """A real LiveKit server on loopback (scripts/test.sh builds it from its Go module)."""
-    from livekit_server import LiveKitServer, find_binary
+    from stack.livekit_server import LiveKitServer, find_binary
 
     binary = find_binary()
     if binary is None:

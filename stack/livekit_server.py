@@ -1,4 +1,9 @@
-"""A real LiveKit server on loopback for the tests (built from its Go module by scripts/test.sh)."""
+"""Run a LiveKit server process with the repository's livekit.yaml: for the dev runner
+(scripts/dev.py) and the tests. The Compose stack runs LiveKit's own image instead.
+
+The binary is built from LiveKit's Go module (scripts/test.sh does it, cached):
+    go install github.com/livekit/livekit-server/cmd/server@v1.13.5
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,13 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+LIVEKIT_VERSION = "v1.13.5"
+BUILD_DIR = Path.home() / ".cache" / "avatar-stack" / "bin" / f"livekit-{LIVEKIT_VERSION}"
 
 
 def find_binary() -> str | None:
     for candidate in (os.environ.get("LIVEKIT_SERVER_BIN"), shutil.which("livekit-server"),
-                      str(Path.home() / "go" / "bin" / "server")):
+                      str(BUILD_DIR / "server")):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
@@ -32,19 +39,22 @@ def free_port() -> int:
 class LiveKitServer:
     """Starts livekit-server with the repository's livekit.yaml, on free loopback ports."""
 
-    def __init__(self, binary: str, tmp: Path, api_key: str, api_secret: str):
+    def __init__(self, binary: str, tmp: Path, api_key: str, api_secret: str, *,
+                 port: int | None = None, loopback_only: bool = True):
         config = yaml.safe_load((ROOT / "livekit.yaml").read_text())
-        self.port = free_port()
+        self.port = port or free_port()
         config["port"] = self.port
-        config["rtc"]["tcp_port"] = free_port()
-        config["rtc"]["port_range_start"], config["rtc"]["port_range_end"] = 51000, 51200
-        config["bind_addresses"] = ["127.0.0.1"]
+        if port is None:  # tests: free ports, a UDP range apart from a dev server's
+            config["rtc"]["tcp_port"] = free_port()
+            config["rtc"]["port_range_start"], config["rtc"]["port_range_end"] = 51000, 51200
+        if loopback_only:
+            config["bind_addresses"] = ["127.0.0.1"]
         path = tmp / "livekit.yaml"
         path.write_text(yaml.safe_dump(config))
         self.url = f"ws://127.0.0.1:{self.port}"
         self.log = open(tmp / "livekit.log", "w")
         self.proc = subprocess.Popen(
-            [binary, "--config", str(path), "--node-ip", "127.0.0.1"],
+            [binary, "--config", str(path)] + (["--node-ip", "127.0.0.1"] if loopback_only else []),
             env={**os.environ, "LIVEKIT_KEYS": f"{api_key}: {api_secret}"},
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Run the whole product on one machine without Docker: a LiveKit server and the bot.
+
+    python scripts/dev.py                    # cpu profile, http://localhost:8080
+    python scripts/dev.py --profile test     # the tiny test models
+
+LiveKit runs with its development keys and DEV_MODE=true: for a development machine, not for a
+team (use docker-compose.gpu.yml there). Models missing from MODELS_DIR are fetched first.
+Ctrl-C stops both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stack.livekit_server import LIVEKIT_VERSION, LiveKitServer, find_binary  # noqa: E402
+
+DEV_KEY, DEV_SECRET = "devkey", "secret"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--profile", default=os.environ.get("MODEL_PROFILE", "cpu"))
+    ap.add_argument("--models-dir", default=os.environ.get("MODELS_DIR", str(ROOT / "models")))
+    ap.add_argument("--http-port", type=int, default=8080)
+    ap.add_argument("--livekit-port", type=int, default=7880)
+    ap.add_argument("--loopback", action="store_true", help="listen on 127.0.0.1 only")
+    args = ap.parse_args()
+
+    fetch = subprocess.run([sys.executable, str(ROOT / "scripts" / "download_models.py"),
+                            "--profile", args.profile, "--models-dir", args.models_dir])
+    if fetch.returncode:
+        return fetch.returncode
+
+    binary = find_binary()
+    if binary is None:
+        print(f"error: livekit-server not found. Build it once with Go:\n  GOBIN=~/.cache/avatar-stack/"
+              f"bin/livekit-{LIVEKIT_VERSION} go install github.com/livekit/livekit-server/cmd/"
+              f"server@{LIVEKIT_VERSION}\nor set LIVEKIT_SERVER_BIN.", file=sys.stderr)
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="avatar-dev-"))
+    livekit = LiveKitServer(binary, tmp, DEV_KEY, DEV_SECRET, port=args.livekit_port,
+                            loopback_only=args.loopback)
+    print(f"LiveKit on ws://localhost:{livekit.port} (log: {tmp / 'livekit.log'})")
+    env = {**os.environ, "DEV_MODE": "true", "MODEL_PROFILE": args.profile,
+           "MODELS_DIR": args.models_dir, "HTTP_PORT": str(args.http_port),
+           "HTTP_HOST": "127.0.0.1" if args.loopback else "0.0.0.0",
+           "LIVEKIT_URL": f"ws://127.0.0.1:{livekit.port}",
+           "LIVEKIT_API_KEY": DEV_KEY, "LIVEKIT_API_SECRET": DEV_SECRET}
+    # The very command the container runs.
+    bot = subprocess.Popen([sys.executable, "-m", "stack.app"], cwd=ROOT, env=env)
+
+    def stop(*_):
+        bot.terminate()
+        try:
+            bot.wait(15)
+        except subprocess.TimeoutExpired:
+            bot.kill()
+        livekit.stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    url = f"http://127.0.0.1:{args.http_port}"
+    while bot.poll() is None:
+        try:
+            urllib.request.urlopen(f"{url}/ready", timeout=2)
+            print(f"ready: {url}")
+            break
+        except OSError:
+            time.sleep(0.5)
+    code = bot.wait()
+    livekit.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

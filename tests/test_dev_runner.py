@@ -1,0 +1,62 @@
+"""scripts/dev.py starts LiveKit and the bot (``python -m stack.app``, the container's command):
+the product as a whole process tree, reached over HTTP and LiveKit."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from stack.livekit_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e
+
+
+def _get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_dev_runner_serves_ready_and_tokens(models_dir, livekit):  # livekit: the binary is built
+    http_port, lk_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "dev.py"), "--profile", "test", "--models-dir",
+         str(models_dir), "--http-port", str(http_port), "--livekit-port", str(lk_port),
+         "--loopback"],
+        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 180
+        status = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status, body = _get(f"{base}/ready")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert status == 200, proc.stdout.read() if proc.poll() is not None else "not ready"
+        assert body == {"ready": True, "models_loaded": True, "livekit_reachable": True}
+
+        req = urllib.request.Request(f"{base}/api/token", method="POST",
+                                     data=json.dumps({"room": "dev", "identity": "me"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:  # dev mode: no access key needed
+            token = json.loads(r.read())
+        assert token["url"] == f"ws://127.0.0.1:{lk_port}" and token["token"].count(".") == 2
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
