@@ -139,10 +139,9 @@ def bench(settings: Settings, runs: int, sample: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def write_section(path: Path, profile: str, header: str, rows: list[tuple[str, str]]) -> str:
-    begin, end = f"<!-- bench:engines:{profile}:begin -->", f"<!-- bench:engines:{profile}:end -->"
-    table = "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
-    section = f"{begin}\n### Engines, `{profile}` profile\n\n{header}\n\n{table}\n{end}"
+def write_section(path: Path, key: str, title: str, header: str, table: str) -> str:
+    begin, end = f"<!-- bench:{key}:begin -->", f"<!-- bench:{key}:end -->"
+    section = f"{begin}\n### {title}\n\n{header}\n\n{table}\n{end}"
     text = path.read_text() if path.exists() else (
         "# Benchmarks\n\nWritten by `scripts/bench.py`; do not edit the tables by hand.\n")
     if begin in text and end in text:
@@ -161,16 +160,29 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--sample", type=Path, default=None, help="a 16 kHz mono WAV of speech")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument("--livekit", action="store_true",
+                    help="voice-to-voice turns through a real LiveKit server, ours vs stock Pipecat")
+    ap.add_argument("--turns", type=int, default=5, help="turns per pipeline with --livekit")
     args = ap.parse_args()
     kw = {"model_profile": args.profile, "device": args.device}
     if args.models_dir:
         kw["models_dir"] = args.models_dir
-    settings = Settings(**kw)
+    settings = Settings(**kw, _env_file=None)
+    stamp = (f"Machine: {machine()}. Profile: `{args.profile}`. Commit: `{commit()}`. "
+             f"Date: {datetime.now(timezone.utc):%Y-%m-%d}.")
+    if args.livekit:
+        from bench_livekit import run_livekit_bench
+
+        table, notes = run_livekit_bench(settings, args.turns)
+        print(write_section(args.out, f"livekit:{args.profile}",
+                            f"Voice to voice through LiveKit, `{args.profile}` profile",
+                            f"{stamp} {args.turns} turns per pipeline.\n\n{notes}", table))
+        return 0
     sample = args.sample or settings.models_dir / "test" / "beckett.wav"
     rows = bench(settings, args.runs, sample)
-    header = (f"Machine: {machine()}. Profile: `{args.profile}`. Commit: `{commit()}`. "
-              f"Date: {datetime.now(timezone.utc):%Y-%m-%d}. Median of {args.runs} runs.")
-    print(write_section(args.out, args.profile, header, rows))
+    table = "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+    print(write_section(args.out, f"engines:{args.profile}", f"Engines, `{args.profile}` profile",
+                        f"{stamp} Median of {args.runs} runs.", table))
     return 0
 
 

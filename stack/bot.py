@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -50,10 +51,18 @@ class BotSession:
     joined: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+PipelineBuilder = Callable[..., Conversation]
+
+
 class BotManager:
-    def __init__(self, settings: Settings, engines: Engines):
+    """``builder`` makes each session's pipeline (the product's by default; the benchmark also
+    runs a reference pipeline of Pipecat's stock services through the same sessions)."""
+
+    def __init__(self, settings: Settings, engines: Engines | None,
+                 builder: PipelineBuilder | None = None):
         self.settings = settings
         self.engines = engines
+        self.builder = builder or (lambda **kw: build_pipeline(self.engines, self.settings, **kw))
         self.sessions: dict[str, BotSession] = {}
         self._lock = asyncio.Lock()
 
@@ -77,8 +86,8 @@ class BotManager:
             s.livekit_url, bot_token(s, room), room,
             params=LiveKitParams(audio_in_enabled=True, audio_out_enabled=True,
                                  audio_out_queue_size_ms=200))
-        conversation = build_pipeline(self.engines, s, transport_input=transport.input(),
-                                      transport_output=transport.output())
+        conversation = self.builder(transport_input=transport.input(),
+                                    transport_output=transport.output())
         worker = PipelineWorker(
             conversation.pipeline,
             params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=24000,

@@ -15,6 +15,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (LLMContextAggregatorPair,
                                                                    LLMUserAggregatorParams)
 from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.tts_service import TTSService
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from .config import Settings
@@ -61,7 +62,7 @@ def load_engines(settings: Settings) -> Engines:
 class Conversation:
     pipeline: Pipeline
     context: LLMContext
-    tts: LocalKokoroTTSService
+    tts: TTSService
 
 
 def build_pipeline(engines: Engines, settings: Settings, *, transport_input: FrameProcessor | None = None,

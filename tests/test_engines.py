@@ -136,3 +136,18 @@ def test_tts_long_text_is_split_and_each_chunk_is_exact(engines):
 def test_tts_unknown_voice_is_a_clear_error(engines):
     with pytest.raises(ValueError, match="unknown voice 'nobody'.*af_heart"):
         list(engines.tts.synthesize("Hi.", voice="nobody"))
+
+
+def test_tts_quick_start_short_first_clause_and_trimmed_lead(engines):
+    text = "Well, that is a really interesting question, and I am happy to answer it in detail."
+    normal = list(engines.tts.synthesize(text))
+    quick = list(engines.tts.synthesize(text, quick_start=True))
+    assert len(quick) > len(normal)
+    # cut at the first clause end past a dozen phonemes ("Well," alone would be too short)
+    assert [w.word for w in quick[0].timing.words] == ["Well", "that", "is", "a", "really",
+                                                       "interesting", "question"]
+    assert quick[0].durations[0] == 2 < normal[0].durations[0]  # 50 ms of leading silence
+    assert quick[0].timing.words[0].start_ms == 50
+    for c in quick:
+        assert len(c.audio) == sum(c.durations) * FRAME_SAMPLES
+    assert [w.word for c in quick for w in c.timing.words] == [w.word for w in normal[0].timing.words]

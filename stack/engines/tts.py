@@ -28,6 +28,7 @@ MAX_TOKENS = 400  # Kokoro's context is 512 tokens; shorter chunks also start pl
 _SENTENCE_END = frozenset(".!?…;:")
 _CLAUSE_END = frozenset(",—")
 FIRST_CHUNK_TOKENS = 60  # ~8 words: the first audio of a reply comes quickly
+QUICK_START_LEAD_FRAMES = 2  # 50 ms of Kokoro's ~300 ms leading silence kept before a reply
 
 
 class KokoroBackend(Protocol):
@@ -160,14 +161,18 @@ class KokoroTTS:
 
     def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0, *,
                    quick_start: bool = False) -> Iterator[SpeechChunk]:
-        """``quick_start``: make the first chunk a short clause, for the start of a reply."""
+        """``quick_start``, for the start of a reply: the first chunk is a short clause and its
+        leading silence is cut to ``QUICK_START_LEAD_FRAMES``, so it is heard sooner."""
         words = self.g2p(text)
-        for group in split_words(words, first_max_tokens=FIRST_CHUNK_TOKENS if quick_start else None):
-            chunk = self.synthesize_words(group, voice or self.default_voice, speed)
+        groups = split_words(words, first_max_tokens=FIRST_CHUNK_TOKENS if quick_start else None)
+        for i, group in enumerate(groups):
+            lead = QUICK_START_LEAD_FRAMES if quick_start and i == 0 else None
+            chunk = self.synthesize_words(group, voice or self.default_voice, speed, max_lead_frames=lead)
             if chunk is not None:
                 yield chunk
 
-    def synthesize_words(self, words: list[WordPhonemes], voice: str, speed: float) -> SpeechChunk | None:
+    def synthesize_words(self, words: list[WordPhonemes], voice: str, speed: float,
+                         max_lead_frames: int | None = None) -> SpeechChunk | None:
         tokens = build_tokens(words, self.vocab)
         n_phonemes = len(tokens.ids) - 2
         if n_phonemes <= 0 or not any(w.is_word for w in words):
@@ -179,6 +184,12 @@ class KokoroTTS:
         expected = sum(durations) * FRAME_SAMPLES
         if len(audio) != expected:  # the model's invariant; never paper over a mismatch
             raise RuntimeError(f"Kokoro returned {len(audio)} samples for {sum(durations)} frames")
+        if max_lead_frames is not None and durations[0] > max_lead_frames:
+            # The BOS token's frames are the leading silence: drop whole frames of it, so the
+            # timings (computed from the durations below) still match the audio exactly.
+            cut = durations[0] - max_lead_frames
+            audio = audio[cut * FRAME_SAMPLES:]
+            durations[0] = max_lead_frames
         text = "".join(w.text + (" " if w.whitespace else "") for w in words).strip()
         return SpeechChunk(text, audio, durations, align(words, tokens, durations))
 
