@@ -24,7 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stack.livekit_server import LIVEKIT_VERSION, LiveKitServer, find_binary  # noqa: E402
+import yaml  # noqa: E402
+
+from stack.config import Settings  # noqa: E402
+from stack.livekit_server import LIVEKIT_VERSION, LiveKitServer, find_binary, with_turn  # noqa: E402
 
 DEV_KEY, DEV_SECRET = "devkey", "secret"
 
@@ -50,8 +53,13 @@ def main() -> int:
               f"server@{LIVEKIT_VERSION}\nor set LIVEKIT_SERVER_BIN.", file=sys.stderr)
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="avatar-dev-"))
+    settings = Settings()
+    config = yaml.safe_load((ROOT / "livekit.yaml").read_text())
+    if settings.turn_host and settings.turn_secret:  # a coturn of your own (coturn/turnserver.conf)
+        config = with_turn(config, host=settings.turn_host, secret=settings.turn_secret,
+                           ttl=settings.turn_ttl_seconds)
     livekit = LiveKitServer(binary, tmp, DEV_KEY, DEV_SECRET, port=args.livekit_port,
-                            loopback_only=args.loopback)
+                            loopback_only=args.loopback, config=config)
     print(f"LiveKit on ws://localhost:{livekit.port} (log: {tmp / 'livekit.log'})")
     env = {**os.environ, "DEV_MODE": "true", "MODEL_PROFILE": args.profile,
            "MODELS_DIR": args.models_dir, "HTTP_PORT": str(args.http_port),

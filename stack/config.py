@@ -64,6 +64,10 @@ class Settings(BaseSettings):
                                         "with nobody speaking.")
     session_empty_seconds: float = Field(20, description="End a conversation when its room "
                                          "has had nobody but the bot for this long.")
+    turn_host: str | None = Field(None, description="Public name of the coturn server; None = "
+                                  "no TURN (browsers must reach LiveKit directly).")
+    turn_secret: str | None = Field(None, description="Shared secret of coturn and LiveKit.")
+    turn_ttl_seconds: int = Field(14400, description="Lifetime of a browser's TURN credentials.")
     livekit_api_key: str = "devkey"
     livekit_api_secret: str = "secret"
 
