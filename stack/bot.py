@@ -107,6 +107,7 @@ class BotManager:
         async def _left(_transport, participant, reason):
             # One person per conversation: when they leave, the session ends and frees its parts.
             if not [p for p in transport.get_participants() if p != BOT_IDENTITY]:
+                log.info("the user left room %s: ending its session", room)
                 await worker.cancel(reason="user left")
 
         async def end_when_empty():
@@ -126,6 +127,8 @@ class BotManager:
                 elif empty_since is None:
                     empty_since = loop.time()
                 elif loop.time() - empty_since > s.session_empty_seconds:
+                    log.info("room %s has been empty for %.0f s: ending its session", room,
+                             s.session_empty_seconds)
                     await worker.cancel(reason="nobody in the room")
                     return
 

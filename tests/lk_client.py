@@ -33,17 +33,29 @@ class Received:
         return [(t, f) for t, f in self.audio if np.abs(f).max(initial=0) > threshold]
 
 
+async def wait_until(predicate, timeout: float) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
 class Client:
     def __init__(self):
         self.room = rtc.Room()
         self.got = Received()
         self.source = rtc.AudioSource(MIC_RATE, 1, queue_size_ms=100)
         self._tasks: list[asyncio.Task] = []
+        self._streams: list[rtc.AudioStream] = []
+        self._closed = False
         self._muted = False
 
         @self.room.on("track_subscribed")
         def _on_track(track, publication, participant):
-            if track.kind == rtc.TrackKind.KIND_AUDIO:
+            if track.kind == rtc.TrackKind.KIND_AUDIO and not self._closed:
                 self._tasks.append(asyncio.ensure_future(self._record(track)))
 
         @self.room.on("data_received")
@@ -55,6 +67,7 @@ class Client:
 
     async def _record(self, track):
         stream = rtc.AudioStream(track, sample_rate=BOT_RATE, num_channels=1)
+        self._streams.append(stream)
         async for event in stream:
             data = np.frombuffer(event.frame.data, dtype=np.int16).copy()
             self.got.audio.append((time.monotonic(), data))
@@ -79,14 +92,13 @@ class Client:
         await self.speak(np.zeros(int(MIC_RATE * seconds), np.float32))
 
     async def wait_for(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            await asyncio.sleep(0.05)
-        return predicate()
+        return await wait_until(predicate, timeout)
 
     async def leave(self) -> None:
+        self._closed = True
+        await self.room.disconnect()
         for t in self._tasks:
             t.cancel()
-        await self.room.disconnect()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for stream in self._streams:
+            await stream.aclose()

@@ -6,7 +6,6 @@ then tells llama.cpp to stop before its next token, so the engine is free for th
 from __future__ import annotations
 
 import asyncio
-import threading
 
 from pipecat.adapters.llm.services.open_ai_adapter import OpenAILLMAdapter
 from pipecat.frames.frames import (Frame, LLMContextFrame, LLMFullResponseEndFrame,
@@ -17,8 +16,7 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
 from ..engines.llm import LlamaLLM
-
-_DONE = object()
+from .threaded import iterate_in_thread
 
 
 def _text_messages(messages: list[dict]) -> list[dict]:
@@ -58,34 +56,12 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
             convert_developer_to_user=True)
         return _text_messages(list(params["messages"]))
 
-    async def _stream(self, messages: list[dict]):
-        """Run the blocking llama.cpp stream in a thread; yield its pieces on the event loop."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-
-        def produce():
-            try:
-                for piece in self._engine.stream(
-                        messages, max_tokens=self._settings.max_tokens,
-                        temperature=self._settings.temperature,
-                        repeat_penalty=self._repeat_penalty, cancel=cancel):
-                    loop.call_soon_threadsafe(queue.put_nowait, piece)
-            except Exception as e:  # handed to the event loop, raised there
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
-
-        loop.run_in_executor(None, produce)
-        try:
-            while (item := await queue.get()) is not _DONE:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            # Barge-in or error: llama.cpp stops before its next token. Not awaited, so the
-            # interruption moves on at once; the engine's lock keeps the next turn behind it.
-            cancel.set()
+    def _stream(self, messages: list[dict]):
+        """llama.cpp's token stream, from a worker thread; stops before the next token when the
+        consumer is cancelled (barge-in)."""
+        return iterate_in_thread(lambda stop: self._engine.stream(
+            messages, max_tokens=self._settings.max_tokens, temperature=self._settings.temperature,
+            repeat_penalty=self._repeat_penalty, cancel=stop))
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)

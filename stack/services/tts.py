@@ -13,8 +13,7 @@ On interruption a ``speech.stop`` message goes out at once (urgent) so the mouth
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from pipecat.frames.frames import (BotStoppedSpeakingFrame, ErrorFrame, Frame,
@@ -27,8 +26,8 @@ from pipecat.services.tts_service import TTSService
 from ..engines.tts import KokoroTTS, SpeechChunk
 from ..lipsync import SAMPLE_RATE
 from ..protocol import SpeechStopMessage, chunk_message
+from .threaded import iterate_in_thread
 
-_END = object()
 
 
 @dataclass
@@ -60,34 +59,11 @@ class LocalKokoroTTSService(TTSService):
     def can_generate_metrics(self) -> bool:
         return True
 
-    async def _chunks(self, text: str, voice: str, quick_start: bool) -> AsyncGenerator[SpeechChunk, None]:
-        """Kokoro's chunks as they are made, synthesis running in a thread."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        stop = threading.Event()
-
-        def produce():
-            try:
-                for chunk in self._engine.synthesize(text, voice=voice, speed=self._speed,
-                                                     quick_start=quick_start):
-                    if stop.is_set():
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            except Exception as e:
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-        loop.run_in_executor(None, produce)
-        try:
-            while (item := await queue.get()) is not _END:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            # Interrupted: never wait for the chunk being synthesized (that would hold the
-            # interruption back by up to a chunk's synthesis time); the thread stops after it.
-            stop.set()
+    def _chunks(self, text: str, voice: str, quick_start: bool) -> AsyncIterator[SpeechChunk]:
+        """Kokoro's chunks as they are made, from a worker thread. Interrupted, it never waits
+        for the chunk being synthesized (that would hold the interruption back)."""
+        return iterate_in_thread(lambda stop: self._engine.synthesize(
+            text, voice=voice, speed=self._speed, quick_start=quick_start))
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         turn = self._turns.setdefault(context_id, _Turn())
