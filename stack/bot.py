@@ -142,6 +142,8 @@ class BotManager:
             finally:
                 watchdog.cancel()
                 session.joined.set()
+                if self.sessions.get(room) is session:  # forget it: its pipeline can be freed
+                    del self.sessions[room]
                 log.info("bot session for room %s ended", room)
 
         session.task = asyncio.create_task(run(), name=f"bot:{room}")

@@ -179,6 +179,7 @@ async def test_twenty_join_leave_cycles_leave_nothing_behind(stack):
     await asyncio.sleep(1)
     assert len(asyncio.all_tasks()) <= tasks_before
     assert threading.active_count() <= threads_before + 2  # allow executor threads to linger idle
+    assert not manager.sessions  # ended sessions are forgotten, their pipelines freed
 
 
 async def test_two_rooms_talk_at_once_without_crossing(stack, engines, beckett):

@@ -29,7 +29,6 @@ from ..protocol import SpeechStopMessage, chunk_message
 from .threaded import iterate_in_thread
 
 
-
 @dataclass
 class _Turn:
     offset_samples: int = 0  # where the next chunk starts in the turn's audio
@@ -62,7 +61,7 @@ class LocalKokoroTTSService(TTSService):
     def _chunks(self, text: str, voice: str, quick_start: bool) -> AsyncIterator[SpeechChunk]:
         """Kokoro's chunks as they are made, from a worker thread. Interrupted, it never waits
         for the chunk being synthesized (that would hold the interruption back)."""
-        return iterate_in_thread(lambda stop: self._engine.synthesize(
+        return iterate_in_thread(lambda _stop: self._engine.synthesize(
             text, voice=voice, speed=self._speed, quick_start=quick_start))
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
