@@ -1,6 +1,6 @@
 """The HTTP server: the one place a browser talks to besides LiveKit.
 
-- ``POST /api/token``: a short-lived LiveKit token for one room, with minimal grants.
+- ``POST /token``: a short-lived LiveKit token for one room, with minimal grants.
 - ``GET /health``: the process is alive. ``GET /ready``: models loaded and LiveKit reachable.
 
 Access control is on unless ``DEV_MODE``: the browser sends the operator's ``ACCESS_KEY`` as
@@ -130,7 +130,7 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
     errors = {401: {"model": Error}, 403: {"model": Error}, 413: {"model": Error},
               422: {"description": "invalid room, identity or name"}, 429: {"model": Error}}
 
-    @app.post("/api/token", response_model=TokenResponse, responses=errors,
+    @app.post("/token", response_model=TokenResponse, responses=errors,
               dependencies=[Depends(rate_limit), Depends(authorize)])
     async def token(req: TokenRequest) -> TokenResponse:
         """A LiveKit token to join one room: publish microphone/camera and data, subscribe."""

@@ -50,7 +50,7 @@ def test_dev_runner_serves_ready_and_tokens(models_dir, livekit):  # livekit: th
         assert status == 200, proc.stdout.read() if proc.poll() is not None else "not ready"
         assert body == {"ready": True, "models_loaded": True, "livekit_reachable": True}
 
-        req = urllib.request.Request(f"{base}/api/token", method="POST",
+        req = urllib.request.Request(f"{base}/token", method="POST",
                                      data=json.dumps({"room": "dev", "identity": "me"}).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:  # dev mode: no access key needed

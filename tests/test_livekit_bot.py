@@ -33,7 +33,7 @@ async def stack(livekit, engines, settings):
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot")
 
     async def token(room: str, identity: str) -> tuple[str, str]:
-        r = await http.post("/api/token", json={"room": room, "identity": identity},
+        r = await http.post("/token", json={"room": room, "identity": identity},
                             headers={"Authorization": f"Bearer {KEY}"})
         assert r.status_code == 200, r.text
         return r.json()["url"], r.json()["token"]
@@ -204,3 +204,16 @@ async def test_two_rooms_talk_at_once_without_crossing(stack, engines, beckett):
     ctx_b = manager.sessions["room-y"].conversation.context.get_messages()
     assert "france" in _norm(ctx_a[0]["content"]) and "ever" in _norm(ctx_b[0]["content"])
     await asyncio.gather(a.leave(), b.leave())
+
+
+async def test_silent_user_session_ends_after_idle_timeout(stack):
+    manager, token = stack
+    manager.settings = manager.settings.model_copy(update={"session_idle_seconds": 3})
+    client = Client()
+    await client.join(*await token("room-idle", "gina"))
+    t0 = time.monotonic()
+    silence = asyncio.create_task(client.silence(20))  # present, publishing, but not speaking
+    assert await wait_until(lambda: "room-idle" not in manager.active_rooms(), 15)
+    assert time.monotonic() - t0 >= 2.5  # not before the idle timeout
+    silence.cancel()
+    await client.leave()

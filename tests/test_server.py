@@ -31,7 +31,7 @@ BODY = {"room": "lobby-1", "identity": "alice", "name": "Alice"}
 
 
 def test_token_has_minimal_grants_for_one_room(client):
-    r = client.post("/api/token", json=BODY, headers=AUTH)
+    r = client.post("/token", json=BODY, headers=AUTH)
     assert r.status_code == 200, r.text
     data = r.json()
     assert data["url"] == "wss://talk.example:7880" and data["expires_in"] == 600
@@ -46,29 +46,29 @@ def test_token_has_minimal_grants_for_one_room(client):
 
 
 def test_missing_and_wrong_access_key(client):
-    r = client.post("/api/token", json=BODY)
+    r = client.post("/token", json=BODY)
     assert r.status_code == 401 and "missing access key" in r.json()["detail"]
-    r = client.post("/api/token", json=BODY, headers={"Authorization": "Bearer nope"})
+    r = client.post("/token", json=BODY, headers={"Authorization": "Bearer nope"})
     assert r.status_code == 403 and r.json()["detail"] == "wrong access key"
 
 
 @pytest.mark.parametrize("field,value", [("room", "../etc"), ("room", ""), ("room", "a" * 65),
                                          ("identity", "bob smith"), ("name", "n" * 65)])
 def test_bad_names_are_422_with_a_reason(client, field, value):
-    r = client.post("/api/token", json={**BODY, field: value}, headers=AUTH)
+    r = client.post("/token", json={**BODY, field: value}, headers=AUTH)
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"][-1] == field
 
 
 def test_oversized_body_is_413(client):
-    r = client.post("/api/token", content=json.dumps({**BODY, "name": "x" * 5000}),
+    r = client.post("/token", content=json.dumps({**BODY, "name": "x" * 5000}),
                     headers={**AUTH, "Content-Type": "application/json"})
     assert r.status_code == 413 and "4096" in r.json()["detail"]
 
 
 def test_rate_limit_is_429():
     client = TestClient(create_app(_settings(rate_limit_per_minute=3)))
-    codes = [client.post("/api/token", json=BODY, headers=AUTH).status_code for _ in range(4)]
+    codes = [client.post("/token", json=BODY, headers=AUTH).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
 
 
@@ -109,7 +109,7 @@ def test_ready_with_a_real_livekit_server_and_a_token_it_accepts(livekit):
     assert client.get("/ready").json() == {"ready": True, "models_loaded": True,
                                            "livekit_reachable": True}
 
-    token = client.post("/api/token", json=BODY, headers=AUTH).json()["token"]
+    token = client.post("/token", json=BODY, headers=AUTH).json()["token"]
     import asyncio
 
     from livekit import rtc
@@ -123,3 +123,17 @@ def test_ready_with_a_real_livekit_server_and_a_token_it_accepts(livekit):
         return name, identity
 
     assert asyncio.run(join()) == ("lobby-1", "alice")
+
+
+def test_cors_allows_only_configured_origins():
+    client = TestClient(create_app(_settings(cors_origins=["https://intranet.example"])))
+    pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    ok = client.options("/token", headers={"Origin": "https://intranet.example", **pre})
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "https://intranet.example"
+    bad = client.options("/token", headers={"Origin": "https://evil.example", **pre})
+    assert "access-control-allow-origin" not in bad.headers
+    # no CORS configured: same-origin only (the web client is served by this server)
+    plain = TestClient(create_app(_settings()))
+    r = plain.post("/token", json=BODY, headers={**AUTH, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
