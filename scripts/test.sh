@@ -25,8 +25,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip uv
-echo "== installing Python dependencies (first run builds llama-cpp-python: ~10 min on 2 cores)"
-.venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[test]'
+# llama-cpp-python is compiled from source (~10 min on 2 cores): build its wheel once and keep it.
+WHEELS="$HOME/.cache/avatar-stack/wheels"
+LLAMA_VERSION=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
+if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  echo "== building llama-cpp-python $LLAMA_VERSION once (about 10 minutes on 2 cores)"
+  .venv/bin/python -m pip wheel --quiet --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
+fi
+echo "== installing Python dependencies"
+.venv/bin/uv pip install --quiet --python .venv/bin/python --find-links "$WHEELS" -e '.[test]'
 
 echo "== building the LiveKit server from its Go module (cached after the first build)"
 LIVEKIT_VERSION=v1.13.5
