@@ -40,6 +40,14 @@ def load_engines(settings: Settings) -> Engines:
     """Load the three models of the configured profile from ``settings.models_dir``."""
     profile = settings.profile
     root = settings.models_dir
+    missing = [root / f.path for f in profile.files if not (root / f.path).is_file()]
+    missing += [root / rel for rel, _ in profile.derived if not (root / rel).exists()]
+    if missing:  # all at once, with the command that fetches them (hashes: download_models --check)
+        raise FileNotFoundError(
+            f"{len(missing)} model file(s) of profile {profile.name!r} missing: "
+            + ", ".join(map(str, missing[:5])) + (" …" if len(missing) > 5 else "")
+            + f". Fetch them: python scripts/download_models.py --profile {profile.name} "
+            f"--models-dir {root}")
     device = resolve_device(settings.device)
     backend = settings.tts_backend
     if backend == "auto":

@@ -151,3 +151,14 @@ def test_tts_quick_start_short_first_clause_and_trimmed_lead(engines):
     for c in quick:
         assert len(c.audio) == sum(c.durations) * FRAME_SAMPLES
     assert [w.word for c in quick for w in c.timing.words] == [w.word for w in normal[0].timing.words]
+
+
+def test_missing_model_files_name_the_file_and_the_fix(settings, tmp_path):
+    from stack.pipeline import load_engines
+
+    empty = settings.model_copy(update={"models_dir": tmp_path})
+    with pytest.raises(FileNotFoundError) as err:
+        load_engines(empty)
+    message = str(err.value)
+    assert str(tmp_path / "test" / "whisper-tiny.en" / "model.bin") in message
+    assert f"download_models.py --profile test --models-dir {tmp_path}" in message
