@@ -16,8 +16,6 @@ own metrics (RTVI ``metrics`` messages): STT processing time, LLM and TTS time t
 from __future__ import annotations
 
 import asyncio
-import os
-import statistics
 import subprocess
 import sys
 import tempfile

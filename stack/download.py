@@ -8,16 +8,15 @@ fails with one line naming the file, the source and what to do.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import sys
 import shutil
+import sys
 import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,12 +89,10 @@ def check_profile(models_dir: Path, profile: Profile) -> list[FileStatus]:
 
 
 class Downloader:
-    def __init__(self, models_dir: Path, profile: Profile, *, progress: bool = True,
-                 opener: Callable[..., io.IOBase] | None = None):
+    def __init__(self, models_dir: Path, profile: Profile, *, progress: bool = True):
         self.models_dir = Path(models_dir)
         self.profile = profile
         self.progress = progress
-        self._open = opener or urllib.request.urlopen
         self.cache = self.models_dir / ".cache"
         self.fetched: list[str] = []
 
@@ -206,7 +203,7 @@ class Downloader:
         req = urllib.request.Request(url, headers={"User-Agent": "avatar-stack-downloader"})
         if have:
             req.add_header("Range", f"bytes={have}-")
-        with self._open(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=60) as resp:
             status = getattr(resp, "status", 200)
             if have and status != 206:  # server ignored the range: start over
                 have = 0
