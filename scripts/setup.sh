@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Shared set-up of scripts/run.sh and scripts/test.sh, sourced by both: a Python 3.11/3.12
+# virtual environment (.venv) with the project installed, and the LiveKit server built from its
+# Go module. Re-running is cheap: llama-cpp-python's wheel and livekit-server are built once and
+# kept under ~/.cache/avatar-stack. EXTRAS picks the optional dependencies (default: test).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+
+PY=""
+for candidate in python3.11 python3.12 python3; do
+  # a pyenv shim can exist without its interpreter: ask the interpreter itself
+  if "$candidate" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))' \
+      >/dev/null 2>&1; then PY="$candidate"; break; fi
+done
+if [ -z "$PY" ]; then
+  echo "error: Python 3.11 or 3.12 is needed (kokoro and misaki do not support 3.13 yet)" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip uv
+# llama-cpp-python is compiled from source (~10 min on 2 cores): build its wheel once and keep it.
+WHEELS="$HOME/.cache/avatar-stack/wheels"
+LLAMA_VERSION=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
+if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  echo "== building llama-cpp-python $LLAMA_VERSION once (about 10 minutes on 2 cores)"
+  .venv/bin/python -m pip wheel --quiet --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
+fi
+echo "== installing Python dependencies"
+.venv/bin/uv pip install --quiet --python .venv/bin/python --find-links "$WHEELS" -e ".[${EXTRAS:-test}]"
+
+echo "== building the LiveKit server from its Go module (cached after the first build)"
+LIVEKIT_VERSION=v1.13.5
+export GOBIN="$HOME/.cache/avatar-stack/bin/livekit-$LIVEKIT_VERSION"
+if [ ! -x "$GOBIN/server" ]; then
+  command -v go >/dev/null || { echo "error: Go is needed to build livekit-server" >&2; exit 1; }
+  go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION"
+fi
+export LIVEKIT_SERVER_BIN="$GOBIN/server"
+
