@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from stack.config import Settings  # noqa: E402
+from stack.engines.stt import resample  # noqa: E402
 from stack.pipeline import load_engines  # noqa: E402
 
 LLM_PROMPT = [{"role": "system", "content": Settings().system_prompt},
@@ -118,10 +118,7 @@ def bench(settings: Settings, runs: int, sample: Path) -> list[tuple[str, str]]:
         rtfs.append(total / (length / 24000))
     # lip-sync sanity: Kokoro's word starts vs Whisper's on the same audio
     chunk = chunks[0]
-    n16 = int(len(chunk.audio) * 16000 / 24000)
-    audio16 = np.interp(np.linspace(0, len(chunk.audio) - 1, n16), np.arange(len(chunk.audio)),
-                        chunk.audio).astype(np.float32)
-    heard = engines.stt.transcribe(audio16)
+    heard = engines.stt.transcribe(resample(chunk.audio, 24000))
     norm = lambda s: "".join(c for c in s.lower() if c.isalnum())  # noqa: E731
     tts_words = [(norm(w.word), w.start_ms) for w in chunk.timing.words]
     j = 0

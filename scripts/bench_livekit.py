@@ -32,6 +32,7 @@ from lk_client import Client  # noqa: E402
 
 from stack.bot import BotManager  # noqa: E402
 from stack.config import Settings  # noqa: E402
+from stack.engines.stt import resample  # noqa: E402
 from stack.livekit_server import LiveKitServer, find_binary, free_port  # noqa: E402
 from stack.pipeline import Conversation, load_engines  # noqa: E402
 
@@ -46,11 +47,6 @@ QUESTIONS = [
     "How far away is the moon?",
 ]
 KEY, SECRET = "APIbench", "b" * 40
-
-
-def _resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
-    n = int(round(len(audio) * dst / src))
-    return np.interp(np.linspace(0, len(audio) - 1, n), np.arange(len(audio)), audio).astype(np.float32)
 
 
 def stock_builder(settings: Settings, llm_url: str, voices_npz: Path):
@@ -69,9 +65,6 @@ def stock_builder(settings: Settings, llm_url: str, voices_npz: Path):
     profile = settings.profile
     root = settings.models_dir
     onnx = next(src for dst, src in profile.derived if dst == profile.tts_model)
-    temperature = settings.llm_temperature
-    if temperature is None:
-        temperature = profile.llm_temperature
 
     def build(*, transport_input, transport_output) -> Conversation:
         context = LLMContext()
@@ -81,7 +74,7 @@ def stock_builder(settings: Settings, llm_url: str, voices_npz: Path):
         stt = WhisperSTTService(settings=WhisperSTTService.Settings(
             model=str(root / profile.stt_model), language="en"), device="cpu", compute_type="int8")
         llm = OpenAILLMService(base_url=llm_url, api_key="local", settings=OpenAILLMService.Settings(
-            model="local", system_instruction=settings.system_prompt, temperature=temperature,
+            model="local", system_instruction=settings.system_prompt, temperature=settings.temperature,
             max_tokens=settings.llm_max_tokens))
         tts = KokoroTTSService(model_path=str(root / onnx), voices_path=str(voices_npz),
                                settings=KokoroTTSService.Settings(voice=profile.default_voice))
@@ -185,7 +178,7 @@ def run_livekit_bench(settings: Settings, turns: int) -> tuple[str, str]:
                                         livekit_api_secret=SECRET, session_empty_seconds=30))
     try:
         engines = load_engines(s)
-        questions = [_resample(np.concatenate([c.audio for c in engines.tts.synthesize(
+        questions = [resample(np.concatenate([c.audio for c in engines.tts.synthesize(
             q, voice="am_michael")]), 24000, 16000) for q in (QUESTIONS * 4)[:turns]]
         ours = BotManager(s, engines)
         stock = BotManager(s, None, builder=stock_builder(s, llm_url, _voices_npz(s, tmp)))

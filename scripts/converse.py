@@ -42,12 +42,9 @@ def main() -> int:
     t = time.perf_counter()
     question = engines.stt.transcribe(audio.mean(axis=1)).text
     print(f"you:  {question}")
-    temperature = settings.llm_temperature
-    if temperature is None:
-        temperature = settings.profile.llm_temperature
     answer = engines.llm.complete([{"role": "system", "content": settings.system_prompt},
                                    {"role": "user", "content": question}],
-                                  max_tokens=settings.llm_max_tokens, temperature=temperature)
+                                  max_tokens=settings.llm_max_tokens, temperature=settings.temperature)
     print(f"bot:  {answer}")
     pieces, messages, offset = [], [], 0
     for seq, chunk in enumerate(engines.tts.synthesize(answer)):

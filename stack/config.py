@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     livekit_api_secret: str = "secret"
 
     @property
+    def temperature(self) -> float:
+        """LLM_TEMPERATURE, or the profile's when unset."""
+        return self.profile.llm_temperature if self.llm_temperature is None else self.llm_temperature
+
+    @property
     def profile(self) -> Profile:
         return get_profile(self.model_profile)
 

@@ -76,9 +76,6 @@ class Conversation:
 def build_pipeline(engines: Engines, settings: Settings, *, transport_input: FrameProcessor | None = None,
                    transport_output: FrameProcessor | None = None) -> Conversation:
     """One conversation's pipeline. Without transports (tests) audio frames are pushed in by hand."""
-    temperature = settings.llm_temperature
-    if temperature is None:
-        temperature = settings.profile.llm_temperature
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(
         context,
@@ -90,7 +87,8 @@ def build_pipeline(engines: Engines, settings: Settings, *, transport_input: Fra
     )
     stt = LocalWhisperSTTService(engines.stt)
     llm = LocalLlamaLLMService(engines.llm, system_instruction=settings.system_prompt,
-                               max_tokens=settings.llm_max_tokens, temperature=temperature,
+                               max_tokens=settings.llm_max_tokens,
+                               temperature=settings.temperature,
                                repeat_penalty=settings.llm_repeat_penalty)
     tts = LocalKokoroTTSService(engines.tts, voice=settings.tts_voice, speed=settings.tts_speed)
     processors = [stt, aggregators.user(), llm, tts]

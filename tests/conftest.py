@@ -44,11 +44,6 @@ def beckett(models_dir) -> np.ndarray:
     return audio
 
 
-def resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
-    """Linear-interpolation resampling: enough for feeding TTS audio back to Whisper."""
-    n = int(round(len(audio) * dst / src))
-    return np.interp(np.linspace(0, len(audio) - 1, n), np.arange(len(audio)), audio).astype(np.float32)
-
 
 LIVEKIT_KEY, LIVEKIT_SECRET = "APItest", "t" * 40
 

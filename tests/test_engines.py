@@ -7,7 +7,8 @@ import jiwer
 import numpy as np
 import pytest
 
-from conftest import BECKETT, resample
+from conftest import BECKETT
+from stack.engines.stt import resample
 from stack.config import Settings
 from stack.lipsync import FRAME_SAMPLES, SAMPLE_RATE
 

@@ -111,7 +111,7 @@ async def test_client_dropping_mid_sentence_leaves_server_healthy(stack, beckett
 
 def _speech(engines, text: str) -> np.ndarray:
     """A spoken question at 16 kHz, made with the TTS (a different voice than the bot's)."""
-    from conftest import resample
+    from stack.engines.stt import resample
 
     audio = np.concatenate([c.audio for c in engines.tts.synthesize(text, voice="am_michael")])
     return resample(audio, 24000, 16000)

@@ -12,6 +12,13 @@ from .device import resolve_device
 SAMPLE_RATE = 16_000
 
 
+def resample(audio: np.ndarray, src: int, dst: int = SAMPLE_RATE) -> np.ndarray:
+    """Linear-interpolation resampling, e.g. Kokoro's 24 kHz speech for Whisper: enough for
+    recognition, not for listening."""
+    n = int(round(len(audio) * dst / src))
+    return np.interp(np.linspace(0, len(audio) - 1, n), np.arange(len(audio)), audio).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Word:
     word: str

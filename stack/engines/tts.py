@@ -128,13 +128,13 @@ def split_words(words: list[WordPhonemes], max_tokens: int = MAX_TOKENS,
             last_break = 0
         current.append(w)
         size += n
-        ends = w.phonemes[-1:] in _SENTENCE_END or (
-            first_max_tokens and not chunks and w.phonemes[-1:] in _CLAUSE_END and size >= 12)
-        if ends:
+        end = w.phonemes[-1:]
+        if first_max_tokens and not chunks and (
+                end in _SENTENCE_END or (end in _CLAUSE_END and size >= 12)):
+            chunks.append(current)  # the first clause goes out on its own
+            current, size, last_break = [], 0, 0
+        elif end in _SENTENCE_END:
             last_break = len(current)
-            if first_max_tokens and not chunks and w.phonemes[-1:] in _CLAUSE_END | _SENTENCE_END:
-                chunks.append(current)  # the first clause goes out on its own
-                current, size, last_break = [], 0, 0
     if current:
         chunks.append(current)
     return chunks
