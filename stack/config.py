@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     tts_voice: str | None = Field(None, description="Kokoro voice; None = the profile's default.")
     tts_speed: float = 1.0
 
+    # Web client and avatars
+    web_dir: Path | None = Field(None, description="The built web client (npm --prefix web "
+                                 "run build), served at /; None = web/out of this checkout.")
+    avatars_dir: Path | None = Field(None, description="Folder of the avatars (*.glb) people can "
+                                     "choose; None = MODELS_DIR/avatars.")
+    default_avatar: str = Field("mpfb", description="Avatar shown first (file name without .glb).")
+
     # Service: HTTP API and LiveKit
     dev_mode: bool = Field(False, description="Allows LiveKit's dev keys and no ACCESS_KEY.")
     http_host: str = "0.0.0.0"
@@ -75,6 +82,14 @@ class Settings(BaseSettings):
     def temperature(self) -> float:
         """LLM_TEMPERATURE, or the profile's when unset."""
         return self.profile.llm_temperature if self.llm_temperature is None else self.llm_temperature
+
+    @property
+    def web_path(self) -> Path:
+        return self.web_dir or REPO_ROOT / "web" / "out"
+
+    @property
+    def avatars_path(self) -> Path:
+        return self.avatars_dir or self.models_dir / "avatars"
 
     @property
     def profile(self) -> Profile:

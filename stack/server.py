@@ -2,6 +2,9 @@
 
 - ``POST /token``: a short-lived LiveKit token for one room, with minimal grants.
 - ``GET /health``: the process is alive. ``GET /ready``: models loaded and LiveKit reachable.
+- ``GET /avatars``: the avatars people can choose (every GLB in ``AVATARS_DIR``), each served at
+  ``/avatars/<name>.glb``.
+- ``/``: the built web client (``WEB_DIR``), so page, API and avatars share one origin.
 
 Access control is on unless ``DEV_MODE``: the browser sends the operator's ``ACCESS_KEY`` as
 ``Authorization: Bearer <key>`` and never sees the LiveKit secret. Requests are validated (clear
@@ -12,20 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
+import re
 import time
 import urllib.parse
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from livekit import api as lkapi
 from pydantic import BaseModel, Field
 
 from .config import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4096
 DEV_KEYS = {("devkey", "secret")}
@@ -60,6 +69,26 @@ class Readiness(BaseModel):
 
 class Error(BaseModel):
     detail: str
+
+
+class Avatar(BaseModel):
+    name: str = Field(description="File name without .glb; also the display name.")
+    url: str = Field(description="Where the browser fetches the GLB (same origin).")
+    bytes: int = Field(description="File size, for a download progress bar.")
+
+
+class AvatarList(BaseModel):
+    avatars: list[Avatar]
+    default: str | None = Field(description="The avatar to show first; None when there is none.")
+
+
+AVATAR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def list_avatars(folder: Path) -> list[Avatar]:
+    files = sorted(folder.glob("*.glb")) if folder.is_dir() else []
+    return [Avatar(name=f.stem, url=f"/avatars/{f.name}", bytes=f.stat().st_size)
+            for f in files if AVATAR_NAME.match(f.stem)]
 
 
 class RateLimiter:
@@ -157,6 +186,34 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
         body = Readiness(ready=models_ready() and reachable, models_loaded=models_ready(),
                          livekit_reachable=reachable)
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+    @app.get("/avatars", response_model=AvatarList)
+    async def avatars() -> AvatarList:
+        """The avatars in AVATARS_DIR (the operator adds GLB files there)."""
+        found = list_avatars(settings.avatars_path)
+        names = [a.name for a in found]
+        default = settings.default_avatar if settings.default_avatar in names else \
+            (names[0] if names else None)
+        return AvatarList(avatars=found, default=default)
+
+    @app.get("/avatars/{file}", response_class=FileResponse, include_in_schema=False)
+    async def avatar_file(file: str):
+        name, dot, ext = file.rpartition(".")
+        path = settings.avatars_path / file
+        if ext != "glb" or not dot or not AVATAR_NAME.match(name) or not path.is_file():
+            raise HTTPException(404, f"no avatar {file!r}; GET /avatars lists them")
+        return FileResponse(path, media_type="model/gltf-binary")
+
+    web = settings.web_path
+    if (web / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+    else:
+        log.warning("no web client at %s: build it with `npm --prefix web run build`", web)
+
+        @app.get("/", include_in_schema=False)
+        async def no_web_client():
+            return JSONResponse({"detail": f"the web client is not built ({web}): run "
+                                 "`npm --prefix web run build`"}, 404)
 
     return app
 

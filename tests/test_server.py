@@ -137,3 +137,40 @@ def test_cors_allows_only_configured_origins():
     plain = TestClient(create_app(_settings()))
     r = plain.post("/token", json=BODY, headers={**AUTH, "Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_avatars_listed_and_served_from_the_avatars_dir(tmp_path):
+    (tmp_path / "zoe.glb").write_bytes(b"glTF" + b"\0" * 60)
+    (tmp_path / "mpfb.glb").write_bytes(b"glTF" + b"\0" * 12)
+    (tmp_path / "notes.txt").write_text("not an avatar")
+    client = TestClient(create_app(_settings(avatars_dir=tmp_path)))
+    r = client.get("/avatars")
+    assert r.status_code == 200
+    assert r.json() == {"default": "mpfb", "avatars": [
+        {"name": "mpfb", "url": "/avatars/mpfb.glb", "bytes": 16},
+        {"name": "zoe", "url": "/avatars/zoe.glb", "bytes": 64}]}
+    glb = client.get("/avatars/zoe.glb")
+    assert glb.status_code == 200 and glb.content.startswith(b"glTF")
+    assert glb.headers["content-type"] == "model/gltf-binary"
+    for bad in ("notes.txt", "nobody.glb", ".hidden.glb", "..glb"):
+        r = client.get(f"/avatars/{bad}")
+        assert r.status_code == 404 and "GET /avatars" in r.json()["detail"], bad
+    assert client.get("/avatars/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+def test_default_avatar_falls_back_to_the_first_one(tmp_path):
+    (tmp_path / "vroid.glb").write_bytes(b"glTF")
+    client = TestClient(create_app(_settings(avatars_dir=tmp_path)))
+    assert client.get("/avatars").json()["default"] == "vroid"
+    empty = TestClient(create_app(_settings(avatars_dir=tmp_path / "none")))
+    assert empty.get("/avatars").json() == {"avatars": [], "default": None}
+
+
+def test_web_client_served_at_root_and_missing_build_explained(tmp_path):
+    (tmp_path / "index.html").write_text("<html>avatar</html>")
+    client = TestClient(create_app(_settings(web_dir=tmp_path)))
+    assert client.get("/").text == "<html>avatar</html>"
+    assert client.get("/health").json() == {"status": "ok"}  # API routes win over the files
+    bare = TestClient(create_app(_settings(web_dir=tmp_path / "missing")))
+    r = bare.get("/")
+    assert r.status_code == 404 and "npm --prefix web run build" in r.json()["detail"]
