@@ -1,0 +1,140 @@
+// One real conversation in headless Chromium (Debian's, driven by playwright-core), with a WAV
+// file as the microphone. tests/test_web_e2e.py starts the stack, runs this, and checks what it
+// wrote to OUT_DIR:
+//   session.json   what the page showed and logged (transcript, chunks as scheduled, frames, …)
+//   capture.f32    the bot's voice as the page heard it (float32 mono at session.json.sampleRate)
+//   avatar.png     a screenshot of the avatar
+// Usage: node e2e/session.mjs BASE_URL WAV OUT_DIR [TALK_SECONDS]
+import { mkdir, writeFile } from "node:fs/promises";
+import { chromium } from "playwright-core";
+
+const [base, wav, outDir, talkSeconds = "60"] = process.argv.slice(2);
+const origin = new URL(base);
+await mkdir(outDir, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    `--use-file-for-fake-audio-capture=${wav}`, "--autoplay-policy=no-user-gesture-required",
+    "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--no-sandbox",
+  ],
+});
+const result = { foreignRequests: [], consoleErrors: [], steps: {} };
+const mark = (name) => { result.steps[name] = Date.now(); console.log(`[e2e] ${name}`); };
+try {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+  const page = await context.newPage();
+  // Nothing may leave the operator's network: only this host (page, API, LiveKit) is allowed.
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if (!["data:", "blob:"].includes(u.protocol) && u.hostname !== origin.hostname) result.foreignRequests.push(r.url());
+  });
+  page.on("websocket", (ws) => {
+    if (new URL(ws.url()).hostname !== origin.hostname) result.foreignRequests.push(ws.url());
+  });
+  page.on("console", (m) => { if (m.type() === "error") result.consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => result.consoleErrors.push(String(e.stack ?? e)));
+
+  await page.goto(new URL("/?measure=1", base).href);
+  await page.waitForFunction(() => window.__avatar?.driver?.head?.avatar, null, { timeout: 120_000 });
+  await page.waitForSelector('[data-testid="avatar-progress"]', { state: "detached", timeout: 120_000 });
+  await page.waitForTimeout(1500); // a few frames with the avatar in its pose
+  mark("avatar-shown");
+  const shot = await page.locator('[data-testid="avatar"]').screenshot();
+  await writeFile(`${outDir}/avatar.png`, shot);
+  result.screenshot = await page.evaluate(pixelStats, shot.toString("base64"));
+  result.avatars = await page.locator('[data-testid="avatar-choice"] option').allTextContents();
+
+  await page.click('[data-testid="start"]');
+  await page.waitForSelector('[data-testid="connection"][data-state="connected"]', { timeout: 60_000 });
+  mark("connected");
+
+  // While the conversation runs, sample the avatar's mouth every frame.
+  await page.evaluate(() => {
+    const d = window.__avatar.driver;
+    d.recordFrames = true;
+    window.__mouth = [];
+    const tick = () => { window.__mouth.push([performance.now(), d.visemeLevel()]); requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+  });
+  await page.waitForSelector('[data-role="user"]', { timeout: 90_000 });
+  mark("user-transcript");
+  await page.waitForSelector('[data-testid="bot-word"]', { timeout: 90_000 });
+  mark("bot-reply");
+  await page.waitForTimeout(Number(talkSeconds) * 1000);
+  mark("talked");
+
+  const transcriptBeforeMute = await userLines(page);
+  await page.click('[data-testid="mute"]');
+  mark("muted");
+  await page.waitForTimeout(5_000); // what was already said may still be transcribed
+  const afterMuteStart = await userLines(page);
+  await page.waitForTimeout(25_000); // longer than one loop of the microphone file
+  const afterMute = await userLines(page);
+  mark("mute-checked");
+
+  const dump = await page.evaluate(() => {
+    const { conversation: c, driver: d } = window.__avatar;
+    const cap = c.log.capture;
+    const n = cap ? cap.blocks.reduce((a, b) => a + b.samples.length, 0) : 0;
+    const pcm = new Float32Array(n);
+    const blockTimes = [];
+    let at = 0;
+    for (const b of cap?.blocks ?? []) { pcm.set(b.samples, at); blockTimes.push([at, b.t]); at += b.samples.length; }
+    let bin = "";
+    const bytes = new Uint8Array(pcm.buffer);
+    for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    const textChunks = c.log.chunks.map((x) => ({
+      ...x,
+      // TalkingHead's text-only lip-sync of the same words (a baseline): word starts, ms
+      textOnly: (() => {
+        const per = x.msg.words.map((w) => d.textLipSync(w));
+        const len = per.map((p) => (p.visemes.length ? p.times.at(-1) + p.durations.at(-1) : 0));
+        const total = len.reduce((a, b) => a + b, 0) || 1;
+        let t = 0;
+        return len.map((l) => { const s = t; t += (l / total) * x.msg.duration_ms; return s; });
+      })(),
+    }));
+    return {
+      snapshot: c.snapshot(), chunks: textChunks, frames: d.frames, mouth: window.__mouth,
+      sampleRate: cap?.sampleRate ?? 0, blockTimes, pcm: btoa(bin),
+    };
+  });
+  await writeFile(`${outDir}/capture.f32`, Buffer.from(dump.pcm, "base64"));
+  delete dump.pcm;
+  Object.assign(result, dump, { transcriptBeforeMute, afterMuteStart, afterMute });
+  await page.click('[data-testid="stop"]');
+  await page.waitForSelector('[data-testid="start"]', { timeout: 10_000 });
+  mark("stopped");
+} catch (e) {
+  result.error = String(e?.stack ?? e);
+} finally {
+  await writeFile(`${outDir}/session.json`, JSON.stringify(result));
+  await browser.close();
+}
+
+async function userLines(page) {
+  return page.locator('[data-role="user"]').allTextContents();
+}
+
+// In the page: how much the screenshot varies (a blank or single-colour canvas does not).
+async function pixelStats(b64) {
+  const img = new Image();
+  img.src = `data:image/png;base64,${b64}`;
+  await img.decode();
+  const c = document.createElement("canvas");
+  c.width = img.width; c.height = img.height;
+  const g = c.getContext("2d");
+  g.drawImage(img, 0, 0);
+  const { data } = g.getImageData(0, 0, c.width, c.height);
+  const colours = new Set();
+  let sum = 0, sq = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const y = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+    sum += y; sq += y * y;
+    if (colours.size < 5000) colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+  }
+  const n = data.length / 4;
+  return { width: c.width, height: c.height, std: Math.sqrt(sq / n - (sum / n) ** 2), colours: colours.size };
+}

@@ -1,0 +1,117 @@
+// The avatar: TalkingHead renders it and animates its face and body; we drive its mouth from the
+// scheduled viseme cues (lipsync/scheduler.ts) and show the conversation state through mood,
+// gaze and gestures. TalkingHead plays no audio here: the bot's voice comes from the WebRTC
+// track, so the browser's echo cancellation keeps working.
+import type { TalkingHead as TalkingHeadClass } from "@met4citizen/talkinghead";
+import type { TextLipSync, VisemeCue } from "../lipsync/scheduler";
+
+export type AvatarState = "idle" | "listening" | "thinking" | "speaking";
+
+/** One rendered frame: page time and TalkingHead's animation clock (for the lip-sync measure). */
+export type Frame = [page: number, animClock: number];
+
+export class AvatarDriver {
+  private state: AvatarState = "idle";
+  readonly frames: Frame[] = [];
+  recordFrames = false;
+
+  private constructor(
+    private readonly head: TalkingHeadClass,
+    readonly textLipSync: TextLipSync,
+  ) {}
+
+  static async create(node: HTMLElement): Promise<AvatarDriver> {
+    // Loaded on demand: three.js and TalkingHead need a browser, and they are the bulk of the bundle.
+    const [{ TalkingHead }, { LipsyncEn }] = await Promise.all([
+      import("@met4citizen/talkinghead"),
+      import("@met4citizen/talkinghead/modules/lipsync-en.mjs"),
+    ]);
+    let driver: AvatarDriver | null = null;
+    const head = new TalkingHead(node, {
+      // TalkingHead imports its lip-sync modules by a computed URL the bundler cannot see:
+      // load none that way and hand it the bundled English one below.
+      lipsyncModules: [],
+      lipsyncLang: "en",
+      // three.js' Draco decoder ships with the page (web/public/draco), never from a CDN.
+      dracoDecoderPath: new URL("draco/", document.baseURI).href,
+      cameraView: "upper",
+      modelFPS: 60, // a viseme lands on the next frame: 60 fps keeps that under 17 ms
+      avatarMood: "neutral",
+      update: () => driver?.onFrame(),
+    });
+    const english = new LipsyncEn();
+    head.lipsync.en = english;
+    driver = new AvatarDriver(head, (word) => english.wordsToVisemes(english.preProcessText(word)));
+    return driver;
+  }
+
+  async show(url: string, onProgress: (loaded: number, total: number) => void): Promise<void> {
+    await this.head.showAvatar({ url, body: "F", lipsyncLang: "en", avatarMood: "neutral" },
+      (e: ProgressEvent) => onProgress(e.loaded, e.total));
+  }
+
+  /** Page time → TalkingHead's animation clock (both advance with requestAnimationFrame). */
+  private toAnimClock(pageTime: number): number {
+    return pageTime + (this.head.animClock - this.head.animTimeLast);
+  }
+
+  /** Queues the mouth shapes; each ramps in before its start and out after its end, as
+   * TalkingHead's own streaming lip-sync does. */
+  speak(cues: VisemeCue[]): void {
+    for (const c of cues) {
+      if (c.viseme === "sil") continue;
+      const t = this.toAnimClock(c.start);
+      const d = c.duration;
+      this.head.animQueue.push({
+        template: { name: "viseme" },
+        ts: [t - (2 * d) / 3, t + d / 2, t + d + d / 2],
+        vs: { ["viseme_" + c.viseme]: [null, c.viseme === "PP" || c.viseme === "FF" ? 0.9 : 0.6, 0] },
+      });
+    }
+  }
+
+  /** Interruption: the mouth closes now and every queued shape is dropped. */
+  stopSpeaking(): void {
+    this.head.animQueue = this.head.animQueue.filter((x: { template: { name: string } }) => x.template.name !== "viseme");
+    this.head.resetLips();
+  }
+
+  /** The page's view of the conversation, shown the way a person would show it. */
+  setState(state: AvatarState): void {
+    if (state === this.state) return;
+    this.state = state;
+    if (state === "listening") {
+      this.head.setMood("neutral");
+      this.head.makeEyeContact(2000);
+    } else if (state === "thinking") {
+      this.head.lookAhead(1200); // looks aside while it thinks
+      if (Math.random() < 0.5) this.head.playGesture("index", 1.5);
+    } else if (state === "speaking") {
+      this.head.setMood("happy");
+      this.head.lookAtCamera(500);
+      this.head.speakWithHands(0, 0.4);
+    } else {
+      this.head.setMood("neutral");
+    }
+  }
+
+  /** Current influence of a viseme morph target (tests check the mouth moves). */
+  visemeLevel(): number {
+    let max = 0;
+    for (const mesh of this.head.morphs ?? []) {
+      for (const [name, i] of Object.entries(mesh.morphTargetDictionary as Record<string, number>)) {
+        if (name.startsWith("viseme_") && name !== "viseme_sil") max = Math.max(max, mesh.morphTargetInfluences[i]);
+      }
+    }
+    return max;
+  }
+
+  private onFrame(): void {
+    if (this.recordFrames) this.frames.push([this.head.animTimeLast, this.head.animClock]);
+  }
+
+  dispose(): void {
+    this.head.stop?.();
+    this.head.renderer?.dispose?.();
+  }
+}

@@ -1,0 +1,297 @@
+// One conversation with the bot: the LiveKit room, the microphone, the bot's voice, the timing
+// messages and what the page shows of them. React subscribes to `snapshot()` (app/page.tsx);
+// everything here is plain TypeScript so the end-to-end test can read it too (window.__avatar).
+import {
+  ConnectionState, LocalAudioTrack, type RemoteAudioTrack, type RemoteTrack, Room, RoomEvent, Track,
+} from "livekit-client";
+import type { AvatarDriver, AvatarState } from "./avatar/driver";
+import { fetchClient } from "./api";
+import type { SpeechChunkMessage, SpeechStopMessage } from "./gen/protocol";
+import { Capture, LevelMeter } from "./audio";
+import { audioStats, ReceiveDelay } from "./lipsync/receiveDelay";
+import { type ScheduledChunk, SpeechScheduler } from "./lipsync/scheduler";
+
+export type Connection = "idle" | "connecting" | "connected" | "reconnecting" | "failed";
+
+export interface ChatLine {
+  id: string;
+  role: "user" | "bot";
+  text: string;
+  final: boolean;
+  words?: string[]; // bot lines: the words, so the spoken one can be highlighted
+}
+
+export interface TurnLatency {
+  turnId: string;
+  responseMs: number | null; // end of the user's speech -> first audible bot sample
+  lipSyncMs: number | null; // first mouth shape - first audible sample (+ = mouth late)
+}
+
+export interface Snapshot {
+  connection: Connection;
+  error: string | null;
+  warning: string | null;
+  muted: boolean;
+  micLevel: number;
+  devices: MediaDeviceInfo[];
+  deviceId: string | null;
+  lines: ChatLine[];
+  speaking: { turnId: string; index: number } | null;
+  avatarState: AvatarState;
+  latencies: TurnLatency[];
+}
+
+const VOICE_LEVEL = 0.02; // RMS above which the microphone or the bot counts as audible
+
+export class Conversation {
+  private room: Room | null = null;
+  private scheduler: SpeechScheduler;
+  private delay = new ReceiveDelay();
+  private mic = new LevelMeter();
+  private bot = new LevelMeter();
+  private botTrack: RemoteAudioTrack | null = null;
+  private statsTimer = 0;
+  private raf = 0;
+  private lastUserVoice = 0;
+  private pendingTurn: { turnId: string; userEnd: number; firstMouth: number | null } | null = null;
+  private listeners = new Set<() => void>();
+  private state: Snapshot = {
+    connection: "idle", error: null, warning: null, muted: false, micLevel: 0, devices: [],
+    deviceId: null, lines: [], speaking: null, avatarState: "idle", latencies: [],
+  };
+  /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
+  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number }[], capture: null as Capture | null };
+
+  constructor(private readonly avatar: AvatarDriver, private readonly measure = false) {
+    this.scheduler = new SpeechScheduler(avatar.textLipSync);
+  }
+
+  subscribe = (fn: () => void) => {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  };
+  snapshot = () => this.state;
+  private set(patch: Partial<Snapshot>) {
+    this.state = { ...this.state, ...patch };
+    this.listeners.forEach((fn) => fn());
+  }
+
+  async start(accessKey: string, deviceId: string | null): Promise<void> {
+    if (this.room) return;
+    this.set({ connection: "connecting", error: null, lines: [], latencies: [] });
+    const identity = `web-${crypto.randomUUID().slice(0, 8)}`;
+    const room = `talk-${crypto.randomUUID().slice(0, 8)}`;
+    let token: { token: string; url: string };
+    try {
+      const { data, error, response } = await fetchClient.POST("/token", {
+        body: { room, identity, name: "Guest" },
+        headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
+      });
+      if (!data) return this.fail(tokenError(response.status, error));
+      token = data;
+    } catch {
+      return this.fail("The server cannot be reached. Check the address and that the service is running.");
+    }
+
+    const lk = new Room({ adaptiveStream: false, dynacast: false });
+    this.room = lk;
+    lk.on(RoomEvent.ConnectionStateChanged, (s) => this.onConnection(s))
+      .on(RoomEvent.TrackSubscribed, (t) => this.onTrack(t))
+      .on(RoomEvent.DataReceived, (payload) => this.onData(payload))
+      .on(RoomEvent.MediaDevicesChanged, () => this.refreshDevices());
+    try {
+      await lk.connect(token.url, token.token);
+    } catch {
+      this.room = null;
+      return this.fail("Cannot connect to the voice server (LiveKit). If you are outside the office network, a TURN relay must be configured.");
+    }
+    try {
+      await lk.localParticipant.setMicrophoneEnabled(true, {
+        deviceId: deviceId ?? undefined, echoCancellation: true, noiseSuppression: true, autoGainControl: true,
+      });
+    } catch (e) {
+      await this.stop();
+      const denied = e instanceof DOMException && (e.name === "NotAllowedError" || e.name === "SecurityError");
+      return this.fail(denied
+        ? "Microphone access was denied. Allow the microphone for this page in the browser's site settings, then start again."
+        : "No microphone could be opened. Check that one is connected and not used by another program.");
+    }
+    const track = lk.localParticipant.getTrackPublication(Track.Source.Microphone)?.track;
+    if (track instanceof LocalAudioTrack) {
+      this.mic.attach(track.mediaStreamTrack);
+      if (!track.mediaStreamTrack.getSettings().echoCancellation) {
+        this.set({ warning: "This browser has no echo cancellation: use headphones, or the avatar will hear itself." });
+      }
+    }
+    await this.refreshDevices();
+    this.statsTimer = window.setInterval(() => this.pollStats(), 500);
+    this.raf = requestAnimationFrame(this.frame);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.statsTimer);
+    cancelAnimationFrame(this.raf);
+    this.avatar.stopSpeaking();
+    this.avatar.setState("idle");
+    this.mic.detach();
+    this.bot.detach();
+    const room = this.room;
+    this.room = null;
+    await room?.disconnect();
+    this.set({ connection: "idle", speaking: null, avatarState: "idle", micLevel: 0 });
+  }
+
+  async setMuted(muted: boolean): Promise<void> {
+    await this.room?.localParticipant.setMicrophoneEnabled(!muted);
+    this.set({ muted });
+  }
+
+  async useDevice(deviceId: string): Promise<void> {
+    await this.room?.switchActiveDevice("audioinput", deviceId);
+    const track = this.room?.localParticipant.getTrackPublication(Track.Source.Microphone)?.track;
+    if (track) this.mic.attach(track.mediaStreamTrack);
+    this.set({ deviceId });
+  }
+
+  private fail(error: string) {
+    this.set({ connection: "failed", error });
+  }
+
+  private onConnection(s: ConnectionState) {
+    const map: Partial<Record<ConnectionState, Connection>> = {
+      [ConnectionState.Connecting]: "connecting", [ConnectionState.Connected]: "connected",
+      [ConnectionState.Reconnecting]: "reconnecting", [ConnectionState.SignalReconnecting]: "reconnecting",
+    };
+    if (s === ConnectionState.Disconnected) {
+      if (this.room) this.fail("The connection to the voice server was lost. Start again to reconnect.");
+      return;
+    }
+    const connection = map[s];
+    if (connection) this.set({ connection, avatarState: connection === "connected" ? "listening" : this.state.avatarState });
+    if (connection === "connected") this.avatar.setState("listening");
+  }
+
+  private async refreshDevices() {
+    const devices = await Room.getLocalDevices("audioinput").catch(() => []);
+    const active = this.room?.getActiveDevice("audioinput") ?? null;
+    this.set({ devices, deviceId: active });
+  }
+
+  private onTrack(track: RemoteTrack) {
+    if (track.kind !== Track.Kind.Audio) return;
+    const el = track.attach(); // the bot's voice plays from the WebRTC track itself
+    el.id = "bot-audio";
+    document.body.appendChild(el);
+    this.bot.attach(track.mediaStreamTrack);
+    this.delay = new ReceiveDelay(this.bot.outputLatencyMs());
+    if (this.measure) {
+      this.log.capture = new Capture(track.mediaStreamTrack);
+      void this.log.capture.start();
+    }
+    this.botTrack = track as RemoteAudioTrack;
+  }
+
+  private async pollStats() {
+    const report = await this.botTrack?.getRTCStatsReport();
+    if (report) this.delay.update(audioStats(report));
+  }
+
+  private onData(payload: Uint8Array) {
+    const now = performance.now();
+    let msg: Record<string, unknown>;
+    try {
+      msg = JSON.parse(new TextDecoder().decode(payload));
+    } catch {
+      return;
+    }
+    if (msg.label === "rtvi-ai") return this.onRtvi(msg.type as string, (msg.data ?? {}) as Record<string, unknown>);
+    if (msg.v !== 1) return; // a protocol version this page does not know
+    if (msg.type === "speech.chunk") this.onChunk(msg as unknown as SpeechChunkMessage, now);
+    else if (msg.type === "speech.stop") this.onStop(msg as unknown as SpeechStopMessage, now);
+  }
+
+  private onRtvi(type: string, data: Record<string, unknown>) {
+    if (type === "user-started-speaking") {
+      this.avatar.setState("listening");
+      this.set({ avatarState: "listening" });
+    } else if (type === "user-stopped-speaking") {
+      this.avatar.setState("thinking");
+      this.set({ avatarState: "thinking" });
+    } else if (type === "user-transcription" && typeof data.text === "string") {
+      const lines = this.state.lines.slice();
+      const last = lines[lines.length - 1];
+      const line: ChatLine = { id: `u${lines.length}`, role: "user", text: data.text, final: !!data.final };
+      if (last && last.role === "user" && !last.final) lines[lines.length - 1] = { ...line, id: last.id };
+      else lines.push(line);
+      this.set({ lines });
+    }
+  }
+
+  private onChunk(msg: SpeechChunkMessage, arrival: number) {
+    const receiveDelay = this.delay.ms;
+    const chunk = this.scheduler.add(msg, arrival, receiveDelay);
+    if (this.measure) this.log.chunks.push({ msg, arrival, scheduled: chunk, receiveDelay });
+    if (!chunk) return;
+    this.avatar.speak(chunk.visemes);
+    const lines = this.state.lines.slice();
+    const id = `b-${msg.turn_id}`;
+    const at = lines.findIndex((l) => l.id === id);
+    const words = chunk.words.map((w) => w.word);
+    if (at < 0) {
+      lines.push({ id, role: "bot", text: msg.text, final: false, words });
+      const firstMouth = chunk.visemes.find((v) => v.viseme !== "sil")?.start ?? null;
+      this.pendingTurn = { turnId: msg.turn_id, userEnd: this.lastUserVoice, firstMouth };
+    } else {
+      const prev = lines[at];
+      lines[at] = { ...prev, text: `${prev.text} ${msg.text}`, words: [...(prev.words ?? []), ...words] };
+    }
+    this.set({ lines });
+  }
+
+  private onStop(msg: SpeechStopMessage, now: number) {
+    this.scheduler.stop(msg, now);
+    this.avatar.stopSpeaking();
+    this.set({ speaking: null });
+  }
+
+  /** Every animation frame: levels, the spoken word, the avatar's state, the latency panel. */
+  private frame = () => {
+    const now = performance.now();
+    const micLevel = this.state.muted ? 0 : this.mic.level();
+    if (micLevel > VOICE_LEVEL) this.lastUserVoice = now;
+    const onset = this.bot.onset(VOICE_LEVEL);
+    if (onset !== null && this.pendingTurn) this.recordLatency(onset);
+    const heard = this.scheduler.wordAt(now);
+    const speaking = heard ? { turnId: heard.turnId, index: heard.word.index } : null;
+    let avatarState = this.state.avatarState;
+    if (this.scheduler.speakingAfter(now)) avatarState = "speaking";
+    else if (avatarState === "speaking") avatarState = "listening";
+    if (avatarState !== this.state.avatarState) this.avatar.setState(avatarState);
+    if (speaking?.index !== this.state.speaking?.index || speaking?.turnId !== this.state.speaking?.turnId
+      || Math.abs(micLevel - this.state.micLevel) > 0.01 || avatarState !== this.state.avatarState) {
+      this.set({ speaking, micLevel, avatarState });
+    }
+    this.scheduler.prune(now - 60_000);
+    if (this.room) this.raf = requestAnimationFrame(this.frame);
+  };
+
+  private recordLatency(onset: number) {
+    const t = this.pendingTurn!;
+    this.pendingTurn = null;
+    const entry: TurnLatency = {
+      turnId: t.turnId,
+      responseMs: t.userEnd > 0 ? Math.round(onset - t.userEnd) : null,
+      lipSyncMs: t.firstMouth !== null ? Math.round(t.firstMouth - onset) : null,
+    };
+    this.set({ latencies: [...this.state.latencies.slice(-9), entry] });
+  }
+}
+
+function tokenError(status: number, error: unknown): string {
+  const detail = (error as { detail?: unknown } | undefined)?.detail;
+  if (status === 401) return "This server needs an access key. Enter the key your administrator gave you.";
+  if (status === 403) return "Access refused: the access key is wrong.";
+  if (status === 429) return "Too many attempts. Wait a minute and try again.";
+  if (status === 503) return `The assistant is not ready yet: ${typeof detail === "string" ? detail : "models are loading"}.`;
+  return `The server refused to start a conversation (${status}${typeof detail === "string" ? `: ${detail}` : ""}).`;
+}

@@ -1,0 +1,105 @@
+import { describe, expect, it } from "vitest";
+import type { SpeechChunkMessage } from "../gen/protocol";
+import { estimateTimings, REANCHOR_MS, SpeechScheduler } from "./scheduler";
+
+// "Hello world" as the bot sends it: words and visemes tiling 1000 ms of audio.
+function chunk(over: Partial<SpeechChunkMessage> = {}): SpeechChunkMessage {
+  return {
+    v: 1, type: "speech.chunk", turn_id: "t1", seq: 0, text: "Hello world", offset_ms: 0,
+    duration_ms: 1000, samples: 24000, sample_rate: 24000, source: "model", lead_ms: 100,
+    words: ["Hello", "world"], wtimes: [100, 500], wdurations: [400, 400],
+    visemes: ["sil", "kk", "E", "O", "sil", "U", "RR", "DD", "sil"],
+    vtimes: [0, 100, 200, 300, 500, 500, 700, 800, 900],
+    vdurations: [100, 100, 100, 200, 0, 200, 100, 100, 100],
+    ...over,
+  };
+}
+const stop = (turn_id = "t1") => ({ v: 1 as const, type: "speech.stop" as const, turn_id, reason: "interrupted" as const });
+
+describe("SpeechScheduler", () => {
+  it("places a chunk at arrival + lead + receive delay", () => {
+    const s = new SpeechScheduler();
+    const c = s.add(chunk(), 1000, 60)!;
+    expect(c.start).toBe(1160);
+    expect(c.words.map((w) => w.start)).toEqual([1260, 1660]);
+    expect(s.visemeAt(1160 + 150)).toBe("kk");
+    expect(s.visemeAt(1159)).toBeNull();
+    expect(s.wordAt(1700)?.word.word).toBe("world");
+  });
+
+  it("chains back-to-back chunks on the turn's timeline, not on their arrival jitter", () => {
+    const s = new SpeechScheduler();
+    s.add(chunk(), 1000, 60);
+    // the second message arrives 40 ms "early" relative to its audio: the chain wins
+    const c = s.add(chunk({ seq: 1, offset_ms: 1000, lead_ms: 900 }), 1220, 60)!;
+    expect(c.start).toBe(2160);
+    expect(c.words.map((w) => w.index)).toEqual([2, 3]);
+  });
+
+  it("re-anchors after an underrun (the audio had a gap) or a large disagreement", () => {
+    const s = new SpeechScheduler();
+    s.add(chunk(), 1000, 60);
+    const gap = s.add(chunk({ seq: 1, offset_ms: 1000, lead_ms: 0 }), 3000, 60)!;
+    expect(gap.start).toBe(3060);
+    const drift = s.add(chunk({ seq: 2, offset_ms: 2000, lead_ms: 500 }), 4000 + REANCHOR_MS, 60)!;
+    expect(drift.start).toBe(4000 + REANCHOR_MS + 560);
+  });
+
+  it("a late message drops the visemes already heard and starts mid-chunk", () => {
+    const s = new SpeechScheduler();
+    const c = s.add(chunk({ lead_ms: 0 }), 1000, -450)!; // its audio began 450 ms ago
+    expect(c.late).toBe(450);
+    expect(c.visemes[0].start).toBeLessThanOrEqual(1000);
+    expect(c.visemes.every((v) => v.start + v.duration > 1000)).toBe(true);
+    expect(c.visemes.map((v) => v.viseme)).toEqual(["O", "sil", "U", "RR", "DD", "sil"]);
+  });
+
+  it("a missing message does not shift the chunks after it", () => {
+    const s = new SpeechScheduler();
+    s.add(chunk(), 1000, 60);
+    const third = s.add(chunk({ seq: 2, offset_ms: 2000, lead_ms: 1800 }), 1300, 60)!; // seq 1 lost
+    expect(third.start).toBe(3160);
+    expect(s.visemeAt(2500)).toBeNull(); // no invented mouth shapes for the lost chunk
+  });
+
+  it("speech.stop cuts the mouth now and ignores the turn's later chunks", () => {
+    const s = new SpeechScheduler();
+    s.add(chunk(), 1000, 60);
+    s.stop(stop(), 1400);
+    expect(s.visemeAt(1399)).not.toBeNull();
+    expect(s.visemeAt(1400)).toBeNull();
+    expect(s.speakingAfter(1400)).toBe(false);
+    expect(s.add(chunk({ seq: 1, offset_ms: 1000 }), 1500, 60)).toBeNull();
+  });
+
+  it("a stop that overtakes its turn's first chunk still silences that turn", () => {
+    const s = new SpeechScheduler();
+    s.stop(stop("t9"), 900);
+    expect(s.add(chunk({ turn_id: "t9" }), 1000, 60)).toBeNull();
+  });
+
+  it("a new turn ends what is left of the previous one", () => {
+    const s = new SpeechScheduler();
+    s.add(chunk({ duration_ms: 5000 }), 1000, 60);
+    s.add(chunk({ turn_id: "t2" }), 2000, 60);
+    expect(s.wordAt(2200)).toBeNull(); // t1 cut at t2's start (2160)
+    expect(s.wordAt(2300)?.turnId).toBe("t2");
+  });
+
+  it("falls back to text-based visemes over the chunk's duration when timings are missing", () => {
+    const textLipSync = (w: string) => ({ visemes: [...w].map(() => "aa"), times: [...w].map((_, i) => i * 10), durations: [...w].map(() => 10) });
+    const s = new SpeechScheduler(textLipSync);
+    const c = s.add(chunk({ words: [], wtimes: [], wdurations: [], visemes: [], vtimes: [], vdurations: [], source: "estimate" }), 1000, 60)!;
+    expect(c.estimated).toBe(true);
+    expect(c.words.map((w) => w.word)).toEqual(["Hello", "world"]);
+    expect(c.visemes).toHaveLength(10);
+    const end = c.visemes.at(-1)!;
+    expect(end.start + end.duration).toBeCloseTo(c.end); // spread over exactly the chunk's audio
+  });
+
+  it("estimateTimings skips punctuation-only tokens", () => {
+    const t = estimateTimings(chunk({ text: "Well — yes!" }), () => ({ visemes: ["E"], times: [0], durations: [1] }));
+    expect(t.words).toEqual(["Well", "yes!"]);
+    expect(t.wtimes).toEqual([0, 500]);
+  });
+});

@@ -1,0 +1,157 @@
+// Turns the bot's timing messages (docs/protocol.md) into viseme and word cues on the page clock
+// (performance.now() milliseconds), placed at the moment the chunk's audio is *heard*:
+//
+//   heard(chunk) = arrival + lead_ms + receive delay     (first chunk of a turn, or after a gap)
+//   heard(chunk) = heard(turn start) + offset_ms         (chunks that follow back to back)
+//
+// The receive delay (jitter buffer + playout + output latency) comes from ReceiveDelay; this
+// module is pure so its rules are unit-tested (scheduler.test.ts).
+import type { SpeechChunkMessage, SpeechStopMessage } from "../gen/protocol";
+
+export type Viseme = SpeechChunkMessage["visemes"][number];
+
+export interface VisemeCue {
+  viseme: Viseme;
+  start: number; // page clock, ms
+  duration: number;
+}
+
+export interface WordCue {
+  word: string;
+  start: number;
+  duration: number;
+  index: number; // position within the turn's words
+}
+
+export interface ScheduledChunk {
+  turnId: string;
+  seq: number;
+  start: number; // when the chunk's first sample is heard
+  end: number;
+  visemes: VisemeCue[];
+  words: WordCue[];
+  estimated: boolean; // timings guessed from text (the chunk came without model timings)
+  late: number; // ms of the chunk already heard when its message was scheduled (cues dropped)
+}
+
+/** Visemes for a text laid over a duration, e.g. TalkingHead's own text-based lip-sync. */
+export type TextLipSync = (word: string) => { visemes: string[]; times: number[]; durations: number[] };
+
+/** A chunk whose lead_ms is below this was sent into an empty audio queue: a gap preceded it. */
+export const UNDERRUN_LEAD_MS = 5;
+/** When the back-to-back position and the message's own anchor disagree by more than this, the
+ * audio has drifted from the turn's start (lost packets, a stall): trust the message. */
+export const REANCHOR_MS = 250;
+
+interface Turn {
+  base: number; // heard time of the turn's offset 0
+  words: number; // words scheduled so far
+  stopped: boolean;
+}
+
+export class SpeechScheduler {
+  private turns = new Map<string, Turn>();
+  private chunks: ScheduledChunk[] = [];
+
+  constructor(private readonly textLipSync: TextLipSync | null = null) {}
+
+  /** Schedules one chunk; null when its turn was already stopped. */
+  add(msg: SpeechChunkMessage, arrival: number, receiveDelay: number): ScheduledChunk | null {
+    const anchor = arrival + msg.lead_ms + receiveDelay;
+    let turn = this.turns.get(msg.turn_id);
+    if (turn?.stopped) return null;
+    if (!turn) {
+      // a new turn ends whatever is left of older ones (the bot speaks one turn at a time)
+      for (const [id, t] of this.turns) if (!t.stopped) this.cut(id, anchor);
+      turn = { base: anchor - msg.offset_ms, words: 0, stopped: false };
+      this.turns.set(msg.turn_id, turn);
+    } else if (msg.lead_ms < UNDERRUN_LEAD_MS || Math.abs(turn.base + msg.offset_ms - anchor) > REANCHOR_MS) {
+      turn.base = anchor - msg.offset_ms;
+    }
+    const start = turn.base + msg.offset_ms;
+    const estimated = msg.visemes.length === 0 && this.textLipSync !== null;
+    const timed = estimated ? estimateTimings(msg, this.textLipSync!) : msg;
+    const chunk: ScheduledChunk = {
+      turnId: msg.turn_id, seq: msg.seq, start, end: start + msg.duration_ms, estimated,
+      late: Math.max(0, arrival - start),
+      visemes: timed.visemes.map((v, i) => ({ viseme: v as Viseme, start: start + timed.vtimes[i], duration: timed.vdurations[i] })),
+      words: timed.words.map((w, i) => ({ word: w, start: start + timed.wtimes[i], duration: timed.wdurations[i], index: turn.words + i })),
+    };
+    turn.words += msg.words.length;
+    // a late message: what was already heard cannot be mouthed any more; start mid-chunk
+    chunk.visemes = chunk.visemes.filter((c) => c.start + c.duration > arrival);
+    this.chunks.push(chunk);
+    return chunk;
+  }
+
+  /** speech.stop: the turn's mouth stops now and its later chunks are ignored. */
+  stop(msg: SpeechStopMessage, now: number): void {
+    this.cut(msg.turn_id, now);
+    const turn = this.turns.get(msg.turn_id);
+    if (turn) turn.stopped = true;
+    else this.turns.set(msg.turn_id, { base: now, words: 0, stopped: true });
+  }
+
+  /** Drops every cue of a turn from `at` on (one cut short at `at`). */
+  private cut(turnId: string, at: number): void {
+    for (const c of this.chunks) {
+      if (c.turnId !== turnId) continue;
+      c.visemes = c.visemes.filter((v) => v.start < at).map((v) => ({ ...v, duration: Math.min(v.duration, at - v.start) }));
+      c.words = c.words.filter((w) => w.start < at);
+      c.end = Math.min(c.end, at);
+    }
+  }
+
+  /** The viseme heard at `t`, or null in silence. */
+  visemeAt(t: number): Viseme | null {
+    for (const c of this.chunks) {
+      if (t < c.start || t >= c.end) continue;
+      for (const v of c.visemes) if (t >= v.start && t < v.start + v.duration) return v.viseme;
+    }
+    return null;
+  }
+
+  /** The word heard at `t` (for highlighting), or null. */
+  wordAt(t: number): { turnId: string; word: WordCue } | null {
+    for (const c of this.chunks) {
+      if (t < c.start || t >= c.end) continue;
+      for (const w of c.words) if (t >= w.start && t < w.start + w.duration) return { turnId: c.turnId, word: w };
+    }
+    return null;
+  }
+
+  /** Whether any scheduled speech is still to be heard after `t`. */
+  speakingAfter(t: number): boolean {
+    return this.chunks.some((c) => c.end > t && c.visemes.length > 0);
+  }
+
+  /** Forgets chunks that ended before `t` (keeps memory flat over a long session). */
+  prune(t: number): void {
+    this.chunks = this.chunks.filter((c) => c.end > t);
+    if (this.turns.size > 64) {
+      const keep = new Set(this.chunks.map((c) => c.turnId));
+      for (const id of this.turns.keys()) if (!keep.has(id)) this.turns.delete(id);
+    }
+  }
+}
+
+/** Text-based fallback: each word's visemes from `textLipSync`, the words spread over the
+ * chunk's duration in proportion to their viseme lengths. */
+export function estimateTimings(msg: SpeechChunkMessage, textLipSync: TextLipSync) {
+  const words = msg.text.split(/\s+/).filter((w) => /[\p{L}\p{N}]/u.test(w));
+  const per = words.map((w) => textLipSync(w));
+  const lengths = per.map((p) => (p.visemes.length ? p.times[p.times.length - 1] + p.durations[p.durations.length - 1] : 0));
+  const total = lengths.reduce((a, b) => a + b, 0);
+  const out = { words: [] as string[], wtimes: [] as number[], wdurations: [] as number[], visemes: [] as string[], vtimes: [] as number[], vdurations: [] as number[] };
+  if (total <= 0) return out;
+  const scale = msg.duration_ms / total;
+  let t = 0;
+  words.forEach((w, i) => {
+    out.words.push(w); out.wtimes.push(t); out.wdurations.push(lengths[i] * scale);
+    per[i].visemes.forEach((v, j) => {
+      out.visemes.push(v); out.vtimes.push(t + per[i].times[j] * scale); out.vdurations.push(per[i].durations[j] * scale);
+    });
+    t += lengths[i] * scale;
+  });
+  return out;
+}
