@@ -42,3 +42,11 @@ if [ ! -x "$GOBIN/server" ]; then
 fi
 export LIVEKIT_SERVER_BIN="$GOBIN/server"
 
+
+echo "== building the web client (web/out; served by the bot)"
+command -v npm >/dev/null || { echo "error: Node.js 20+ and npm are needed to build web/" >&2; exit 1; }
+# npm ci only when the lock file changed since the last install
+if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+  npm --prefix web ci --no-audit --no-fund --loglevel=error
+fi
+npm --prefix web run --silent build >/dev/null

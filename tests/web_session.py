@@ -1,0 +1,202 @@
+"""A conversation in real headless Chromium against the real stack, and the lip-sync measure.
+
+Used by tests/test_web_e2e.py (behaviour) and scripts/bench.py --web (docs/benchmarks.md):
+
+- ``BotProcess`` runs ``python -m stack.app`` — the bot container's command — on the `test` models;
+- ``run_session`` drives web/e2e/session.mjs (playwright-core + Debian's Chromium, a WAV as the
+  microphone) and loads what the page logged;
+- ``lip_sync_offsets`` measures, for every bot word, when its first mouth shape was applied
+  versus when its audio was heard in the page, for our scheduling and two baselines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+WEB = ROOT / "web"
+SHARED_AVATARS = ROOT.parent / "shared" / "avatars"
+# ATSC IS-191: audio at most 15 ms ahead of the picture, at most 45 ms behind it.
+# Offset = mouth time - audio time: + means the mouth is late (audio ahead).
+WINDOW_MS = (-45.0, 15.0)
+
+
+def write_mic_wav(path: Path, audio: np.ndarray, rate: int, lead_s: float, tail_s: float) -> None:
+    """A 48 kHz 16-bit mono WAV for Chromium's fake microphone (it loops the file)."""
+    n = int(len(audio) * 48000 / rate)
+    voice = np.interp(np.linspace(0, len(audio) - 1, n), np.arange(len(audio)), audio)
+    pcm = np.concatenate([np.zeros(int(lead_s * 48000)), voice, np.zeros(int(tail_s * 48000))])
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+class BotProcess:
+    """``python -m stack.app`` with the given settings, until ``/ready`` answers 200."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path):
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "stack.app"], cwd=ROOT,
+                                     env={**os.environ, **env, "HTTP_PORT": str(port),
+                                          "HTTP_HOST": "127.0.0.1"},
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"stack.app exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("stack.app not ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+@dataclass
+class Session:
+    result: dict
+    capture: np.ndarray  # the bot's voice as heard in the page
+    out: Path
+
+    def heard_time(self, sample: np.ndarray | float) -> np.ndarray:
+        """Page time (ms) at which a capture sample was heard."""
+        idx, t = np.array(self.result["blockTimes"], dtype=np.float64).T
+        return np.interp(sample, idx, t)
+
+    def sample_at(self, page_ms: float) -> float:
+        idx, t = np.array(self.result["blockTimes"], dtype=np.float64).T
+        return float(np.interp(page_ms, t, idx))
+
+
+def run_session(base_url: str, wav: Path, out: Path, talk_s: int, timeout: float = 600) -> Session:
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["node", "e2e/session.mjs", base_url, str(wav), str(out), str(talk_s)],
+                   cwd=WEB, check=True, timeout=timeout)
+    result = json.loads((out / "session.json").read_text())
+    capture = np.fromfile(out / "capture.f32", dtype="<f4") if (out / "capture.f32").exists() \
+        else np.zeros(0, np.float32)
+    return Session(result, capture, out)
+
+
+def _first_frame_at(frames: np.ndarray, t: float) -> float:
+    """A mouth shape due at ``t`` is applied in the first rendered frame at or after it."""
+    i = np.searchsorted(frames, t)
+    return float(frames[i]) if i < len(frames) else np.nan
+
+
+def _locate(capture: np.ndarray, reference: np.ndarray, guess: int, search: int) -> tuple[int, float]:
+    """Where ``reference`` best matches ``capture`` near ``guess``: (start sample, normalised
+    correlation)."""
+    lo = max(0, guess - search)
+    hi = min(len(capture), guess + search + len(reference))
+    seg = capture[lo:hi]
+    if len(seg) < len(reference) or not np.any(reference):
+        return guess, 0.0
+    n = 1 << int(np.ceil(np.log2(len(seg) + len(reference))))
+    corr = np.fft.irfft(np.fft.rfft(seg, n) * np.conj(np.fft.rfft(reference, n)), n)[: len(seg) - len(reference) + 1]
+    energy = np.sqrt(np.convolve(seg ** 2, np.ones(len(reference)), "valid")) * np.linalg.norm(reference)
+    score = corr / np.maximum(energy, 1e-9)
+    best = int(np.argmax(score))
+    return lo + best, float(score[best])
+
+
+def frame_grids(session: Session) -> dict[str, np.ndarray]:
+    """When mouth shapes can be shown: the frames this browser rendered (a GPU-less test machine
+    manages only a few per second), and an ideal 60 Hz display over the same time."""
+    frames = np.sort(np.array([f[0] for f in session.result["frames"]], dtype=np.float64))
+    return {"60 Hz display": np.arange(frames[0], frames[-1], 1000 / 60),
+            "frames rendered here": frames}
+
+
+def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndarray],
+                     frames: np.ndarray, min_match: float = 0.6,
+                     energy_level: float = 0.02) -> dict[str, list[float]]:
+    """Signed offsets (ms, + = mouth late) of every bot word whose audio was found in the
+    capture, each mouth shape shown on the first of ``frames`` at or after its time.
+
+    - ``ours``: the page's scheduling (arrival + lead + receive delay, chained by offset_ms);
+    - ``text``: TalkingHead's text-only lip-sync of the same words, started when the message
+      arrives (what a client without the anchor does);
+    - ``energy``: a mouth that opens when the heard audio's level crosses ``energy_level``
+      (an analyser polled every frame); a word whose audio does not raise the level from below
+      the threshold gets no onset (nan: outside any window).
+
+    ``reference(messages)`` returns a turn's audio (24 kHz) as the bot synthesized it.
+    """
+    r, cap = session.result, session.capture
+    rate = r["sampleRate"]
+    # the energy mouth: level of the last 1024 heard samples at every rendered frame
+    frame_samples = np.array([session.sample_at(t) for t in frames])
+    level = np.array([np.sqrt(np.mean(cap[max(0, int(s) - 1024): int(s)] ** 2)) if s > 1024 else 0.0
+                      for s in frame_samples])
+    opens = frames[1:][(level[1:] >= energy_level) & (level[:-1] < energy_level)]
+
+    turns: dict[str, list[dict]] = {}
+    for c in r["chunks"]:
+        turns.setdefault(c["msg"]["turn_id"], []).append(c)
+    out: dict[str, list[float]] = {"ours": [], "text": [], "energy": []}
+    for chunks in turns.values():
+        chunks.sort(key=lambda c: c["msg"]["seq"])
+        if [c["msg"]["seq"] for c in chunks] != list(range(len(chunks))):
+            continue
+        audio = reference([c["msg"] for c in chunks])
+        at = 0
+        for c in chunks:
+            m = c["msg"]
+            ref = audio[at: at + m["samples"]]
+            at += m["samples"]
+            if c["scheduled"] is None or len(cap) == 0:
+                continue
+            ref = np.interp(np.arange(0, len(ref), 24000 / rate), np.arange(len(ref)), ref)
+            guess = int(session.sample_at(c["scheduled"]["start"]))
+            start, score = _locate(cap, ref.astype(np.float32), guess, int(0.8 * rate))
+            if score < min_match:
+                continue  # cut short by an interruption, or not heard
+            heard0 = float(session.heard_time(start))
+            sched = {w["index"] - c["scheduled"]["words"][0]["index"]: w["start"]
+                     for w in c["scheduled"]["words"]} if c["scheduled"]["words"] else {}
+            for i, wt in enumerate(m["wtimes"]):
+                heard = heard0 + wt
+                if i in sched:
+                    out["ours"].append(_first_frame_at(frames, sched[i]) - heard)
+                out["text"].append(_first_frame_at(frames, c["arrival"] + c["textOnly"][i]) - heard)
+                near = opens[(opens >= heard - 100) & (opens <= heard + 300)]
+                out["energy"].append(float(near[np.argmin(np.abs(near - heard))] - heard) if len(near) else np.nan)
+    return out
+
+
+def summarize(offsets: list[float]) -> dict:
+    a = np.array(offsets, dtype=np.float64)
+    found = a[~np.isnan(a)]
+    inside = (found >= WINDOW_MS[0]) & (found <= WINDOW_MS[1])
+    return {"words": len(a), "matched": len(found),
+            "p50": float(np.percentile(found, 50)) if len(found) else np.nan,
+            "p95_abs": float(np.percentile(np.abs(found), 95)) if len(found) else np.nan,
+            "p5": float(np.percentile(found, 5)) if len(found) else np.nan,
+            "p95": float(np.percentile(found, 95)) if len(found) else np.nan,
+            "in_window": float(inside.sum() / len(a)) if len(a) else np.nan}
