@@ -3,6 +3,8 @@
 
     python scripts/bench.py --profile test          # CPU, the small registry models
     python scripts/bench.py --profile gpu --device cuda
+    python scripts/bench.py --livekit               # voice to voice through LiveKit
+    python scripts/bench.py --web                   # lip-sync offset in headless Chromium
 
 Figures: model load time, STT real-time factor, LLM time to first token and tokens/s, TTS time
 to first audio and real-time factor, and how far Kokoro's word starts sit from Whisper's word
@@ -167,6 +169,9 @@ def main() -> int:
     ap.add_argument("--livekit", action="store_true",
                     help="voice-to-voice turns through a real LiveKit server, ours vs stock Pipecat")
     ap.add_argument("--turns", type=int, default=5, help="turns per pipeline with --livekit")
+    ap.add_argument("--web", action="store_true",
+                    help="lip-sync offset in headless Chromium: ours vs text-only and energy")
+    ap.add_argument("--talk-seconds", type=int, default=90, help="conversation length with --web")
     args = ap.parse_args()
     kw = {"model_profile": args.profile, "device": args.device}
     if args.models_dir:
@@ -181,6 +186,14 @@ def main() -> int:
         print(write_section(args.out, f"livekit:{args.profile}",
                             f"Voice to voice through LiveKit, `{args.profile}` profile",
                             f"{stamp} {args.turns} turns per pipeline.\n\n{notes}", table))
+        return 0
+    if args.web:
+        from bench_web import run_web_bench
+
+        table, notes = run_web_bench(settings, args.talk_seconds)
+        print(write_section(args.out, f"web:{args.profile}",
+                            f"Lip-sync in the browser, `{args.profile}` profile",
+                            f"{stamp}\n\n{notes}", table))
         return 0
     sample = args.sample or settings.models_dir / "test" / "beckett.wav"
     rows = bench(settings, args.runs, sample)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 SAMPLE_RATE = 24_000
 FRAME_SAMPLES = 600  # Kokoro's duration unit
 FRAME_MS = FRAME_SAMPLES * 1000 / SAMPLE_RATE  # 25 ms
@@ -167,3 +169,24 @@ def align(words: list[WordPhonemes], tokens: Tokens, durations: list[int]) -> Sp
         else:
             out.visemes.append(VisemeTiming(v, start, dur))
     return out
+
+
+ONSET_LEVEL = 0.01  # RMS (-40 dBFS) of a 5 ms window where the voice counts as audible
+
+
+def voice_onset_ms(audio: np.ndarray, sample_rate: int = 24000) -> float | None:
+    """Where speech first becomes audible in ``audio``: the first loud sample of the first 5 ms
+    window above ``ONSET_LEVEL``. Kokoro's voice starts 30-80 ms before its first phoneme's
+    duration boundary, so a client that aligns on the onset it hears (web/src/lipsync/
+    scheduler.ts, with the same rule) needs this, not the first word's time."""
+    win = max(1, sample_rate // 200)
+    n = len(audio) // win
+    if n == 0:
+        return None
+    frames = audio[: n * win].reshape(n, win)
+    loud = np.flatnonzero(np.sqrt((frames ** 2).mean(axis=1)) >= ONSET_LEVEL)
+    if not len(loud):
+        return None
+    frame = frames[loud[0]]
+    first = int(np.argmax(np.abs(frame) >= 2 * ONSET_LEVEL)) if np.any(np.abs(frame) >= 2 * ONSET_LEVEL) else 0
+    return (loud[0] * win + first) * 1000 / sample_rate

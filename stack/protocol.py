@@ -53,6 +53,9 @@ class SpeechChunkMessage(_Message):
         "model", description="model: from the TTS model's own durations; estimate: a fallback.")
     lead_ms: Ms = Field(0.0, description="When sent, the bot's outgoing audio queue held this "
                         "much earlier audio: the chunk's first sample leaves that much later.")
+    onset_ms: Ms | None = Field(None, description="Where the chunk's voice first becomes audible "
+                                "(stack.lipsync.voice_onset_ms), for clients that align on the "
+                                "onset they hear; None: the chunk is silent.")
 
 
 class SpeechStopMessage(_Message):
@@ -72,9 +75,10 @@ def _r(x: float) -> float:
 
 
 def chunk_message(timing: SpeechTiming, *, turn_id: str, seq: int, text: str, offset_ms: float,
-                  samples: int) -> SpeechChunkMessage:
+                  samples: int, onset_ms: float | None = None) -> SpeechChunkMessage:
     return SpeechChunkMessage(
         turn_id=turn_id, seq=seq, text=text, offset_ms=_r(offset_ms),
+        onset_ms=None if onset_ms is None else _r(onset_ms),
         duration_ms=_r(samples * 1000 / SAMPLE_RATE), samples=samples,
         words=[w.word for w in timing.words],
         wtimes=[_r(w.start_ms) for w in timing.words],

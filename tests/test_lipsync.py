@@ -54,3 +54,20 @@ def test_wrong_number_of_durations_is_refused():
 
 def test_viseme_table_uses_only_oculus_names():
     assert {v for vs in PHONEME_TO_VISEME.values() for v in vs} <= set(OCULUS_VISEMES)
+
+
+def test_voice_onset_is_where_the_audio_becomes_audible(engines):
+    import numpy as np
+
+    from stack.lipsync import voice_onset_ms
+
+    chunk = next(engines.tts.synthesize("Hello there, how are you?"))
+    onset = voice_onset_ms(chunk.audio)
+    first_word = chunk.timing.words[0].start_ms
+    # Kokoro's voice starts a little before its first phoneme's duration boundary
+    assert first_word - 120 < onset < first_word + 25, (onset, first_word)
+    before = chunk.audio[: int(onset * 24) // 120 * 120].reshape(-1, 120)  # 5 ms windows
+    assert np.sqrt((before ** 2).mean(axis=1)).max(initial=0) < 0.01  # quiet before it
+    assert voice_onset_ms(np.zeros(24000, np.float32)) is None
+    padded = np.concatenate([np.zeros(2400, np.float32), chunk.audio])
+    assert voice_onset_ms(padded) == pytest.approx(onset + 100, abs=0.1)

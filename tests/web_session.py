@@ -139,7 +139,9 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
     """Signed offsets (ms, + = mouth late) of every bot word whose audio was found in the
     capture, each mouth shape shown on the first of ``frames`` at or after its time.
 
-    - ``ours``: the page's scheduling (arrival + lead + receive delay, chained by offset_ms);
+    - ``ours``: the page's scheduling (arrival + lead + receive delay, chained by offset_ms,
+      corrected by the onset of the turn's voice in the played track);
+    - ``predicted``: the same without that correction (the prediction alone);
     - ``text``: TalkingHead's text-only lip-sync of the same words, started when the message
       arrives (what a client without the anchor does);
     - ``energy``: a mouth that opens when the heard audio's level crosses ``energy_level``
@@ -159,7 +161,7 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
     turns: dict[str, list[dict]] = {}
     for c in r["chunks"]:
         turns.setdefault(c["msg"]["turn_id"], []).append(c)
-    out: dict[str, list[float]] = {"ours": [], "text": [], "energy": []}
+    out: dict[str, list[float]] = {"ours": [], "predicted": [], "text": [], "energy": []}
     for chunks in turns.values():
         chunks.sort(key=lambda c: c["msg"]["seq"])
         if [c["msg"]["seq"] for c in chunks] != list(range(len(chunks))):
@@ -184,6 +186,8 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
                 heard = heard0 + wt
                 if i in sched:
                     out["ours"].append(_first_frame_at(frames, sched[i]) - heard)
+                    predicted = sched[i] - c["scheduled"]["shift"]
+                    out["predicted"].append(_first_frame_at(frames, predicted) - heard)
                 out["text"].append(_first_frame_at(frames, c["arrival"] + c["textOnly"][i]) - heard)
                 near = opens[(opens >= heard - 100) & (opens <= heard + 300)]
                 out["energy"].append(float(near[np.argmin(np.abs(near - heard))] - heard) if len(near) else np.nan)

@@ -97,7 +97,7 @@ try {
       })(),
     }));
     return {
-      snapshot: c.snapshot(), chunks: textChunks, frames: d.frames, mouth: window.__mouth,
+      snapshot: c.snapshot(), chunks: textChunks, aligns: c.log.aligns, frames: d.frames, mouth: window.__mouth,
       sampleRate: cap?.sampleRate ?? 0, blockTimes, pcm: btoa(bin),
     };
   });

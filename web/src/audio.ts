@@ -1,5 +1,6 @@
-// Listening to audio tracks in the page: level meters (the microphone meter, when the bot's voice
-// starts) and, in measurement mode, a sample-exact recording of the bot's voice as heard.
+// Listening to audio tracks in the page: the microphone's level meter, when the bot's voice
+// starts (onsets, on the audio thread) and, in measurement mode, a sample-exact recording of the
+// bot's voice as heard.
 let shared: AudioContext | null = null;
 export function audioContext(): AudioContext {
   shared ??= new AudioContext({ latencyHint: "interactive" });
@@ -14,13 +15,16 @@ export function contextToPage(ctx: AudioContext, contextTime: number): number {
   return ts.performanceTime + (contextTime - ts.contextTime) * 1000;
 }
 
-const SILENCE_BEFORE_ONSET_MS = 300;
+/** Output latency of the page's audio (ms): the fallback for the playout part of the delay. */
+export function outputLatencyMs(): number {
+  const ctx = audioContext();
+  return ((ctx.outputLatency || 0) + (ctx.baseLatency || 0)) * 1000;
+}
 
 export class LevelMeter {
   private source: MediaStreamAudioSourceNode | null = null;
   private analyser: AnalyserNode | null = null;
   private buf = new Float32Array(2048);
-  private quietSince: number | null = null;
 
   attach(track: MediaStreamTrack): void {
     this.detach();
@@ -36,11 +40,6 @@ export class LevelMeter {
     this.source = this.analyser = null;
   }
 
-  outputLatencyMs(): number {
-    const ctx = audioContext();
-    return ((ctx.outputLatency || 0) + (ctx.baseLatency || 0)) * 1000;
-  }
-
   /** RMS of the last ~43 ms, 0..1. */
   level(): number {
     if (!this.analyser) return 0;
@@ -50,24 +49,6 @@ export class LevelMeter {
     return Math.sqrt(sum / this.buf.length);
   }
 
-  /** When audio starts after at least 300 ms of quiet: the page time of its first loud sample,
-   * found inside the analyser's window (not just the frame it was noticed in). */
-  onset(threshold: number): number | null {
-    if (!this.analyser) return null;
-    const now = performance.now();
-    const rms = this.level();
-    if (rms < threshold) {
-      this.quietSince ??= now;
-      return null;
-    }
-    const wasQuiet = this.quietSince !== null && now - this.quietSince >= SILENCE_BEFORE_ONSET_MS;
-    this.quietSince = null;
-    if (!wasQuiet) return null;
-    const ctx = audioContext();
-    const first = this.buf.findIndex((x) => Math.abs(x) > threshold * 2);
-    const back = (this.buf.length - Math.max(0, first)) / ctx.sampleRate;
-    return contextToPage(ctx, ctx.currentTime - back);
-  }
 }
 
 /** Records a track sample by sample with the page time each block is heard (measurement mode;
@@ -89,5 +70,28 @@ export class Capture {
       this.blocks.push({ t: contextToPage(ctx, e.data.time), samples: e.data.samples });
     };
     source.connect(this.node);
+  }
+}
+
+/** Voice onsets in a track, found sample-exactly on the audio thread (public/onset-worklet.js),
+ * reported as the page time they are heard. */
+export class OnsetDetector {
+  private source: MediaStreamAudioSourceNode | null = null;
+  private node: AudioWorkletNode | null = null;
+
+  async attach(track: MediaStreamTrack, onOnset: (pageTime: number) => void, level = 0.01): Promise<void> {
+    this.detach();
+    const ctx = audioContext();
+    await ctx.audioWorklet.addModule(new URL("onset-worklet.js", document.baseURI).href);
+    this.source = ctx.createMediaStreamSource(new MediaStream([track]));
+    this.node = new AudioWorkletNode(ctx, "onset", { processorOptions: { level, quietMs: 150 } });
+    this.node.port.onmessage = (e: MessageEvent<{ time: number }>) => onOnset(contextToPage(ctx, e.data.time));
+    this.source.connect(this.node);
+  }
+
+  detach(): void {
+    this.source?.disconnect();
+    this.node?.disconnect();
+    this.source = this.node = null;
   }
 }

@@ -7,7 +7,7 @@ import {
 import type { AvatarDriver, AvatarState } from "./avatar/driver";
 import { fetchClient } from "./api";
 import type { SpeechChunkMessage, SpeechStopMessage } from "./gen/protocol";
-import { Capture, LevelMeter } from "./audio";
+import { Capture, LevelMeter, OnsetDetector, outputLatencyMs } from "./audio";
 import { audioStats, ReceiveDelay } from "./lipsync/receiveDelay";
 import { type ScheduledChunk, SpeechScheduler } from "./lipsync/scheduler";
 
@@ -48,19 +48,20 @@ export class Conversation {
   private scheduler: SpeechScheduler;
   private delay = new ReceiveDelay();
   private mic = new LevelMeter();
-  private bot = new LevelMeter();
+  private bot = new OnsetDetector();
   private botTrack: RemoteAudioTrack | null = null;
   private statsTimer = 0;
   private raf = 0;
   private lastUserVoice = 0;
-  private pendingTurn: { turnId: string; userEnd: number; firstMouth: number | null } | null = null;
+  // the latency panel's current turn: filled in as its first sound is heard and first shown
+  private pendingTurn: { turnId: string; userEnd: number; chunk: ScheduledChunk; onset: number | null } | null = null;
   private listeners = new Set<() => void>();
   private state: Snapshot = {
     connection: "idle", error: null, warning: null, muted: false, micLevel: 0, devices: [],
     deviceId: null, lines: [], speaking: null, avatarState: "idle", latencies: [],
   };
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
-  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number }[], capture: null as Capture | null };
+  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number }[], capture: null as Capture | null, aligns: [] as { at: number; turnId: string; seq: number; shift: number }[] };
 
   constructor(private readonly avatar: AvatarDriver, private readonly measure = false) {
     this.scheduler = new SpeechScheduler(avatar.textLipSync);
@@ -182,8 +183,8 @@ export class Conversation {
     const el = track.attach(); // the bot's voice plays from the WebRTC track itself
     el.id = "bot-audio";
     document.body.appendChild(el);
-    this.bot.attach(track.mediaStreamTrack);
-    this.delay = new ReceiveDelay(this.bot.outputLatencyMs());
+    void this.bot.attach(track.mediaStreamTrack, (t) => this.onOnset(t), VOICE_LEVEL / 2);
+    this.delay = new ReceiveDelay(outputLatencyMs());
     if (this.measure) {
       this.log.capture = new Capture(track.mediaStreamTrack);
       void this.log.capture.start();
@@ -239,8 +240,7 @@ export class Conversation {
     const words = chunk.words.map((w) => w.word);
     if (at < 0) {
       lines.push({ id, role: "bot", text: msg.text, final: false, words });
-      const firstMouth = chunk.visemes.find((v) => v.viseme !== "sil")?.start ?? null;
-      this.pendingTurn = { turnId: msg.turn_id, userEnd: this.lastUserVoice, firstMouth };
+      this.pendingTurn = { turnId: msg.turn_id, userEnd: this.lastUserVoice, chunk, onset: null };
     } else {
       const prev = lines[at];
       lines[at] = { ...prev, text: `${prev.text} ${msg.text}`, words: [...(prev.words ?? []), ...words] };
@@ -259,8 +259,8 @@ export class Conversation {
     const now = performance.now();
     const micLevel = this.state.muted ? 0 : this.mic.level();
     if (micLevel > VOICE_LEVEL) this.lastUserVoice = now;
-    const onset = this.bot.onset(VOICE_LEVEL);
-    if (onset !== null && this.pendingTurn) this.recordLatency(onset);
+    const p = this.pendingTurn;
+    if (p?.onset != null && p.chunk.voiced !== null && now >= p.chunk.voiced) this.recordLatency(p.onset, now);
     const heard = this.scheduler.wordAt(now);
     const speaking = heard ? { turnId: heard.turnId, index: heard.word.index } : null;
     let avatarState = this.state.avatarState;
@@ -275,13 +275,27 @@ export class Conversation {
     if (this.room) this.raf = requestAnimationFrame(this.frame);
   };
 
-  private recordLatency(onset: number) {
+  /** The bot's voice starts being heard: correct the predicted place of its chunk. */
+  private onOnset(t: number) {
+    const aligned = this.scheduler.align(t);
+    if (aligned) {
+      this.avatar.stopSpeaking();
+      this.avatar.speak(this.scheduler.visemesAfter(performance.now()));
+      if (this.measure) this.log.aligns.push({ at: t, turnId: aligned.turnId, seq: aligned.seq, shift: aligned.shift });
+    }
+    if (this.pendingTurn && this.pendingTurn.onset === null && (!aligned || aligned.turnId === this.pendingTurn.turnId)) {
+      this.pendingTurn.onset = t;
+    }
+  }
+
+  /** First shape of the turn shown (this frame) vs. its first sound heard. */
+  private recordLatency(onset: number, shown: number) {
     const t = this.pendingTurn!;
     this.pendingTurn = null;
     const entry: TurnLatency = {
       turnId: t.turnId,
       responseMs: t.userEnd > 0 ? Math.round(onset - t.userEnd) : null,
-      lipSyncMs: t.firstMouth !== null ? Math.round(t.firstMouth - onset) : null,
+      lipSyncMs: Math.round(shown - onset),
     };
     this.set({ latencies: [...this.state.latencies.slice(-9), entry] });
   }

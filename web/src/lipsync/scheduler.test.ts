@@ -6,7 +6,7 @@ import { estimateTimings, REANCHOR_MS, SpeechScheduler } from "./scheduler";
 function chunk(over: Partial<SpeechChunkMessage> = {}): SpeechChunkMessage {
   return {
     v: 1, type: "speech.chunk", turn_id: "t1", seq: 0, text: "Hello world", offset_ms: 0,
-    duration_ms: 1000, samples: 24000, sample_rate: 24000, source: "model", lead_ms: 100,
+    duration_ms: 1000, samples: 24000, sample_rate: 24000, source: "model", lead_ms: 100, onset_ms: null,
     words: ["Hello", "world"], wtimes: [100, 500], wdurations: [400, 400],
     visemes: ["sil", "kk", "E", "O", "sil", "U", "RR", "DD", "sil"],
     vtimes: [0, 100, 200, 300, 500, 500, 700, 800, 900],
@@ -95,6 +95,38 @@ describe("SpeechScheduler", () => {
     expect(c.visemes).toHaveLength(10);
     const end = c.visemes.at(-1)!;
     expect(end.start + end.duration).toBeCloseTo(c.end); // spread over exactly the chunk's audio
+  });
+
+  it("the heard onset of a turn's first sound corrects the predicted place of the whole turn", () => {
+    const s = new SpeechScheduler();
+    const first = s.add(chunk(), 1000, 60)!; // predicted: starts 1160, first voiced sound at 1260
+    expect(first.voiced).toBe(1260);
+    const next = s.add(chunk({ seq: 1, offset_ms: 1000, lead_ms: 900 }), 1150, 60)!;
+    expect(s.align(1300)).toBe(first); // heard 40 ms later than predicted
+    expect(first.words[0].start).toBe(1300);
+    expect(next.start).toBe(2200); // the chained chunk moves with it
+    expect(s.visemeAt(1301)).toBe("kk");
+    const later = s.add(chunk({ seq: 2, offset_ms: 2000, lead_ms: 1800 }), 1400, 60)!;
+    expect(later.start).toBe(3200); // and so do chunks that arrive afterwards
+    expect(s.align(1310)).toBeNull(); // each anchored chunk is aligned once
+  });
+
+  it("aligns on the bot's stated onset of the voice when the message has one", () => {
+    const s = new SpeechScheduler();
+    const c = s.add(chunk({ onset_ms: 60 }), 1000, 60)!; // audible 40 ms before "Hello" starts
+    expect(c.voiced).toBe(1220);
+    s.align(1250);
+    expect(c.words[0].start).toBe(1290);
+  });
+
+  it("an onset far from any anchored chunk's first sound changes nothing", () => {
+    const s = new SpeechScheduler();
+    const c = s.add(chunk(), 1000, 60)!;
+    expect(s.align(1260 + 401)).toBeNull();
+    expect(s.align(800 - 1)).toBeNull();
+    expect(c.start).toBe(1160);
+    s.stop(stop(), 1100);
+    expect(s.align(1260)).toBeNull(); // nor does one for a stopped turn
   });
 
   it("estimateTimings skips punctuation-only tokens", () => {

@@ -4,8 +4,11 @@
 //   heard(chunk) = arrival + lead_ms + receive delay     (first chunk of a turn, or after a gap)
 //   heard(chunk) = heard(turn start) + offset_ms         (chunks that follow back to back)
 //
-// The receive delay (jitter buffer + playout + output latency) comes from ReceiveDelay; this
-// module is pure so its rules are unit-tested (scheduler.test.ts).
+// The receive delay (jitter buffer + playout + output latency) comes from ReceiveDelay. Where a
+// chunk's place is only predicted that way (a turn's first chunk, or one after a gap in the
+// audio), the moment its voice is actually heard — an onset in the played track, found on the
+// audio thread — corrects the prediction: `align()`. The mouth shapes themselves always come from
+// the model's durations. This module is pure so its rules are unit-tested (scheduler.test.ts).
 import type { SpeechChunkMessage, SpeechStopMessage } from "../gen/protocol";
 
 export type Viseme = SpeechChunkMessage["visemes"][number];
@@ -32,6 +35,9 @@ export interface ScheduledChunk {
   words: WordCue[];
   estimated: boolean; // timings guessed from text (the chunk came without model timings)
   late: number; // ms of the chunk already heard when its message was scheduled (cues dropped)
+  anchored: boolean; // placed by its own message (not chained): align() may correct it
+  voiced: number | null; // when its voice becomes audible (onset_ms, else its first non-silent viseme)
+  shift: number; // correction applied by align(), ms
 }
 
 /** Visemes for a text laid over a duration, e.g. TalkingHead's own text-based lip-sync. */
@@ -42,6 +48,8 @@ export const UNDERRUN_LEAD_MS = 5;
 /** When the back-to-back position and the message's own anchor disagree by more than this, the
  * audio has drifted from the turn's start (lost packets, a stall): trust the message. */
 export const REANCHOR_MS = 250;
+/** An onset this close to an anchored chunk's first voiced sound is that sound. */
+export const ALIGN_WINDOW_MS = 400;
 
 interface Turn {
   base: number; // heard time of the turn's offset 0
@@ -60,6 +68,7 @@ export class SpeechScheduler {
     const anchor = arrival + msg.lead_ms + receiveDelay;
     let turn = this.turns.get(msg.turn_id);
     if (turn?.stopped) return null;
+    let anchored = true;
     if (!turn) {
       // a new turn ends whatever is left of older ones (the bot speaks one turn at a time)
       for (const [id, t] of this.turns) if (!t.stopped) this.cut(id, anchor);
@@ -67,17 +76,21 @@ export class SpeechScheduler {
       this.turns.set(msg.turn_id, turn);
     } else if (msg.lead_ms < UNDERRUN_LEAD_MS || Math.abs(turn.base + msg.offset_ms - anchor) > REANCHOR_MS) {
       turn.base = anchor - msg.offset_ms;
+    } else {
+      anchored = false;
     }
     const start = turn.base + msg.offset_ms;
     const estimated = msg.visemes.length === 0 && this.textLipSync !== null;
     const timed = estimated ? estimateTimings(msg, this.textLipSync!) : msg;
     const chunk: ScheduledChunk = {
       turnId: msg.turn_id, seq: msg.seq, start, end: start + msg.duration_ms, estimated,
-      late: Math.max(0, arrival - start),
+      late: Math.max(0, arrival - start), anchored, voiced: null, shift: 0,
       visemes: timed.visemes.map((v, i) => ({ viseme: v as Viseme, start: start + timed.vtimes[i], duration: timed.vdurations[i] })),
       words: timed.words.map((w, i) => ({ word: w, start: start + timed.wtimes[i], duration: timed.wdurations[i], index: turn.words + i })),
     };
     turn.words += msg.words.length;
+    chunk.voiced = msg.onset_ms != null ? start + msg.onset_ms
+      : chunk.visemes.find((v) => v.viseme !== "sil")?.start ?? null;
     // a late message: what was already heard cannot be mouthed any more; start mid-chunk
     chunk.visemes = chunk.visemes.filter((c) => c.start + c.duration > arrival);
     this.chunks.push(chunk);
@@ -90,6 +103,29 @@ export class SpeechScheduler {
     const turn = this.turns.get(msg.turn_id);
     if (turn) turn.stopped = true;
     else this.turns.set(msg.turn_id, { base: now, words: 0, stopped: true });
+  }
+
+  /** A voice onset heard at `t`: when it is the first audible sound of an anchored chunk not yet
+   * aligned, moves that chunk and the rest of its turn onto it. Returns the chunk, or null. */
+  align(t: number): ScheduledChunk | null {
+    const c = this.chunks.find((x) => x.anchored && x.shift === 0 && x.voiced !== null
+      && Math.abs(t - x.voiced) <= ALIGN_WINDOW_MS && !this.turns.get(x.turnId)?.stopped);
+    if (!c) return null;
+    const shift = t - c.voiced! || Number.EPSILON; // non-zero: marks the chunk as aligned
+    for (const x of this.chunks) {
+      if (x.turnId !== c.turnId || x.seq < c.seq) continue;
+      x.start += shift; x.end += shift; x.shift = shift;
+      if (x.voiced !== null) x.voiced += shift;
+      x.visemes = x.visemes.map((v) => ({ ...v, start: v.start + shift }));
+      x.words = x.words.map((w) => ({ ...w, start: w.start + shift }));
+    }
+    this.turns.get(c.turnId)!.base += shift;
+    return c;
+  }
+
+  /** Every viseme cue still to be heard after `t` (to re-queue them after a correction). */
+  visemesAfter(t: number): VisemeCue[] {
+    return this.chunks.flatMap((c) => c.visemes.filter((v) => v.start + v.duration > t));
   }
 
   /** Drops every cue of a turn from `at` on (one cut short at `at`). */

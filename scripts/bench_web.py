@@ -1,0 +1,80 @@
+"""Lip-sync as a person sees it: a conversation in headless Chromium (tests/web_session.py), and
+for every bot word the signed offset between its first mouth shape and its audio as heard in
+the page. Three ways to drive the mouth are measured on the same words in the same run:
+
+- ours: Kokoro's durations, placed at arrival + lead_ms + receive delay and corrected by the
+  heard onset of each anchored chunk (web/src/lipsync/scheduler.ts);
+- ours, prediction only: the same without the onset correction;
+- TalkingHead's text-only lip-sync of the same words, started when the message arrives;
+- audio energy: the mouth opens when the level of the heard audio crosses a threshold.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from web_session import (  # noqa: E402
+    SHARED_AVATARS, WINDOW_MS, BotProcess, frame_grids, lip_sync_offsets, run_session, summarize,
+    write_mic_wav,
+)
+
+from stack.config import Settings  # noqa: E402
+from stack.livekit_server import LiveKitServer, find_binary, free_port  # noqa: E402
+from stack.pipeline import load_engines  # noqa: E402
+
+KEY, SECRET = "APIbench", "b" * 40
+QUESTION = "Can you tell me a short story about a friendly robot?"
+METHODS = {"ours": "ours (model durations, heard-onset anchor)",
+           "predicted": "ours, prediction only (no onset correction)",
+           "text": "TalkingHead text-only lip-sync, from message arrival",
+           "energy": "audio energy threshold (mouth opens on the level)"}
+
+
+def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
+    engines = load_engines(settings)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-web-"))
+    voice = np.concatenate([c.audio for c in engines.tts.synthesize(QUESTION, voice="am_michael")])
+    write_mic_wav(tmp / "q.wav", voice, 24000, lead_s=0.5, tail_s=25)
+    livekit = LiveKitServer(find_binary(), tmp, KEY, SECRET)
+    bot = BotProcess({"MODEL_PROFILE": settings.model_profile, "MODELS_DIR": str(settings.models_dir),
+                      "DEVICE": settings.device, "DEV_MODE": "true", "LIVEKIT_URL": livekit.url,
+                      "LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET,
+                      "AVATARS_DIR": str(SHARED_AVATARS), "DEFAULT_AVATAR": "brunette-t"},
+                     free_port(), tmp / "bot.log")
+    try:
+        bot.wait_ready()
+        session = run_session(bot.url, tmp / "q.wav", tmp / "session", talk_s)
+    finally:
+        bot.stop()
+        livekit.stop()
+
+    def reference(messages):
+        return np.concatenate([c.audio for m in messages
+                               for c in engines.tts.synthesize(m["text"], quick_start=m["seq"] == 0)])
+
+    rows = ["| mouth driven by | shown on | words | p50 (ms) | p5 … p95 (ms) | inside IS-191 |",
+            "|---|---|---|---|---|---|"]
+    for grid, frames in frame_grids(session).items():
+        offsets = lip_sync_offsets(session, reference, frames)
+        for key, label in METHODS.items():
+            s = summarize(offsets[key])
+            matched = f"{s['matched']}/{s['words']}" if s["matched"] != s["words"] else str(s["words"])
+            rows.append(f"| {label} | {grid} | {matched} | {s['p50']:+.0f} | {s['p5']:+.0f} … "
+                        f"{s['p95']:+.0f} | {s['in_window']:.0%} |")
+    fps = 1000 / np.median(np.diff(frame_grids(session)["frames rendered here"]))
+    notes = (f"Offset = mouth shape shown − audio heard, per bot word (+ = mouth late). Audio "
+             f"heard: each chunk located in the page's recording of the received track by "
+             f"correlation with Kokoro's audio for it (re-synthesized: Kokoro is deterministic); "
+             f"a word is heard at that place + its time from the durations. IS-191 window: "
+             f"{WINDOW_MS[0]:+.0f} … {WINDOW_MS[1]:+.0f} ms. Energy: words whose audio raises no "
+             f"level onset count as outside. This browser rendered {fps:.0f} frames/s "
+             f"(software WebGL on a CPU the bot shares); \"60 Hz display\" shows each shape on the "
+             f"next frame of a 60 Hz display instead, as a machine with a GPU does.")
+    return "\n".join(rows), notes

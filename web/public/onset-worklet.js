@@ -1,0 +1,42 @@
+// Runs on the audio thread, so it sees every sample whatever the page's frame rate: posts the
+// context time where the bot's voice starts after a quiet stretch. Same rule as the bot's
+// stack.lipsync.voice_onset_ms: the first loud sample of the first 5 ms window above `level`.
+class Onset extends AudioWorkletProcessor {
+  constructor(options) {
+    super();
+    const o = (options && options.processorOptions) || {};
+    this.level = o.level || 0.01;
+    this.quietNeeded = (o.quietMs || 150) / 1000;
+    this.quietFor = 0;
+    this.win = new Float32Array(Math.round(sampleRate / 200));
+    this.fill = 0;
+    this.winStart = 0; // context time of the window's first sample
+  }
+  process(inputs) {
+    const ch = inputs[0] && inputs[0][0];
+    if (!ch) return true;
+    for (let i = 0; i < ch.length; i++) {
+      if (this.fill === 0) this.winStart = currentTime + i / sampleRate;
+      this.win[this.fill++] = ch[i];
+      if (this.fill === this.win.length) this.windowDone();
+    }
+    return true;
+  }
+  windowDone() {
+    const w = this.win;
+    this.fill = 0;
+    let sum = 0;
+    for (let i = 0; i < w.length; i++) sum += w[i] * w[i];
+    if (Math.sqrt(sum / w.length) < this.level) {
+      this.quietFor += w.length / sampleRate;
+      return;
+    }
+    if (this.quietFor >= this.quietNeeded) {
+      let first = 0;
+      while (first < w.length - 1 && Math.abs(w[first]) < 2 * this.level) first++;
+      this.port.postMessage({ time: this.winStart + first / sampleRate });
+    }
+    this.quietFor = 0;
+  }
+}
+registerProcessor("onset", Onset);
