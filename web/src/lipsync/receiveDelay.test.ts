@@ -1,0 +1,33 @@
+import { describe, expect, it } from "vitest";
+import { DEFAULT_RECEIVE_DELAY_MS, ReceiveDelay } from "./receiveDelay";
+
+describe("ReceiveDelay", () => {
+  it("uses a typical delay until two stats reports have come", () => {
+    const d = new ReceiveDelay(12);
+    expect(d.ms).toBe(DEFAULT_RECEIVE_DELAY_MS);
+    d.update({ jitterBufferDelay: 10, jitterBufferEmittedCount: 100_000 });
+    expect(d.ms).toBe(DEFAULT_RECEIVE_DELAY_MS);
+  });
+
+  it("follows the jitter buffer over the last interval, plus the output latency", () => {
+    const d = new ReceiveDelay(12);
+    d.update({ jitterBufferDelay: 100, jitterBufferEmittedCount: 1_000_000 }); // 100 ms so far
+    d.update({ jitterBufferDelay: 100 + 0.04 * 48_000, jitterBufferEmittedCount: 1_048_000 }); // 40 ms now
+    expect(d.ms).toBeCloseTo(40 + 12);
+  });
+
+  it("prefers WebRTC's own playout delay to the AudioContext's output latency", () => {
+    const d = new ReceiveDelay(12);
+    d.update({ jitterBufferDelay: 0, jitterBufferEmittedCount: 0, totalPlayoutDelay: 0, totalSamplesCount: 0 });
+    d.update({ jitterBufferDelay: 48, jitterBufferEmittedCount: 960, totalPlayoutDelay: 19.2, totalSamplesCount: 960 });
+    expect(d.ms).toBeCloseTo(50 + 20);
+  });
+
+  it("keeps the last value while no audio flows", () => {
+    const d = new ReceiveDelay();
+    d.update({ jitterBufferDelay: 0, jitterBufferEmittedCount: 0 });
+    d.update({ jitterBufferDelay: 30, jitterBufferEmittedCount: 1000 });
+    d.update({ jitterBufferDelay: 30, jitterBufferEmittedCount: 1000 });
+    expect(d.ms).toBeCloseTo(30);
+  });
+});
