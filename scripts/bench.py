@@ -179,21 +179,21 @@ def main() -> int:
     settings = Settings(**kw, _env_file=None)
     stamp = (f"Machine: {machine()}. Profile: `{args.profile}`. Commit: `{commit()}`. "
              f"Date: {datetime.now(timezone.utc):%Y-%m-%d}.")
-    if args.livekit:
-        from bench_livekit import run_livekit_bench
+    if args.livekit or args.web:
+        if args.livekit:
+            from bench_livekit import run_livekit_bench
 
-        table, notes = run_livekit_bench(settings, args.turns)
-        print(write_section(args.out, f"livekit:{args.profile}",
-                            f"Voice to voice through LiveKit, `{args.profile}` profile",
-                            f"{stamp} {args.turns} turns per pipeline.\n\n{notes}", table))
-        return 0
-    if args.web:
-        from bench_web import run_web_bench
+            key, title = "livekit", "Voice to voice through LiveKit"
+            table, notes = run_livekit_bench(settings, args.turns)
+            notes = f"{args.turns} turns per pipeline.\n\n{notes}"
+        else:
+            from bench_web import run_web_bench
 
-        table, notes = run_web_bench(settings, args.talk_seconds)
-        print(write_section(args.out, f"web:{args.profile}",
-                            f"Lip-sync in the browser, `{args.profile}` profile",
-                            f"{stamp}\n\n{notes}", table))
+            key, title = "web", "Lip-sync in the browser"
+            table, notes = run_web_bench(settings, args.talk_seconds)
+            notes = f"\n\n{notes}"
+        print(write_section(args.out, f"{key}:{args.profile}", f"{title}, `{args.profile}` profile",
+                            f"{stamp} {notes}", table))
         return 0
     sample = args.sample or settings.models_dir / "test" / "beckett.wav"
     rows = bench(settings, args.runs, sample)

@@ -119,6 +119,25 @@ describe("SpeechScheduler", () => {
     expect(c.words[0].start).toBe(1290);
   });
 
+  it("a message that arrives after its audio began is placed on the onset heard before it", () => {
+    const s = new SpeechScheduler();
+    expect(s.align(700)).toBeNull(); // nothing scheduled yet: kept
+    const c = s.add(chunk({ lead_ms: 0, onset_ms: 60 }), 1000, 60)!;
+    expect(c.start).toBe(640);
+    expect(c.shift).toBe(-420);
+    expect(c.late).toBe(360);
+    expect(c.visemes.every((v) => v.start + v.duration > 1000)).toBe(true); // only what is left
+    const other = s.add(chunk({ turn_id: "t2", lead_ms: 0 }), 1500, 60)!;
+    expect(other.shift).toBe(0); // each onset is used once
+    const paused = new SpeechScheduler();
+    paused.add(chunk({ duration_ms: 3000 }), 1000, 60);
+    paused.align(2500); // a pause inside that chunk's speech: not kept
+    expect(paused.add(chunk({ turn_id: "t3", lead_ms: 0 }), 2600, 60)!.shift).toBe(0);
+    const stale = new SpeechScheduler();
+    stale.align(700);
+    expect(stale.add(chunk({ lead_ms: 0 }), 700 + 1001, 60)!.shift).toBe(0); // too long ago
+  });
+
   it("an onset far from any anchored chunk's first sound changes nothing", () => {
     const s = new SpeechScheduler();
     const c = s.add(chunk(), 1000, 60)!;

@@ -50,6 +50,9 @@ export const UNDERRUN_LEAD_MS = 5;
 export const REANCHOR_MS = 250;
 /** An onset this close to an anchored chunk's first voiced sound is that sound. */
 export const ALIGN_WINDOW_MS = 400;
+/** A message can arrive after its audio began (the page's main thread was busy): an onset heard
+ * up to this long before an anchored chunk's message, matched by nothing, is that chunk's. */
+export const EARLY_ONSET_MS = 1000;
 
 interface Turn {
   base: number; // heard time of the turn's offset 0
@@ -60,6 +63,7 @@ interface Turn {
 export class SpeechScheduler {
   private turns = new Map<string, Turn>();
   private chunks: ScheduledChunk[] = [];
+  private onsets: number[] = []; // heard onsets no chunk has claimed yet
 
   constructor(private readonly textLipSync: TextLipSync | null = null) {}
 
@@ -79,18 +83,26 @@ export class SpeechScheduler {
     } else {
       anchored = false;
     }
+    const voicedAt = msg.onset_ms ?? firstVoiced(msg);
+    let shift = 0;
+    const early = anchored && voicedAt !== null
+      ? this.onsets.filter((o) => o <= arrival && arrival - o <= EARLY_ONSET_MS).at(-1) : undefined;
+    if (early !== undefined) {
+      shift = early - (turn.base + msg.offset_ms + voicedAt!) || Number.EPSILON;
+      turn.base += shift;
+      this.onsets = this.onsets.filter((o) => o !== early);
+    }
     const start = turn.base + msg.offset_ms;
     const estimated = msg.visemes.length === 0 && this.textLipSync !== null;
     const timed = estimated ? estimateTimings(msg, this.textLipSync!) : msg;
     const chunk: ScheduledChunk = {
       turnId: msg.turn_id, seq: msg.seq, start, end: start + msg.duration_ms, estimated,
-      late: Math.max(0, arrival - start), anchored, voiced: null, shift: 0,
+      late: Math.max(0, arrival - start), anchored, voiced: null, shift,
       visemes: timed.visemes.map((v, i) => ({ viseme: v as Viseme, start: start + timed.vtimes[i], duration: timed.vdurations[i] })),
       words: timed.words.map((w, i) => ({ word: w, start: start + timed.wtimes[i], duration: timed.wdurations[i], index: turn.words + i })),
     };
     turn.words += msg.words.length;
-    chunk.voiced = msg.onset_ms != null ? start + msg.onset_ms
-      : chunk.visemes.find((v) => v.viseme !== "sil")?.start ?? null;
+    chunk.voiced = voicedAt === null ? null : start + voicedAt;
     // a late message: what was already heard cannot be mouthed any more; start mid-chunk
     chunk.visemes = chunk.visemes.filter((c) => c.start + c.duration > arrival);
     this.chunks.push(chunk);
@@ -110,7 +122,12 @@ export class SpeechScheduler {
   align(t: number): ScheduledChunk | null {
     const c = this.chunks.find((x) => x.anchored && x.shift === 0 && x.voiced !== null
       && Math.abs(t - x.voiced) <= ALIGN_WINDOW_MS && !this.turns.get(x.turnId)?.stopped);
-    if (!c) return null;
+    if (!c) {
+      // a pause inside scheduled speech is not a new chunk's start: keep only onsets in silence
+      const inSpeech = this.chunks.some((x) => t >= x.start - 100 && t <= x.end + 100);
+      if (!inSpeech) this.onsets = [...this.onsets.filter((o) => t - o <= EARLY_ONSET_MS), t];
+      return null;
+    }
     const shift = t - c.voiced! || Number.EPSILON; // non-zero: marks the chunk as aligned
     for (const x of this.chunks) {
       if (x.turnId !== c.turnId || x.seq < c.seq) continue;
@@ -169,6 +186,11 @@ export class SpeechScheduler {
       for (const id of this.turns.keys()) if (!keep.has(id)) this.turns.delete(id);
     }
   }
+}
+
+function firstVoiced(msg: SpeechChunkMessage): number | null {
+  const i = msg.visemes.findIndex((v) => v !== "sil");
+  return i < 0 ? null : msg.vtimes[i];
 }
 
 /** Text-based fallback: each word's visemes from `textLipSync`, the words spread over the
