@@ -4,8 +4,10 @@ spoken question (a WAV) as the microphone. One conversation; each test checks on
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import jiwer
@@ -27,6 +29,8 @@ ARTIFACTS = ROOT / "test-artifacts" / "web"
 def session(livekit, engines, settings, tmp_path_factory):
     if not (WEB / "out" / "index.html").is_file():
         pytest.fail("the web client is not built: run scripts/test.sh (npm --prefix web run build)")
+    if not any(SHARED_AVATARS.glob("*.glb")):
+        pytest.fail(f"no test avatars in {SHARED_AVATARS} (the shared data beside the checkout)")
     if not shutil.which("chromium") and not Path("/usr/bin/chromium").exists():
         pytest.fail("Chromium is missing: run scripts/test.sh (apt-get install chromium)")
     tmp = tmp_path_factory.mktemp("web")
@@ -106,3 +110,25 @@ def test_lip_sync_offset_is_measured_against_the_heard_audio(session, engines):
     # delay, a unit mix-up) puts the median hundreds of ms off.
     assert abs(ours["p50"]) < 100, ours
     assert ours["p95_abs"] <= text["p95_abs"], (ours, text)
+
+
+def test_errors_are_shown_in_plain_words(livekit, settings, tmp_path):
+    """A server with an access key: no key, a wrong key, a refused microphone, no server."""
+    key = "correct horse battery staple"
+    bot = BotProcess({
+        "MODEL_PROFILE": "test", "MODELS_DIR": str(settings.models_dir), "DEVICE": "cpu",
+        "ACCESS_KEY": key, "LIVEKIT_URL": livekit.url, "LIVEKIT_API_KEY": LIVEKIT_KEY,
+        "LIVEKIT_API_SECRET": LIVEKIT_SECRET, "AVATARS_DIR": str(SHARED_AVATARS),
+    }, free_port(), tmp_path / "bot.log")
+    try:
+        bot.wait_ready()
+        out = subprocess.run(["node", "e2e/errors.mjs", bot.url, key], cwd=WEB, check=True,
+                             capture_output=True, text=True, timeout=300).stdout
+    finally:
+        bot.stop()
+    shown = json.loads(out.strip().splitlines()[-1])
+    assert "error" not in shown, shown["error"]
+    assert "needs an access key" in shown["noKey"]
+    assert "Access refused" in shown["wrongKey"]
+    assert "Microphone access was denied" in shown["micDenied"]
+    assert "server cannot be reached" in shown["unreachable"]

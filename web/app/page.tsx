@@ -93,6 +93,12 @@ function Talk() {
         </p>
       </header>
 
+      {avatars.data?.avatars.length === 0 && !avatarUrl && (
+        <p className="rounded bg-amber-900/60 p-3 text-sm" data-testid="no-avatars">
+          No avatar is installed on the server: run scripts/download_models.py, or put GLB files in
+          AVATARS_DIR. You can also load your own GLB file below.
+        </p>
+      )}
       {(snap.error || avatarError || avatars.isError) && (
         <p role="alert" data-testid="error" className="rounded bg-red-900/60 p-3 text-sm">
           {snap.error ?? avatarError ?? "The server cannot be reached. Check the address and that the service is running."}
