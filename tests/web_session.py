@@ -93,10 +93,13 @@ class Session:
         return float(np.interp(page_ms, t, idx))
 
 
-def run_session(base_url: str, wav: Path, out: Path, talk_s: int, timeout: float = 600) -> Session:
+def run_session(base_url: str, wav: Path, out: Path, talk_s: int, timeout: float = 600,
+                custom_glb: Path | None = None) -> Session:
+    """``custom_glb``: a GLB file the page loads as a person's own avatar before talking."""
     out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **({"CUSTOM_GLB": str(custom_glb)} if custom_glb else {})}
     subprocess.run(["node", "e2e/session.mjs", base_url, str(wav), str(out), str(talk_s)],
-                   cwd=WEB, check=True, timeout=timeout)
+                   cwd=WEB, check=True, timeout=timeout, env=env)
     result = json.loads((out / "session.json").read_text())
     capture = np.fromfile(out / "capture.f32", dtype="<f4") if (out / "capture.f32").exists() \
         else np.zeros(0, np.float32)

@@ -46,6 +46,18 @@ try {
   result.screenshot = await page.evaluate(pixelStats, shot.toString("base64"));
   result.avatars = await page.locator('[data-testid="avatar-choice"] option').allTextContents();
 
+  // A person's own GLB file, loaded from disk into the page.
+  if (process.env.CUSTOM_GLB) {
+    await page.setInputFiles('input[type="file"]', process.env.CUSTOM_GLB);
+    await page.waitForFunction(() => window.__avatar.driver.head.avatar?.url?.startsWith("blob:"), null, { timeout: 60_000 });
+    await page.waitForSelector('[data-testid="avatar-progress"]', { state: "detached", timeout: 120_000 });
+    await page.waitForTimeout(3000);
+    const custom = await page.locator('[data-testid="avatar"]').screenshot();
+    await writeFile(`${outDir}/avatar-custom.png`, custom);
+    result.customScreenshot = await page.evaluate(pixelStats, custom.toString("base64"));
+    mark("custom-avatar-shown");
+  }
+
   await page.click('[data-testid="start"]');
   await page.waitForSelector('[data-testid="connection"][data-state="connected"]', { timeout: 60_000 });
   mark("connected");
@@ -138,3 +150,4 @@ async function pixelStats(b64) {
   const n = data.length / 4;
   return { width: c.width, height: c.height, std: Math.sqrt(sq / n - (sum / n) ** 2), colours: colours.size };
 }
+
