@@ -174,7 +174,7 @@ def align(words: list[WordPhonemes], tokens: Tokens, durations: list[int]) -> Sp
 ONSET_LEVEL = 0.01  # RMS (-40 dBFS) of a 5 ms window where the voice counts as audible
 
 
-def voice_onset_ms(audio: np.ndarray, sample_rate: int = 24000) -> float | None:
+def voice_onset_ms(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float | None:
     """Where speech first becomes audible in ``audio``: the first loud sample of the first 5 ms
     window above ``ONSET_LEVEL``. Kokoro's voice starts 30-80 ms before its first phoneme's
     duration boundary, so a client that aligns on the onset it hears (web/src/lipsync/
@@ -187,6 +187,6 @@ def voice_onset_ms(audio: np.ndarray, sample_rate: int = 24000) -> float | None:
     loud = np.flatnonzero(np.sqrt((frames ** 2).mean(axis=1)) >= ONSET_LEVEL)
     if not len(loud):
         return None
-    frame = frames[loud[0]]
-    first = int(np.argmax(np.abs(frame) >= 2 * ONSET_LEVEL)) if np.any(np.abs(frame) >= 2 * ONSET_LEVEL) else 0
+    peaks = np.abs(frames[loud[0]]) >= 2 * ONSET_LEVEL
+    first = int(np.argmax(peaks))  # 0 when no single sample is that loud
     return (loud[0] * win + first) * 1000 / sample_rate
