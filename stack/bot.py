@@ -84,8 +84,11 @@ class BotManager:
         s = self.settings
         transport = AvatarLiveKitTransport(
             s.livekit_url, bot_token(s, room), room,
+            # LiveKit's own sender thread plays out up to a second queued here, so a busy event
+            # loop (a CPU shared with the models) does not leave holes in the bot's voice; an
+            # interruption clears the queue, so barge-in does not wait for it.
             params=LiveKitParams(audio_in_enabled=True, audio_out_enabled=True,
-                                 audio_out_queue_size_ms=200))
+                                 audio_out_queue_size_ms=1000))
         conversation = self.builder(transport_input=transport.input(),
                                     transport_output=transport.output())
         worker = PipelineWorker(

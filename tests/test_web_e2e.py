@@ -115,6 +115,12 @@ def test_lip_sync_offset_is_measured_against_the_heard_audio(session, engines):
     frames = frame_grids(session)["60 Hz display"]
     offsets = lip_sync_offsets(session, reference, frames)
     ours, text = summarize(offsets["ours"]), summarize(offsets["text"])
+    # what the page did with each message and each heard onset, for a failure's message
+    ours["chunks"] = [(c["msg"]["seq"], c["msg"]["lead_ms"], c["scheduled"] and
+                       {k: round(c["scheduled"][k]) for k in ("late", "shift", "stalled")})
+                      for c in session.result["chunks"]]
+    ours["aligns"] = [{k: round(v) if isinstance(v, float) else v for k, v in a.items()
+                       if k != "turnId"} for a in session.result.get("aligns", [])]
     assert ours["matched"] >= 10, ours  # bot words located in what the page heard
     # Scheduling on the heard audio is close; a gross error (ignoring lead_ms or the receive
     # delay, a unit mix-up) puts the median hundreds of ms off.

@@ -112,11 +112,12 @@ def _first_frame_at(frames: np.ndarray, t: float) -> float:
     return float(frames[i]) if i < len(frames) else np.nan
 
 
-def _locate(capture: np.ndarray, reference: np.ndarray, guess: int, search: int) -> tuple[int, float]:
-    """Where ``reference`` best matches ``capture`` near ``guess``: (start sample, normalised
-    correlation)."""
-    lo = max(0, guess - search)
-    hi = min(len(capture), guess + search + len(reference))
+def _locate(capture: np.ndarray, reference: np.ndarray, guess: int, before: int,
+            after: int) -> tuple[int, float]:
+    """Where ``reference`` best matches ``capture`` from ``before`` samples ahead of ``guess`` to
+    ``after`` samples past it: (start sample, normalised correlation)."""
+    lo = max(0, guess - before)
+    hi = min(len(capture), guess + after + len(reference))
     seg = capture[lo:hi]
     if len(seg) < len(reference) or not np.any(reference):
         return guess, 0.0
@@ -140,11 +141,13 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
                      frames: np.ndarray, min_match: float = 0.6,
                      energy_level: float = 0.02) -> dict[str, list[float]]:
     """Signed offsets (ms, + = mouth late) of every bot word whose audio was found in the
-    capture, each mouth shape shown on the first of ``frames`` at or after its time.
+    capture, each mouth shape shown on the first of ``frames`` at or after its time. Each word
+    is found on its own (its stretch of the bot's audio, correlated with what the page heard),
+    so a hole in the heard voice moves the words after it, not the measure.
 
     - ``ours``: the page's scheduling (arrival + lead + receive delay, chained by offset_ms,
       corrected by the onset of the turn's voice in the played track);
-    - ``predicted``: the same without that correction (the prediction alone);
+    - ``predicted``: the same without the correction of the turn's start by its heard onset;
     - ``text``: TalkingHead's text-only lip-sync of the same words, started when the message
       arrives (what a client without the anchor does);
     - ``energy``: a mouth that opens when the heard audio's level crosses ``energy_level``
@@ -177,16 +180,20 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
             at += m["samples"]
             if c["scheduled"] is None or len(cap) == 0:
                 continue
-            ref = np.interp(np.arange(0, len(ref), 24000 / rate), np.arange(len(ref)), ref)
-            guess = int(session.sample_at(c["scheduled"]["start"]))
-            start, score = _locate(cap, ref.astype(np.float32), guess, int(0.8 * rate))
-            if score < min_match:
-                continue  # cut short by an interruption, or not heard
-            heard0 = float(session.heard_time(start))
+            ref = np.interp(np.arange(0, len(ref), 24000 / rate), np.arange(len(ref)),
+                            ref).astype(np.float32)
             sched = {w["index"] - c["scheduled"]["words"][0]["index"]: w["start"]
                      for w in c["scheduled"]["words"]} if c["scheduled"]["words"] else {}
-            for i, wt in enumerate(m["wtimes"]):
-                heard = heard0 + wt
+            guess, before, prev_wt = session.sample_at(c["scheduled"]["start"]), 0.8 * rate, 0.0
+            for i, (wt, wd) in enumerate(zip(m["wtimes"], m["wdurations"])):
+                # the word's own audio, at least 150 ms of it (short words correlate poorly)
+                a, b = int(wt / 1000 * rate), int((wt + max(wd, 150)) / 1000 * rate)
+                guess += (wt - prev_wt) / 1000 * rate
+                found, score = _locate(cap, ref[a:b], int(guess), int(before), int(1.5 * rate))
+                if score < min_match:
+                    continue  # cut short by an interruption, or not heard
+                heard = float(session.heard_time(found))
+                guess, before, prev_wt = found, 0.15 * rate, wt
                 if i in sched:
                     out["ours"].append(_first_frame_at(frames, sched[i]) - heard)
                     predicted = sched[i] - c["scheduled"]["shift"]

@@ -1,5 +1,5 @@
 // Runs on the audio thread, so it sees every sample whatever the page's frame rate: posts the
-// context time where the bot's voice starts after a quiet stretch. Same rule as the bot's
+// context time where the bot's voice starts after a quiet stretch, and how long it was quiet. Same rule as the bot's
 // stack.lipsync.voice_onset_ms: the first loud sample of the first 5 ms window above `level`.
 class Onset extends AudioWorkletProcessor {
   constructor(options) {
@@ -34,7 +34,7 @@ class Onset extends AudioWorkletProcessor {
     if (this.quietFor >= this.quietNeeded) {
       let first = 0;
       while (first < w.length - 1 && Math.abs(w[first]) < 2 * this.level) first++;
-      this.port.postMessage({ time: this.winStart + first / sampleRate });
+      this.port.postMessage({ time: this.winStart + first / sampleRate, quiet: this.quietFor });
     }
     this.quietFor = 0;
   }

@@ -79,13 +79,14 @@ export class OnsetDetector {
   private source: MediaStreamAudioSourceNode | null = null;
   private node: AudioWorkletNode | null = null;
 
-  async attach(track: MediaStreamTrack, onOnset: (pageTime: number) => void, level = 0.01): Promise<void> {
+  async attach(track: MediaStreamTrack, onOnset: (pageTime: number, quietMs: number) => void, level = 0.01): Promise<void> {
     this.detach();
     const ctx = audioContext();
     await ctx.audioWorklet.addModule(new URL("onset-worklet.js", document.baseURI).href);
     this.source = ctx.createMediaStreamSource(new MediaStream([track]));
     this.node = new AudioWorkletNode(ctx, "onset", { processorOptions: { level, quietMs: 150 } });
-    this.node.port.onmessage = (e: MessageEvent<{ time: number }>) => onOnset(contextToPage(ctx, e.data.time));
+    this.node.port.onmessage = (e: MessageEvent<{ time: number; quiet: number }>) =>
+      onOnset(contextToPage(ctx, e.data.time), e.data.quiet * 1000);
     this.source.connect(this.node);
   }
 

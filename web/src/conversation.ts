@@ -61,7 +61,7 @@ export class Conversation {
     deviceId: null, lines: [], speaking: null, avatarState: "idle", latencies: [],
   };
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
-  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number }[], capture: null as Capture | null, aligns: [] as { at: number; turnId: string; seq: number; shift: number }[] };
+  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; stalled: number }[] };
 
   constructor(private readonly avatar: AvatarDriver, private readonly measure = false) {
     this.scheduler = new SpeechScheduler(avatar.textLipSync);
@@ -183,7 +183,7 @@ export class Conversation {
     const el = track.attach(); // the bot's voice plays from the WebRTC track itself
     el.id = "bot-audio";
     document.body.appendChild(el);
-    void this.bot.attach(track.mediaStreamTrack, (t) => this.onOnset(t), VOICE_LEVEL / 2);
+    void this.bot.attach(track.mediaStreamTrack, (t, quietMs) => this.onOnset(t, quietMs), VOICE_LEVEL / 2);
     this.delay = new ReceiveDelay(outputLatencyMs());
     if (this.measure) {
       this.log.capture = new Capture(track.mediaStreamTrack);
@@ -276,12 +276,12 @@ export class Conversation {
   };
 
   /** The bot's voice starts being heard: correct the predicted place of its chunk. */
-  private onOnset(t: number) {
-    const aligned = this.scheduler.align(t);
+  private onOnset(t: number, quietMs: number) {
+    const aligned = this.scheduler.align(t, quietMs);
     if (aligned) {
       this.avatar.stopSpeaking();
       this.avatar.speak(this.scheduler.visemesAfter(performance.now()));
-      if (this.measure) this.log.aligns.push({ at: t, turnId: aligned.turnId, seq: aligned.seq, shift: aligned.shift });
+      if (this.measure) this.log.aligns.push({ at: t, quietMs, turnId: aligned.turnId, seq: aligned.seq, shift: aligned.shift, stalled: aligned.stalled });
     }
     if (this.pendingTurn && this.pendingTurn.onset === null && (!aligned || aligned.turnId === this.pendingTurn.turnId)) {
       this.pendingTurn.onset = t;

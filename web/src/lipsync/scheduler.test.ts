@@ -141,11 +141,42 @@ describe("SpeechScheduler", () => {
   it("an onset far from any anchored chunk's first sound changes nothing", () => {
     const s = new SpeechScheduler();
     const c = s.add(chunk(), 1000, 60)!;
-    expect(s.align(1260 + 401)).toBeNull();
+    expect(s.align(1260 + 1001)).toBeNull(); // up to 1 s late, 400 ms early
+    expect(s.align(1260 - 401)).toBeNull();
     expect(s.align(800 - 1)).toBeNull();
     expect(c.start).toBe(1160);
     s.stop(stop(), 1100);
     expect(s.align(1260)).toBeNull(); // nor does one for a stopped turn
+  });
+
+  it("a hole in the heard voice mid-word holds the rest of the turn back by its length", () => {
+    const s = new SpeechScheduler();
+    const c = s.add(chunk(), 1000, 60)!; // starts 1160: kk 1260, E 1360, O 1460-1660, U 1660...
+    const next = s.add(chunk({ seq: 1, offset_ms: 1000, lead_ms: 900 }), 1150, 60)!;
+    s.align(1260); // the turn's first sound, where predicted
+    // the voice went quiet at 1380 (inside "E") and came back at 1680
+    expect(s.align(1680, 300)).toBe(c);
+    expect(c.stalled).toBe(300);
+    expect(s.visemeAt(1370)).toBe("E"); // what was heard before the hole stays
+    expect(s.visemeAt(1500)).toBeNull(); // nothing during the hole
+    expect(s.visemeAt(1700)).toBe("E"); // the rest of "E" comes back with the voice
+    expect(s.visemeAt(1770)).toBe("O");
+    expect(c.words.map((w) => w.start)).toEqual([1260, 1960]); // "Hello" began before the hole
+    expect(c.end).toBe(2460);
+    expect(next.start).toBe(2460);
+    const later = s.add(chunk({ seq: 2, offset_ms: 2000, lead_ms: 1800 }), 1400, 60)!;
+    expect(later.start).toBe(3460); // chunks that arrive afterwards keep the turn's new timeline
+  });
+
+  it("a pause the speech has (a silent viseme), or a short or endless quiet, is not a hole", () => {
+    const s = new SpeechScheduler();
+    const c = s.add(chunk({ duration_ms: 1000 }), 1000, 60)!;
+    expect(s.align(1260, 300)).toBe(c); // the first sound after the turn's silence: the anchor
+    expect(s.align(2000, 100)).toBeNull(); // quiet from 1900 ("DD"), but too short
+    expect(s.align(2300, 200)).toBeNull(); // quiet from 2100: the closing "sil"
+    expect(s.align(1700, 6000)).toBeNull(); // quiet for longer than any hole we wait for
+    expect(c.stalled).toBe(0);
+    expect(c.end).toBe(2160);
   });
 
   it("estimateTimings skips punctuation-only tokens", () => {

@@ -8,7 +8,9 @@
 // chunk's place is only predicted that way (a turn's first chunk, or one after a gap in the
 // audio), the moment its voice is actually heard — an onset in the played track, found on the
 // audio thread — corrects the prediction: `align()`. The mouth shapes themselves always come from
-// the model's durations. This module is pure so its rules are unit-tested (scheduler.test.ts).
+// the model's durations. A hole in the heard voice (the sender fell behind: the voice stops
+// mid-word and comes back) moves the rest of the turn by the hole's length: `align()` again.
+// This module is pure so its rules are unit-tested (scheduler.test.ts).
 import type { SpeechChunkMessage, SpeechStopMessage } from "../gen/protocol";
 
 export type Viseme = SpeechChunkMessage["visemes"][number];
@@ -37,7 +39,8 @@ export interface ScheduledChunk {
   late: number; // ms of the chunk already heard when its message was scheduled (cues dropped)
   anchored: boolean; // placed by its own message (not chained): align() may correct it
   voiced: number | null; // when its voice becomes audible (onset_ms, else its first non-silent viseme)
-  shift: number; // correction applied by align(), ms
+  shift: number; // correction applied by align() to this anchored chunk's start, ms
+  stalled: number; // ms the voice stopped mid-speech within or before this chunk (turn so far)
 }
 
 /** Visemes for a text laid over a duration, e.g. TalkingHead's own text-based lip-sync. */
@@ -48,8 +51,16 @@ export const UNDERRUN_LEAD_MS = 5;
 /** When the back-to-back position and the message's own anchor disagree by more than this, the
  * audio has drifted from the turn's start (lost packets, a stall): trust the message. */
 export const REANCHOR_MS = 250;
-/** An onset this close to an anchored chunk's first voiced sound is that sound. */
-export const ALIGN_WINDOW_MS = 400;
+/** An onset this close to an anchored chunk's first voiced sound is that sound: up to
+ * ALIGN_EARLY_MS before the predicted moment, up to ALIGN_LATE_MS after it (a loaded receiver
+ * plays out later than its stats say, rarely sooner). */
+export const ALIGN_EARLY_MS = 400;
+export const ALIGN_LATE_MS = 1000;
+/** Quiet this long where the schedule has voice throughout is a hole in the sent audio, not a
+ * pause of the speech (Kokoro's pauses are "sil" visemes). */
+export const STALL_MIN_MS = 150;
+/** Holes longer than this are not waited for (the turn was lost rather than delayed). */
+export const STALL_MAX_MS = 5000;
 /** A message can arrive after its audio began (the page's main thread was busy): an onset heard
  * up to this long before an anchored chunk's message, matched by nothing, is that chunk's. */
 export const EARLY_ONSET_MS = 1000;
@@ -97,7 +108,7 @@ export class SpeechScheduler {
     const timed = estimated ? estimateTimings(msg, this.textLipSync!) : msg;
     const chunk: ScheduledChunk = {
       turnId: msg.turn_id, seq: msg.seq, start, end: start + msg.duration_ms, estimated,
-      late: Math.max(0, arrival - start), anchored, voiced: null, shift,
+      late: Math.max(0, arrival - start), anchored, voiced: null, shift, stalled: 0,
       visemes: timed.visemes.map((v, i) => ({ viseme: v as Viseme, start: start + timed.vtimes[i], duration: timed.vdurations[i] })),
       words: timed.words.map((w, i) => ({ word: w, start: start + timed.wtimes[i], duration: timed.wdurations[i], index: turn.words + i })),
     };
@@ -117,27 +128,62 @@ export class SpeechScheduler {
     else this.turns.set(msg.turn_id, { base: now, words: 0, stopped: true });
   }
 
-  /** A voice onset heard at `t`: when it is the first audible sound of an anchored chunk not yet
-   * aligned, moves that chunk and the rest of its turn onto it. Returns the chunk, or null. */
-  align(t: number): ScheduledChunk | null {
+  /** A voice onset heard at `t` after `quietMs` of quiet. When it is the first audible sound of
+   * an anchored chunk not yet aligned, moves that chunk and the rest of its turn onto it; when it
+   * ends a hole in the middle of scheduled voice, moves what was not heard yet by the hole's
+   * length. Returns the chunk it moved, or null. */
+  align(t: number, quietMs = 0): ScheduledChunk | null {
     const c = this.chunks.find((x) => x.anchored && x.shift === 0 && x.voiced !== null
-      && Math.abs(t - x.voiced) <= ALIGN_WINDOW_MS && !this.turns.get(x.turnId)?.stopped);
-    if (!c) {
-      // a pause inside scheduled speech is not a new chunk's start: keep only onsets in silence
-      const inSpeech = this.chunks.some((x) => t >= x.start - 100 && t <= x.end + 100);
-      if (!inSpeech) this.onsets = [...this.onsets.filter((o) => t - o <= EARLY_ONSET_MS), t];
-      return null;
+      && t - x.voiced >= -ALIGN_EARLY_MS && t - x.voiced <= ALIGN_LATE_MS
+      && !this.turns.get(x.turnId)?.stopped);
+    if (c) {
+      const shift = t - c.voiced! || Number.EPSILON; // non-zero: marks the chunk as aligned
+      this.move(c.turnId, -Infinity, shift, c.seq);
+      for (const x of this.chunks) if (x.turnId === c.turnId && x.seq >= c.seq) x.shift = shift;
+      return c;
     }
-    const shift = t - c.voiced! || Number.EPSILON; // non-zero: marks the chunk as aligned
-    for (const x of this.chunks) {
-      if (x.turnId !== c.turnId || x.seq < c.seq) continue;
-      x.start += shift; x.end += shift; x.shift = shift;
-      if (x.voiced !== null) x.voiced += shift;
-      x.visemes = x.visemes.map((v) => ({ ...v, start: v.start + shift }));
-      x.words = x.words.map((w) => ({ ...w, start: w.start + shift }));
+    const stalled = this.stallBefore(t, quietMs);
+    if (stalled) return stalled;
+    // a pause inside scheduled speech is not a new chunk's start: keep only onsets in silence
+    const inSpeech = this.chunks.some((x) => t >= x.start - 100 && t <= x.end + 100);
+    if (!inSpeech) this.onsets = [...this.onsets.filter((o) => t - o <= EARLY_ONSET_MS), t];
+    return null;
+  }
+
+  /** The voice went quiet at `t - quietMs` while the schedule had voice there (no "sil", no gap
+   * for STALL_MIN_MS): the sender fell behind, and what follows is heard `quietMs` later. */
+  private stallBefore(t: number, quietMs: number): ScheduledChunk | null {
+    if (quietMs < STALL_MIN_MS || quietMs > STALL_MAX_MS) return null;
+    const q = t - quietMs;
+    const c = this.chunks.find((x) => q >= x.start && q < x.end && !this.turns.get(x.turnId)?.stopped);
+    if (!c) return null;
+    // the level detector calls a fading sound quiet a little before its viseme ends
+    for (let x = q + 40; x <= q + STALL_MIN_MS; x += 10) {
+      const v = this.visemeAt(x);
+      if (v === null || v === "sil") return null;
     }
-    this.turns.get(c.turnId)!.base += shift;
+    this.move(c.turnId, q, quietMs);
+    for (const x of this.chunks) if (x.turnId === c.turnId && x.end > q) x.stalled += quietMs;
     return c;
+  }
+
+  /** Moves a turn's cues that start at or after `from` (and its chunks from `fromSeq`) by `by`. */
+  private move(turnId: string, from: number, by: number, fromSeq = -1): void {
+    for (const x of this.chunks) {
+      if (x.turnId !== turnId || x.seq < fromSeq || x.end <= from) continue;
+      if (x.start >= from) x.start += by;
+      x.end += by;
+      if (x.voiced !== null && x.voiced >= from) x.voiced += by;
+      // a mouth shape cut by the hole: what is left of it comes back with the voice
+      x.visemes = x.visemes.flatMap((v) => {
+        if (v.start >= from) return [{ ...v, start: v.start + by }];
+        if (v.start + v.duration <= from) return [v];
+        return [{ ...v, duration: from - v.start }, { ...v, start: from + by, duration: v.start + v.duration - from }];
+      });
+      x.words = x.words.map((w) => (w.start >= from ? { ...w, start: w.start + by }
+        : w.start + w.duration > from ? { ...w, duration: w.duration + by } : w));
+    }
+    this.turns.get(turnId)!.base += by;
   }
 
   /** Every viseme cue still to be heard after `t` (to re-queue them after a correction). */
