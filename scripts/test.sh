@@ -11,11 +11,15 @@ source scripts/setup.sh
 echo "== fetching the test models into $TEST_MODELS_DIR"
 .venv/bin/python scripts/download_models.py --profile test --models-dir "$TEST_MODELS_DIR" --quiet
 
-# The browser tests use Debian's Chromium (playwright-core drives it; no browser download).
-if ! command -v chromium >/dev/null; then
-  echo "== installing Chromium from Debian's packages"
+# The browser tests use Debian's Chromium (playwright-core drives it; no browser download); the
+# Compose tests start Debian's coturn with the stack's TURN configuration.
+MISSING=""
+command -v chromium >/dev/null || MISSING="$MISSING chromium"
+command -v turnserver >/dev/null || MISSING="$MISSING coturn"
+if [ -n "$MISSING" ]; then
+  echo "== installing$MISSING from Debian's packages"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
 
 echo "== web client unit tests (vitest)"

@@ -64,7 +64,8 @@ def expected_sha256(mf: ModelFile, lock: dict[str, str]) -> str:
 def check_file(models_dir: Path, mf: ModelFile, lock: dict[str, str] | None = None) -> FileStatus:
     path = Path(models_dir) / mf.path
     if not path.is_file():
-        return FileStatus(mf, "missing")
+        size = f", {mf.size / 1e6:,.1f} MB" if mf.size else ""
+        return FileStatus(mf, "missing", f"would fetch {mf.source.describe()}{size}")
     size = path.stat().st_size
     if mf.size and size != mf.size:
         return FileStatus(mf, "corrupt", f"size {size} B, expected {mf.size} B")

@@ -44,13 +44,17 @@ def write_mic_wav(path: Path, audio: np.ndarray, rate: int, lead_s: float, tail_
         w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
 
 
+# The bot container's command (Dockerfile CMD, checked by tests/test_compose.py) minus "python".
+BOT_ARGS = ("-m", "stack.app")
+
+
 class BotProcess:
     """``python -m stack.app`` with the given settings, until ``/ready`` answers 200."""
 
     def __init__(self, env: dict[str, str], port: int, log: Path):
         self.url = f"http://127.0.0.1:{port}"
         self._log = open(log, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "stack.app"], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, *BOT_ARGS], cwd=ROOT,
                                      env={**os.environ, **env, "HTTP_PORT": str(port),
                                           "HTTP_HOST": "127.0.0.1"},
                                      stdout=self._log, stderr=subprocess.STDOUT)
