@@ -16,6 +16,14 @@ def test_every_setting_is_in_env_example():
     assert names <= {f.upper() for f in Settings.model_fields}  # and nothing stale
 
 
+def test_every_setting_is_in_the_readme_configuration_table():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("## Security")]
+    rows = set(re.findall(r"`([A-Z_]+)`", "\n".join(
+        line.split("|")[1] for line in table.splitlines() if line.startswith("| `"))))
+    assert rows == {f.upper() for f in Settings.model_fields}
+
+
 def test_env_example_values_load(monkeypatch):
     for line in (ROOT / ".env.example").read_text().splitlines():
         if re.match(r"^[A-Z_]+=", line):
