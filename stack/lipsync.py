@@ -174,19 +174,41 @@ def align(words: list[WordPhonemes], tokens: Tokens, durations: list[int]) -> Sp
 ONSET_LEVEL = 0.01  # RMS (-40 dBFS) of a 5 ms window where the voice counts as audible
 
 
+PAUSE_MIN_MS = 150  # quiet this long before a sound makes that sound an onset (the web client's rule)
+
+
+def _loud_windows(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
+    win = max(1, sample_rate // 200)
+    n = len(audio) // win
+    frames = audio[: n * win].reshape(n, win)
+    return np.sqrt((frames ** 2).mean(axis=1)) >= ONSET_LEVEL, win
+
+
+def voice_pauses_ms(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[tuple[float, float]]:
+    """The quiet stretches a listener with the onset rule hears in ``audio``: (start, end) in ms of
+    every run of 5 ms windows below ``ONSET_LEVEL`` that lasts ``PAUSE_MIN_MS`` or more and ends
+    in voice (the end is that voice's onset; the chunk's start counts as quiet). Natural pauses
+    hide in stop consonants' durations too, so the visemes alone cannot say where they are; a
+    client compares these with the pauses it hears and so tells a pause from a hole in the audio."""
+    loud, win = _loud_windows(audio, sample_rate)
+    ms = win * 1000 / sample_rate
+    pauses, quiet_from = [], 0  # quiet_from: first window of the quiet run before window i
+    for i in np.flatnonzero(loud):
+        if i > quiet_from and (quiet_from == 0 or (i - quiet_from) * ms >= PAUSE_MIN_MS):
+            onset = i * win + int(np.argmax(np.abs(audio[i * win:(i + 1) * win]) >= 2 * ONSET_LEVEL))
+            pauses.append((float(quiet_from * ms), onset * 1000 / sample_rate))
+        quiet_from = i + 1
+    return pauses
+
+
 def voice_onset_ms(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float | None:
     """Where speech first becomes audible in ``audio``: the first loud sample of the first 5 ms
     window above ``ONSET_LEVEL``. Kokoro's voice starts 30-80 ms before its first phoneme's
     duration boundary, so a client that aligns on the onset it hears (web/src/lipsync/
     scheduler.ts, with the same rule) needs this, not the first word's time."""
-    win = max(1, sample_rate // 200)
-    n = len(audio) // win
-    if n == 0:
+    loud, win = _loud_windows(audio, sample_rate)
+    if not loud.any():
         return None
-    frames = audio[: n * win].reshape(n, win)
-    loud = np.flatnonzero(np.sqrt((frames ** 2).mean(axis=1)) >= ONSET_LEVEL)
-    if not len(loud):
-        return None
-    peaks = np.abs(frames[loud[0]]) >= 2 * ONSET_LEVEL
-    first = int(np.argmax(peaks))  # 0 when no single sample is that loud
-    return (loud[0] * win + first) * 1000 / sample_rate
+    i = int(np.argmax(loud))
+    first = int(np.argmax(np.abs(audio[i * win:(i + 1) * win]) >= 2 * ONSET_LEVEL))  # 0: none that loud
+    return (i * win + first) * 1000 / sample_rate

@@ -56,6 +56,11 @@ class SpeechChunkMessage(_Message):
     onset_ms: Ms | None = Field(None, description="Where the chunk's voice first becomes audible "
                                 "(stack.lipsync.voice_onset_ms), for clients that align on the "
                                 "onset they hear; None: the chunk is silent.")
+    ptimes: list[Ms] = Field(default_factory=list, description="Start of each quiet stretch of "
+                             "150 ms or more that ends in voice (stack.lipsync.voice_pauses_ms); "
+                             "the chunk's start counts as quiet.")
+    pdurations: list[Ms] = Field(default_factory=list, description="Length of each quiet "
+                                 "stretch: the voice's onset is ptimes + pdurations.")
 
 
 class SpeechStopMessage(_Message):
@@ -75,10 +80,12 @@ def _r(x: float) -> float:
 
 
 def chunk_message(timing: SpeechTiming, *, turn_id: str, seq: int, text: str, offset_ms: float,
-                  samples: int, onset_ms: float | None = None) -> SpeechChunkMessage:
+                  samples: int, onset_ms: float | None = None,
+                  pauses: list[tuple[float, float]] = ()) -> SpeechChunkMessage:
     return SpeechChunkMessage(
         turn_id=turn_id, seq=seq, text=text, offset_ms=_r(offset_ms),
         onset_ms=None if onset_ms is None else _r(onset_ms),
+        ptimes=[_r(a) for a, _ in pauses], pdurations=[_r(b - a) for a, b in pauses],
         duration_ms=_r(samples * 1000 / SAMPLE_RATE), samples=samples,
         words=[w.word for w in timing.words],
         wtimes=[_r(w.start_ms) for w in timing.words],

@@ -71,3 +71,28 @@ def test_voice_onset_is_where_the_audio_becomes_audible(engines):
     assert voice_onset_ms(np.zeros(24000, np.float32)) is None
     padded = np.concatenate([np.zeros(2400, np.float32), chunk.audio])
     assert voice_onset_ms(padded) == pytest.approx(onset + 100, abs=0.1)
+
+
+def test_voice_pauses_are_the_quiet_stretches_a_listener_hears_before_an_onset(engines):
+    import numpy as np
+
+    from stack.lipsync import voice_onset_ms, voice_pauses_ms
+
+    chunk = next(engines.tts.synthesize("Hello there."))
+    onset = voice_onset_ms(chunk.audio)
+    lead, gap = np.zeros(2400, np.float32), np.zeros(7200, np.float32)
+    audio = np.concatenate([lead, chunk.audio, gap, chunk.audio])
+    pauses = voice_pauses_ms(audio)
+    assert len(pauses) == 2
+    assert pauses[0] == (0.0, pytest.approx(100 + onset, abs=0.1))  # the start counts as quiet
+    start, end = pauses[1]
+    second = (len(lead) + len(chunk.audio) + len(gap)) / 24
+    assert end == pytest.approx(second + onset, abs=0.1)  # ends where the voice comes back
+    assert 100 + onset < start and end - start >= 300 + onset  # the gap and the quiet around it
+    # a quiet stretch counts from 150 ms on (the web client's onset rule)
+    rng = np.random.default_rng(0)
+    burst = (rng.standard_normal(2400) * 0.1).astype(np.float32)
+    tones = np.concatenate([burst, np.zeros(int(0.14 * 24000), np.float32), burst,
+                            np.zeros(int(0.16 * 24000), np.float32), burst])
+    assert [(round(a), round(b)) for a, b in voice_pauses_ms(tones)] == [(340, 500)]
+    assert voice_pauses_ms(np.zeros(24000, np.float32)) == []

@@ -117,7 +117,7 @@ def test_lip_sync_offset_is_measured_against_the_heard_audio(session, engines):
     ours, text = summarize(offsets["ours"]), summarize(offsets["text"])
     # what the page did with each message and each heard onset, for a failure's message
     ours["chunks"] = [(c["msg"]["seq"], c["msg"]["lead_ms"], c["scheduled"] and
-                       {k: round(c["scheduled"][k]) for k in ("late", "shift", "stalled")})
+                       {k: round(c["scheduled"][k]) for k in ("late", "shift", "drift")})
                       for c in session.result["chunks"]]
     ours["aligns"] = [{k: round(v) if isinstance(v, float) else v for k, v in a.items()
                        if k != "turnId"} for a in session.result.get("aligns", [])]

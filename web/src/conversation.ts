@@ -61,7 +61,7 @@ export class Conversation {
     deviceId: null, lines: [], speaking: null, avatarState: "idle", latencies: [],
   };
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
-  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; stalled: number }[] };
+  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[] };
 
   constructor(private readonly avatar: AvatarDriver, private readonly measure = false) {
     this.scheduler = new SpeechScheduler(avatar.textLipSync);
@@ -281,7 +281,7 @@ export class Conversation {
     if (aligned) {
       this.avatar.stopSpeaking();
       this.avatar.speak(this.scheduler.visemesAfter(performance.now()));
-      if (this.measure) this.log.aligns.push({ at: t, quietMs, turnId: aligned.turnId, seq: aligned.seq, shift: aligned.shift, stalled: aligned.stalled });
+      if (this.measure) this.log.aligns.push({ at: t, quietMs, turnId: aligned.turnId, seq: aligned.seq, shift: aligned.shift, drift: aligned.drift });
     }
     if (this.pendingTurn && this.pendingTurn.onset === null && (!aligned || aligned.turnId === this.pendingTurn.turnId)) {
       this.pendingTurn.onset = t;

@@ -11,6 +11,7 @@ function chunk(over: Partial<SpeechChunkMessage> = {}): SpeechChunkMessage {
     visemes: ["sil", "kk", "E", "O", "sil", "U", "RR", "DD", "sil"],
     vtimes: [0, 100, 200, 300, 500, 500, 700, 800, 900],
     vdurations: [100, 100, 100, 200, 0, 200, 100, 100, 100],
+    ptimes: [0], pdurations: [100], // quiet until "Hello" is heard
     ...over,
   };
 }
@@ -156,7 +157,7 @@ describe("SpeechScheduler", () => {
     s.align(1260); // the turn's first sound, where predicted
     // the voice went quiet at 1380 (inside "E") and came back at 1680
     expect(s.align(1680, 300)).toBe(c);
-    expect(c.stalled).toBe(300);
+    expect(c.drift).toBe(300);
     expect(s.visemeAt(1370)).toBe("E"); // what was heard before the hole stays
     expect(s.visemeAt(1500)).toBeNull(); // nothing during the hole
     expect(s.visemeAt(1700)).toBe("E"); // the rest of "E" comes back with the voice
@@ -175,8 +176,46 @@ describe("SpeechScheduler", () => {
     expect(s.align(2000, 100)).toBeNull(); // quiet from 1900 ("DD"), but too short
     expect(s.align(2300, 200)).toBeNull(); // quiet from 2100: the closing "sil"
     expect(s.align(1700, 6000)).toBeNull(); // quiet for longer than any hole we wait for
-    expect(c.stalled).toBe(0);
+    expect(c.drift).toBe(0);
     expect(c.end).toBe(2160);
+  });
+
+  // "Hello, world": a 200 ms pause after the comma, announced by the bot
+  const paused = (over: Partial<SpeechChunkMessage> = {}) => chunk({
+    text: "Hello, world", wtimes: [100, 700], wdurations: [400, 300],
+    visemes: ["sil", "kk", "E", "O", "sil", "U", "RR", "DD"],
+    vtimes: [0, 100, 200, 300, 500, 700, 800, 900], vdurations: [100, 100, 100, 200, 200, 100, 100, 100],
+    ptimes: [0, 500], pdurations: [100, 200], ...over,
+  });
+
+  it("an onset that ends an announced pause moves what follows onto it", () => {
+    const s = new SpeechScheduler();
+    const c = s.add(paused(), 1000, 60)!; // starts 1160; the pause 1660-1860, "world" at 1860
+    s.align(1260, 5000); // the turn's first sound
+    // the jitter buffer stretched the pause by 150 ms
+    expect(s.align(2010, 350)).toBe(c);
+    expect(c.words[1].start).toBe(2010);
+    expect(s.visemeAt(1900)).toBeNull(); // the mouth rests through the longer pause
+    expect(s.visemeAt(2015)).toBe("U");
+    expect(c.drift).toBe(150);
+    expect(s.align(2010, 350)).toBeNull(); // each pause is matched once
+    // ...or shrank it by 60 ms
+    const t = new SpeechScheduler();
+    const d = t.add(paused(), 1000, 60)!;
+    t.align(1260, 5000);
+    expect(t.align(1800, 160)).toBe(d);
+    expect(d.words[1].start).toBe(1800);
+    expect(d.end).toBe(2100);
+  });
+
+  it("a pause is told from a hole by the bot's announced quiet, not by the visemes", () => {
+    // Kokoro often puts a pause into a stop consonant's duration ("named Kova": a long "DD")
+    const s = new SpeechScheduler();
+    const c = s.add(paused({ visemes: ["sil", "kk", "E", "O", "DD", "U", "RR", "DD"] }), 1000, 60)!;
+    s.align(1260, 5000);
+    expect(s.align(1860, 200)).toBe(c); // quiet from 1660, inside "DD": the announced pause
+    expect(c.drift).toBe(0);
+    expect(c.words[1].start).toBe(1860);
   });
 
   it("estimateTimings skips punctuation-only tokens", () => {

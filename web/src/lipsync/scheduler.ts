@@ -8,9 +8,10 @@
 // chunk's place is only predicted that way (a turn's first chunk, or one after a gap in the
 // audio), the moment its voice is actually heard — an onset in the played track, found on the
 // audio thread — corrects the prediction: `align()`. The mouth shapes themselves always come from
-// the model's durations. A hole in the heard voice (the sender fell behind: the voice stops
-// mid-word and comes back) moves the rest of the turn by the hole's length: `align()` again.
-// This module is pure so its rules are unit-tested (scheduler.test.ts).
+// the model's durations. Later onsets keep the rest of the turn in step: one that ends a pause
+// the bot announced (`ptimes`; the jitter buffer stretches pauses) moves what follows onto it,
+// one inside scheduled voice ends a hole (the sender fell behind) and moves what follows by the
+// hole's length: `align()` again. This module is pure so its rules are unit-tested.
 import type { SpeechChunkMessage, SpeechStopMessage } from "../gen/protocol";
 
 export type Viseme = SpeechChunkMessage["visemes"][number];
@@ -40,7 +41,14 @@ export interface ScheduledChunk {
   anchored: boolean; // placed by its own message (not chained): align() may correct it
   voiced: number | null; // when its voice becomes audible (onset_ms, else its first non-silent viseme)
   shift: number; // correction applied by align() to this anchored chunk's start, ms
-  stalled: number; // ms the voice stopped mid-speech within or before this chunk (turn so far)
+  drift: number; // ms its later cues moved since (pauses heard longer or shorter, holes)
+  pauses: Pause[]; // its quiet stretches, as the page should hear them
+}
+
+export interface Pause {
+  start: number;
+  end: number; // the onset of the voice after it
+  used: boolean; // matched with a heard onset already
 }
 
 /** Visemes for a text laid over a duration, e.g. TalkingHead's own text-based lip-sync. */
@@ -56,9 +64,12 @@ export const REANCHOR_MS = 250;
  * plays out later than its stats say, rarely sooner). */
 export const ALIGN_EARLY_MS = 400;
 export const ALIGN_LATE_MS = 1000;
-/** Quiet this long where the schedule has voice throughout is a hole in the sent audio, not a
- * pause of the speech (Kokoro's pauses are "sil" visemes). */
-export const STALL_MIN_MS = 150;
+/** The onset rule: voice after at least this much quiet (web/public/onset-worklet.js). */
+export const PAUSE_MIN_MS = 150;
+/** A heard onset ends an announced pause when that pause overlaps the quiet just heard (give or
+ * take PAUSE_SLACK_MS) and its own onset is at most RESYNC_MAX_MS away. */
+export const PAUSE_SLACK_MS = 100;
+export const RESYNC_MAX_MS = 600;
 /** Holes longer than this are not waited for (the turn was lost rather than delayed). */
 export const STALL_MAX_MS = 5000;
 /** A message can arrive after its audio began (the page's main thread was busy): an onset heard
@@ -108,7 +119,8 @@ export class SpeechScheduler {
     const timed = estimated ? estimateTimings(msg, this.textLipSync!) : msg;
     const chunk: ScheduledChunk = {
       turnId: msg.turn_id, seq: msg.seq, start, end: start + msg.duration_ms, estimated,
-      late: Math.max(0, arrival - start), anchored, voiced: null, shift, stalled: 0,
+      late: Math.max(0, arrival - start), anchored, voiced: null, shift, drift: 0,
+      pauses: (msg.ptimes ?? []).map((p, i) => ({ start: start + p, end: start + p + msg.pdurations[i], used: false })),
       visemes: timed.visemes.map((v, i) => ({ viseme: v as Viseme, start: start + timed.vtimes[i], duration: timed.vdurations[i] })),
       words: timed.words.map((w, i) => ({ word: w, start: start + timed.wtimes[i], duration: timed.wdurations[i], index: turn.words + i })),
     };
@@ -140,40 +152,62 @@ export class SpeechScheduler {
       const shift = t - c.voiced! || Number.EPSILON; // non-zero: marks the chunk as aligned
       this.move(c.turnId, -Infinity, shift, c.seq);
       for (const x of this.chunks) if (x.turnId === c.turnId && x.seq >= c.seq) x.shift = shift;
+      for (const p of c.pauses) if (Math.abs(p.end - c.voiced!) < 1) p.used = true; // this onset's
       return c;
     }
-    const stalled = this.stallBefore(t, quietMs);
-    if (stalled) return stalled;
+    const resynced = quietMs >= PAUSE_MIN_MS ? this.pauseEnding(t, quietMs) ?? this.holeBefore(t, quietMs) : null;
+    if (resynced) return resynced;
     // a pause inside scheduled speech is not a new chunk's start: keep only onsets in silence
     const inSpeech = this.chunks.some((x) => t >= x.start - 100 && t <= x.end + 100);
     if (!inSpeech) this.onsets = [...this.onsets.filter((o) => t - o <= EARLY_ONSET_MS), t];
     return null;
   }
 
-  /** The voice went quiet at `t - quietMs` while the schedule had voice there (no "sil", no gap
-   * for STALL_MIN_MS): the sender fell behind, and what follows is heard `quietMs` later. */
-  private stallBefore(t: number, quietMs: number): ScheduledChunk | null {
-    if (quietMs < STALL_MIN_MS || quietMs > STALL_MAX_MS) return null;
+  /** The heard onset `t` ends an announced pause (the quiet heard since `t - quietMs` overlaps
+   * it): what follows that pause moves onto `t`. */
+  private pauseEnding(t: number, quietMs: number): ScheduledChunk | null {
+    const q = t - quietMs;
+    let best: { c: ScheduledChunk; p: Pause } | null = null;
+    for (const c of this.chunks) {
+      if (this.turns.get(c.turnId)?.stopped) continue;
+      for (const p of c.pauses) {
+        if (p.used || p.start > t + PAUSE_SLACK_MS || p.end < q - PAUSE_SLACK_MS
+          || Math.abs(t - p.end) > RESYNC_MAX_MS) continue;
+        if (!best || Math.abs(t - p.end) < Math.abs(t - best.p.end)) best = { c, p };
+      }
+    }
+    if (!best) return null;
+    best.p.used = true;
+    const shift = t - best.p.end;
+    if (shift !== 0) this.move(best.c.turnId, best.p.end, shift, -1, true);
+    return best.c;
+  }
+
+  /** No announced pause, but the voice went quiet at `t - quietMs` where the schedule had voice:
+   * the sender fell behind, and what follows is heard `quietMs` later. */
+  private holeBefore(t: number, quietMs: number): ScheduledChunk | null {
+    if (quietMs > STALL_MAX_MS) return null;
     const q = t - quietMs;
     const c = this.chunks.find((x) => q >= x.start && q < x.end && !this.turns.get(x.turnId)?.stopped);
     if (!c) return null;
     // the level detector calls a fading sound quiet a little before its viseme ends
-    for (let x = q + 40; x <= q + STALL_MIN_MS; x += 10) {
-      const v = this.visemeAt(x);
-      if (v === null || v === "sil") return null;
-    }
-    this.move(c.turnId, q, quietMs);
-    for (const x of this.chunks) if (x.turnId === c.turnId && x.end > q) x.stalled += quietMs;
+    const v = this.visemeAt(q + 40);
+    if (v === null || v === "sil") return null;
+    this.move(c.turnId, q, quietMs, -1, true);
     return c;
   }
 
-  /** Moves a turn's cues that start at or after `from` (and its chunks from `fromSeq`) by `by`. */
-  private move(turnId: string, from: number, by: number, fromSeq = -1): void {
+  /** Moves a turn's cues that start at or after `from` (and its chunks from `fromSeq`) by `by`;
+   * `drift`: a correction after the turn's start, counted in each chunk it moves. */
+  private move(turnId: string, from: number, by: number, fromSeq = -1, drift = false): void {
     for (const x of this.chunks) {
       if (x.turnId !== turnId || x.seq < fromSeq || x.end <= from) continue;
       if (x.start >= from) x.start += by;
       x.end += by;
+      if (drift) x.drift += by;
       if (x.voiced !== null && x.voiced >= from) x.voiced += by;
+      x.pauses = x.pauses.map((p) => (p.start >= from ? { ...p, start: p.start + by, end: p.end + by }
+        : p.end >= from ? { ...p, end: p.end + by } : p));
       // a mouth shape cut by the hole: what is left of it comes back with the voice
       x.visemes = x.visemes.flatMap((v) => {
         if (v.start >= from) return [{ ...v, start: v.start + by }];
