@@ -72,7 +72,7 @@ COPY --from=web /src/web/out web/out
 
 # Not root. The volumes' mount points belong to the bot, so fresh named volumes do too.
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin bot \
-    && mkdir -p /models /run/livekit && chown bot:bot /models /run/livekit
+    && mkdir -p /models /run/stack && chown bot:bot /models /run/stack
 USER bot
 VOLUME ["/models"]
 EXPOSE 8080

@@ -20,7 +20,7 @@ import yaml
 from stack.config import Settings
 from stack.livekit_server import LiveKitServer, find_binary, free_port, with_turn
 from stack.manifest import GPU
-from stack.preflight import livekit_config, problems
+from stack.preflight import coturn_config, host_addresses, livekit_config, problems
 from web_session import BOT_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -308,6 +308,25 @@ def test_preflight_refuses_placeholder_secrets_naming_the_fix(tmp_path):
     assert any("ACCESS_KEY" in p for p in problems(preflight_settings(access_key=None)))
     assert any("DEV_MODE" in p for p in problems(preflight_settings(dev_mode=True)))
     assert problems(preflight_settings()) == []
+    assert any("TURN_SECRET" in p for p in problems(preflight_settings(turn_host=None, turn_secret="x"), turn=True))
+
+
+def test_preflight_writes_coturn_its_secret_and_this_host_as_the_one_private_peer(gpu, tmp_path):
+    preflight = gpu["services"]["preflight"]
+    assert preflight["network_mode"] == "host"  # so it sees the host's own address
+    args = preflight["command"]
+    livekit_out, coturn_out = args[args.index("--livekit-config") + 1], args[args.index("--coturn-config") + 1]
+    assert gpu["services"]["livekit"]["command"] == ["--config", livekit_out]
+    assert gpu["services"]["coturn"]["command"][1:3] == ["-c", coturn_out]
+    for name in ("livekit", "coturn"):
+        assert "stack-config:/run/stack:ro" in gpu["services"][name]["volumes"]
+        assert not any(SECRETS["TURN_SECRET"] in a for a in gpu["services"][name]["command"])
+    text = coturn_config(preflight_settings(), ["192.168.1.10"])
+    assert f"static-auth-secret={SECRETS['TURN_SECRET']}" in text.splitlines()
+    assert text.splitlines()[-1] == "allowed-peer-ip=192.168.1.10"
+    assert "denied-peer-ip=192.168.0.0-192.168.255.255" in text  # the rest of the LAN stays closed
+    addresses = host_addresses(preflight_settings(turn_host="localhost"))
+    assert "127.0.0.1" not in addresses  # never loopback: every local service listens there
 
 
 def test_make_env_writes_secrets_the_preflight_accepts(tmp_path):
@@ -344,8 +363,11 @@ def test_coturn_starts_with_the_compose_command_and_answers_the_healthcheck(gpu,
     if turnserver is None:
         pytest.fail("coturn is missing: run scripts/test.sh (apt-get install coturn)")
     service = gpu["services"]["coturn"]
+    # the configuration the preflight writes for it: turnserver.conf + secret + this host
+    conf = tmp_path / "turnserver.conf"
+    conf.write_text(coturn_config(preflight_settings(), ["192.168.1.10"]))
     cmd = [turnserver if a == "turnserver" else a for a in service["command"]]
-    cmd[cmd.index("-c") + 1] = str(ROOT / "coturn" / "turnserver.conf")
+    cmd[cmd.index("-c") + 1] = str(conf)
     port = free_port()
     cmd += [f"--listening-port={port}", f"--tls-listening-port={free_port()}", "--no-tls",
             "--no-dtls", f"--pidfile={tmp_path / 'turn.pid'}"]
