@@ -48,7 +48,8 @@ def session(livekit, engines, settings, tmp_path_factory):
         # a person's own file (not vroid.glb: meshopt-compressed, and TalkingHead 1.7 cannot load it)
         mine = tmp / "my-avatar.glb"
         shutil.copy(SHARED_AVATARS / "brunette-t.glb", mine)
-        yield run_session(bot.url, wav, ARTIFACTS, talk_s=45, custom_glb=mine)
+        # 60 s of talk: two or three replies, enough bot words for the lip-sync measure
+        yield run_session(bot.url, wav, ARTIFACTS, talk_s=60, custom_glb=mine)
     finally:
         bot.stop()
 

@@ -175,7 +175,7 @@ describe("SpeechScheduler", () => {
     expect(s.align(1260, 300)).toBe(c); // the first sound after the turn's silence: the anchor
     expect(s.align(2000, 100)).toBeNull(); // quiet from 1900 ("DD"), but too short
     expect(s.align(2300, 200)).toBeNull(); // quiet from 2100: the closing "sil"
-    expect(s.align(1700, 6000)).toBeNull(); // quiet for longer than any hole we wait for
+    expect(s.align(2700, 1300)).toBeNull(); // quiet from 1400 ("E"), longer than any hole we wait for
     expect(c.drift).toBe(0);
     expect(c.end).toBe(2160);
   });

@@ -70,8 +70,9 @@ export const PAUSE_MIN_MS = 150;
  * take PAUSE_SLACK_MS) and its own onset is at most RESYNC_MAX_MS away. */
 export const PAUSE_SLACK_MS = 100;
 export const RESYNC_MAX_MS = 600;
-/** Holes longer than this are not waited for (the turn was lost rather than delayed). */
-export const STALL_MAX_MS = 5000;
+/** Holes longer than this are not waited for: the sender keeps a second of audio queued, so a
+ * longer quiet inside a turn is a lost turn or a stray sound, not a delay. */
+export const STALL_MAX_MS = 1200;
 /** A message can arrive after its audio began (the page's main thread was busy): an onset heard
  * up to this long before an anchored chunk's message, matched by nothing, is that chunk's. */
 export const EARLY_ONSET_MS = 1000;
