@@ -75,9 +75,9 @@ def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
                         f"{s['p95']:+.0f} | {s['in_window']:.0%} |")
     fps = 1000 / np.median(np.diff(frame_grids(session)["frames rendered here"]))
     notes = (f"Offset = mouth shape shown − audio heard, per bot word (+ = mouth late). Audio "
-             f"heard: each chunk located in the page's recording of the received track by "
-             f"correlation with Kokoro's audio for it (re-synthesized: Kokoro is deterministic); "
-             f"a word is heard at that place + its time from the durations. IS-191 window: "
+             f"heard: each word found on its own in the page's recording of the received track "
+             f"by correlation with Kokoro's audio for it (re-synthesized: Kokoro is "
+             f"deterministic), so holes and stretched pauses in the heard audio count. IS-191 window: "
              f"{WINDOW_MS[0]:+.0f} … {WINDOW_MS[1]:+.0f} ms. Energy: words whose audio raises no "
              f"level onset count as outside. This browser rendered {fps:.0f} frames/s "
              f"(software WebGL on a CPU the bot shares); \"60 Hz display\" shows each shape on the "
