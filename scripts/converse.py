@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from stack.config import get_settings  # noqa: E402
-from stack.lipsync import SAMPLE_RATE, voice_onset_ms, voice_pauses_ms  # noqa: E402
+from stack.lipsync import SAMPLE_RATE  # noqa: E402
 from stack.pipeline import load_engines  # noqa: E402
 from stack.protocol import chunk_message  # noqa: E402
 
@@ -48,11 +48,9 @@ def main() -> int:
     print(f"bot:  {answer}")
     pieces, messages, offset = [], [], 0
     for seq, chunk in enumerate(engines.tts.synthesize(answer)):
-        messages.append(chunk_message(chunk.timing, turn_id="cli", seq=seq, text=chunk.text,
-                                      offset_ms=offset * 1000 / SAMPLE_RATE,
-                                      samples=len(chunk.audio),
-                                      onset_ms=voice_onset_ms(chunk.audio),
-                                      pauses=voice_pauses_ms(chunk.audio)).model_dump(mode="json"))
+        messages.append(chunk_message(chunk.timing, chunk.audio, turn_id="cli", seq=seq,
+                                      text=chunk.text, offset_ms=offset * 1000 / SAMPLE_RATE
+                                      ).model_dump(mode="json"))
         pieces.append(chunk.audio)
         offset += len(chunk.audio)
     sf.write(args.out, np.concatenate(pieces) if pieces else np.zeros(0, np.float32), SAMPLE_RATE)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stack.config import get_settings  # noqa: E402
 from stack.download import DownloadError, Downloader, check_profile, missing_report  # noqa: E402
-from stack.manifest import PROFILES, URLFile, get_profile  # noqa: E402
+from stack.manifest import PROFILES, get_profile  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         bad = [s for s in statuses if s.state != "ok"]
         if bad:
             print(missing_report(bad, profile, args.models_dir), file=sys.stderr)
-            fetch = [s for s in bad if not isinstance(s.file.source, URLFile) or s.file.source.url != "derived"]
+            fetch = [s for s in bad if s.file in profile.files]  # not the ones made after download
             known = sum(s.file.size for s in fetch)
             print(f"{len(fetch)} file(s) to fetch ({known / 1e9:.2f} GB known; nothing fetched now)",
                   file=sys.stderr)

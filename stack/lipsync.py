@@ -172,8 +172,6 @@ def align(words: list[WordPhonemes], tokens: Tokens, durations: list[int]) -> Sp
 
 
 ONSET_LEVEL = 0.01  # RMS (-40 dBFS) of a 5 ms window where the voice counts as audible
-
-
 PAUSE_MIN_MS = 150  # quiet this long before a sound makes that sound an onset (the web client's rule)
 
 
@@ -182,6 +180,12 @@ def _loud_windows(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]
     n = len(audio) // win
     frames = audio[: n * win].reshape(n, win)
     return np.sqrt((frames ** 2).mean(axis=1)) >= ONSET_LEVEL, win
+
+
+def _onset_in(audio: np.ndarray, i: int, win: int, sample_rate: int) -> float:
+    """The first sample of loud window ``i`` above twice ``ONSET_LEVEL`` (its start if none), ms."""
+    first = int(np.argmax(np.abs(audio[i * win:(i + 1) * win]) >= 2 * ONSET_LEVEL))
+    return (i * win + first) * 1000 / sample_rate
 
 
 def voice_pauses_ms(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[tuple[float, float]]:
@@ -195,8 +199,7 @@ def voice_pauses_ms(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[t
     pauses, quiet_from = [], 0  # quiet_from: first window of the quiet run before window i
     for i in np.flatnonzero(loud):
         if i > quiet_from and (quiet_from == 0 or (i - quiet_from) * ms >= PAUSE_MIN_MS):
-            onset = i * win + int(np.argmax(np.abs(audio[i * win:(i + 1) * win]) >= 2 * ONSET_LEVEL))
-            pauses.append((float(quiet_from * ms), onset * 1000 / sample_rate))
+            pauses.append((float(quiet_from * ms), _onset_in(audio, i, win, sample_rate)))
         quiet_from = i + 1
     return pauses
 
@@ -209,6 +212,4 @@ def voice_onset_ms(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float |
     loud, win = _loud_windows(audio, sample_rate)
     if not loud.any():
         return None
-    i = int(np.argmax(loud))
-    first = int(np.argmax(np.abs(audio[i * win:(i + 1) * win]) >= 2 * ONSET_LEVEL))  # 0: none that loud
-    return (i * win + first) * 1000 / sample_rate
+    return _onset_in(audio, int(np.argmax(loud)), win, sample_rate)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
+import numpy as np
+
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .lipsync import OCULUS_VISEMES, SAMPLE_RATE, SpeechTiming
+from .lipsync import OCULUS_VISEMES, SAMPLE_RATE, SpeechTiming, voice_onset_ms, voice_pauses_ms
 
 PROTOCOL_VERSION = 1
 
@@ -79,14 +81,17 @@ def _r(x: float) -> float:
     return round(x, 1)
 
 
-def chunk_message(timing: SpeechTiming, *, turn_id: str, seq: int, text: str, offset_ms: float,
-                  samples: int, onset_ms: float | None = None,
-                  pauses: list[tuple[float, float]] = ()) -> SpeechChunkMessage:
+def chunk_message(timing: SpeechTiming, audio: np.ndarray, *, turn_id: str, seq: int, text: str,
+                  offset_ms: float) -> SpeechChunkMessage:
+    """The message for one chunk of Kokoro's speech: its timings, and from its audio (24 kHz) its
+    length, where its voice becomes audible and its pauses."""
+    onset_ms = voice_onset_ms(audio, SAMPLE_RATE)
+    pauses = voice_pauses_ms(audio, SAMPLE_RATE)
     return SpeechChunkMessage(
         turn_id=turn_id, seq=seq, text=text, offset_ms=_r(offset_ms),
         onset_ms=None if onset_ms is None else _r(onset_ms),
         ptimes=[_r(a) for a, _ in pauses], pdurations=[_r(b - a) for a, b in pauses],
-        duration_ms=_r(samples * 1000 / SAMPLE_RATE), samples=samples,
+        duration_ms=_r(len(audio) * 1000 / SAMPLE_RATE), samples=len(audio),
         words=[w.word for w in timing.words],
         wtimes=[_r(w.start_ms) for w in timing.words],
         wdurations=[_r(w.duration_ms) for w in timing.words],

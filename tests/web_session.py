@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from stack.engines.stt import resample
+
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
 SHARED_AVATARS = ROOT.parent / "shared" / "avatars"
@@ -34,8 +36,7 @@ WINDOW_MS = (-45.0, 15.0)
 
 def write_mic_wav(path: Path, audio: np.ndarray, rate: int, lead_s: float, tail_s: float) -> None:
     """A 48 kHz 16-bit mono WAV for Chromium's fake microphone (it loops the file)."""
-    n = int(len(audio) * 48000 / rate)
-    voice = np.interp(np.linspace(0, len(audio) - 1, n), np.arange(len(audio)), audio)
+    voice = resample(audio, rate, 48000)
     pcm = np.concatenate([np.zeros(int(lead_s * 48000)), voice, np.zeros(int(tail_s * 48000))])
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
@@ -184,8 +185,7 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
             at += m["samples"]
             if c["scheduled"] is None or len(cap) == 0:
                 continue
-            ref = np.interp(np.arange(0, len(ref), 24000 / rate), np.arange(len(ref)),
-                            ref).astype(np.float32)
+            ref = resample(ref, 24000, rate)
             sched = {w["index"] - c["scheduled"]["words"][0]["index"]: w["start"]
                      for w in c["scheduled"]["words"]} if c["scheduled"]["words"] else {}
             guess, before, prev_wt = session.sample_at(c["scheduled"]["start"]), 0.8 * rate, 0.0

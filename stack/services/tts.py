@@ -24,7 +24,7 @@ from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
 from ..engines.tts import KokoroTTS, SpeechChunk
-from ..lipsync import SAMPLE_RATE, voice_onset_ms, voice_pauses_ms
+from ..lipsync import SAMPLE_RATE
 from ..protocol import SpeechStopMessage, chunk_message
 from .threaded import iterate_in_thread
 
@@ -74,10 +74,8 @@ class LocalKokoroTTSService(TTSService):
                 await self.stop_ttfb_metrics()
                 samples = len(chunk.audio)
                 offset_s = turn.offset_samples / SAMPLE_RATE
-                message = chunk_message(chunk.timing, turn_id=context_id, seq=turn.seq,
-                                        text=chunk.text, offset_ms=offset_s * 1000, samples=samples,
-                                        onset_ms=voice_onset_ms(chunk.audio, SAMPLE_RATE),
-                                        pauses=voice_pauses_ms(chunk.audio, SAMPLE_RATE))
+                message = chunk_message(chunk.timing, chunk.audio, turn_id=context_id, seq=turn.seq,
+                                        text=chunk.text, offset_ms=offset_s * 1000)
                 yield OutputTransportMessageFrame(message=message.model_dump(mode="json"))
                 self._audible_turn = context_id
                 # Word times run on the turn's playback clock. If this chunk comes later than

@@ -1,6 +1,7 @@
 // Runs on the audio thread, so it sees every sample whatever the page's frame rate: posts the
-// context time where the bot's voice starts after a quiet stretch, and how long it was quiet. Same rule as the bot's
-// stack.lipsync.voice_onset_ms: the first loud sample of the first 5 ms window above `level`.
+// context time where the bot's voice starts after a quiet stretch, and how long it was quiet.
+// Same rule as the bot's stack.lipsync.voice_onset_ms and voice_pauses_ms: the first loud sample
+// of the first 5 ms window above `level`, after at least `quietMs` of windows below it.
 class Onset extends AudioWorkletProcessor {
   constructor(options) {
     super();

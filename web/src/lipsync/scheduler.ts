@@ -148,7 +148,7 @@ export class SpeechScheduler {
   align(t: number, quietMs = 0): ScheduledChunk | null {
     const c = this.chunks.find((x) => x.anchored && x.shift === 0 && x.voiced !== null
       && t - x.voiced >= -ALIGN_EARLY_MS && t - x.voiced <= ALIGN_LATE_MS
-      && !this.turns.get(x.turnId)?.stopped);
+      && this.live(x));
     if (c) {
       const shift = t - c.voiced! || Number.EPSILON; // non-zero: marks the chunk as aligned
       this.move(c.turnId, -Infinity, shift, c.seq);
@@ -170,7 +170,7 @@ export class SpeechScheduler {
     const q = t - quietMs;
     let best: { c: ScheduledChunk; p: Pause } | null = null;
     for (const c of this.chunks) {
-      if (this.turns.get(c.turnId)?.stopped) continue;
+      if (!this.live(c)) continue;
       for (const p of c.pauses) {
         if (p.used || p.start > t + PAUSE_SLACK_MS || p.end < q - PAUSE_SLACK_MS
           || Math.abs(t - p.end) > RESYNC_MAX_MS) continue;
@@ -189,13 +189,18 @@ export class SpeechScheduler {
   private holeBefore(t: number, quietMs: number): ScheduledChunk | null {
     if (quietMs > STALL_MAX_MS) return null;
     const q = t - quietMs;
-    const c = this.chunks.find((x) => q >= x.start && q < x.end && !this.turns.get(x.turnId)?.stopped);
+    const c = this.chunks.find((x) => q >= x.start && q < x.end && this.live(x));
     if (!c) return null;
     // the level detector calls a fading sound quiet a little before its viseme ends
     const v = this.visemeAt(q + 40);
     if (v === null || v === "sil") return null;
     this.move(c.turnId, q, quietMs, -1, true);
     return c;
+  }
+
+  /** Whether the chunk's turn may still move (not stopped by speech.stop). */
+  private live(c: ScheduledChunk): boolean {
+    return !this.turns.get(c.turnId)?.stopped;
   }
 
   /** Moves a turn's cues that start at or after `from` (and its chunks from `fromSeq`) by `by`;
