@@ -16,7 +16,6 @@ from pipecat.processors.aggregators.llm_response_universal import (LLMContextAgg
                                                                    LLMUserAggregatorParams)
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.tts_service import TTSService
-from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from .config import Settings
 from .engines.device import resolve_device
@@ -26,6 +25,7 @@ from .engines.tts import KokoroTTS, load_tts
 from .services.llm import LocalLlamaLLMService
 from .services.stt import LocalWhisperSTTService
 from .services.tts import LocalKokoroTTSService
+from .turns import STT_HANG_TIMEOUT_S, user_turn_strategies
 
 
 @dataclass
@@ -81,8 +81,10 @@ def build_pipeline(engines: Engines, settings: Settings, *, transport_input: Fra
         context,
         user_params=LLMUserAggregatorParams(
             vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=0.2)),
-            # Defaults: VAD/transcription starts a turn; smart-turn v3 decides when it ended.
-            user_turn_strategies=UserTurnStrategies(),
+            # VAD (or a fresh transcript) starts a turn; smart-turn v3 decides when it ended,
+            # and it ends once all its speech is transcribed, however slow the STT: stack/turns.py
+            user_turn_strategies=user_turn_strategies(),
+            user_turn_stop_timeout=STT_HANG_TIMEOUT_S,
         ),
     )
     stt = LocalWhisperSTTService(engines.stt)

@@ -1,12 +1,15 @@
 """STT -> LLM -> TTS as one Pipecat pipeline, headless (Pipecat's test runner), on beckett.wav."""
 
+import dataclasses
 import re
+import time
 from collections import defaultdict
 
 import numpy as np
 
 from pipecat.frames.frames import (InputAudioRawFrame, OutputTransportMessageFrame,
-                                   TTSAudioRawFrame, TTSStoppedFrame)
+                                   OutputTransportMessageUrgentFrame, TTSAudioRawFrame,
+                                   TTSStoppedFrame, UserStartedSpeakingFrame)
 from pipecat.tests.utils import SleepFrame, run_test
 
 from stack.pipeline import build_pipeline
@@ -70,3 +73,41 @@ async def test_pipeline_answers_beckett_with_audio_and_exact_timings(engines, se
     assert history[-1]["role"] == "assistant"
     spoken = " ".join(w for m in messages[finished[-1]] for w in m.words)
     assert _words(history[-1]["content"]) == _words(spoken)
+
+
+class SlowWhisper:
+    """The real Whisper engine, slowed down by a real delay before every segment: a CPU busy
+    with a browser and other conversations (2.6-3.7 s per segment were seen in a browser on the
+    test machine; this is slower still, and slower than Pipecat's 5 s user-turn stop timeout)."""
+
+    def __init__(self, engine, delay_s: float):
+        self.engine, self.delay_s, self.language = engine, delay_s, engine.language
+
+    def transcribe(self, audio, **kw):
+        time.sleep(self.delay_s)
+        return self.engine.transcribe(audio, **kw)
+
+
+async def test_stt_slower_than_speech_answers_each_question_once_and_never_cuts_itself_off(
+        engines, settings, beckett):
+    """Two phrases, each transcribed 6 s after it ends: the turn waits for both transcripts,
+    the reply is about both, and no late transcript starts a turn that interrupts the reply."""
+    slow = dataclasses.replace(engines, stt=SlowWhisper(engines.stt, 6.0))
+    conversation = build_pipeline(slow, settings)
+    question = beckett[: int(16000 * 3.0)]  # "Ever tried. Ever failed." (two VAD segments)
+    down, _ = await run_test(conversation.pipeline,
+                             frames_to_send=_mic(question, 24.0) + [SleepFrame(2.0)])
+
+    history = conversation.context.get_messages()
+    users = [m["content"] for m in history if m["role"] == "user"]
+    assert len(users) == 1, users  # one turn, with both phrases in it
+    assert "tried" in users[0].lower() and "failed" in users[0].lower(), users
+    assert len([m for m in history if m["role"] == "assistant"]) == 1, history
+    assert len([f for f in down if isinstance(f, UserStartedSpeakingFrame)]) == 1  # one turn
+    stops = [f.message for f in down if isinstance(f, OutputTransportMessageUrgentFrame)
+             and f.message.get("type") == "speech.stop"]
+    assert not stops, stops
+    spoken = {f.context_id for f in down if isinstance(f, TTSAudioRawFrame)}
+    assert len(spoken) == 1 and spoken <= {f.context_id for f in down
+                                           if isinstance(f, TTSStoppedFrame)}
+
