@@ -78,6 +78,44 @@ def test_llm_cancel_from_another_thread(engines):
     assert len(received) < 400
 
 
+SYSTEM = {"role": "system", "content": "You are a friendly assistant."}
+
+
+def _history(turns: int) -> list[dict]:
+    messages = [SYSTEM]
+    for i in range(turns):
+        messages += [{"role": "user", "content": f"Tell me about the number {i}, please."},
+                     {"role": "assistant", "content": f"The number {i} comes right after {i - 1}."}]
+    return messages + [{"role": "user", "content": "And what is the capital of France?"}]
+
+
+def test_llm_fit_keeps_the_system_prompt_and_the_newest_turns(engines):
+    llm = engines.llm
+    short = _history(2)
+    assert llm.fit(short, 256) == short  # what fits is left alone
+    long = _history(200)
+    assert len(llm.prompt_tokens(long)) > llm.n_ctx  # would not fit at all
+    fitted = llm.fit(long, 256)
+    assert len(llm.prompt_tokens(fitted)) <= llm.n_ctx - 256
+    assert fitted[0] == SYSTEM and fitted[-1] == long[-1]
+    assert fitted[1]["role"] == "user" and fitted[1:] == long[-(len(fitted) - 1):]  # a suffix
+    # and the window is used: one more exchange would not have fitted
+    assert len(llm.prompt_tokens([SYSTEM] + long[-(len(fitted) + 1):])) > llm.n_ctx - 256
+
+
+def test_llm_one_oversized_message_keeps_its_end_and_is_answered(engines):
+    llm = engines.llm
+    filler = " ".join(["the cat sat on a mat while dogs ran in the park"] * 500)
+    question = "What is the capital of France?"
+    messages = [SYSTEM, {"role": "user", "content": f"{filler}. {question}"}]
+    assert len(llm.prompt_tokens(messages)) > llm.n_ctx
+    fitted = llm.fit(messages, 256)
+    assert len(llm.prompt_tokens(fitted)) <= llm.n_ctx - 256
+    assert fitted[0] == SYSTEM and fitted[1]["content"].endswith(question)
+    answer = llm.complete(messages, max_tokens=24, temperature=0)
+    assert answer.strip() and llm.last_prompt_tokens <= llm.n_ctx - 24
+
+
 SENTENCES = [
     "Hello there! The capital of France is Paris.",
     "I would love to help you plan a trip to the mountains next summer.",

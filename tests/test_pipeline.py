@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from pipecat.frames.frames import (InputAudioRawFrame, OutputTransportMessageFrame,
+from pipecat.frames.frames import (ErrorFrame, InputAudioRawFrame, OutputTransportMessageFrame,
                                    OutputTransportMessageUrgentFrame, TTSAudioRawFrame,
                                    TTSStoppedFrame, UserStartedSpeakingFrame)
 from pipecat.tests.utils import SleepFrame, run_test
@@ -111,3 +111,33 @@ async def test_stt_slower_than_speech_answers_each_question_once_and_never_cuts_
     assert len(spoken) == 1 and spoken <= {f.context_id for f in down
                                            if isinstance(f, TTSStoppedFrame)}
 
+
+class Silent:
+    """The real LLM engine, except that its first generation says nothing (a model that
+    returns an empty completion)."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, 0
+
+    def stream(self, messages, **kw):
+        self.calls += 1
+        return iter(()) if self.calls == 1 else self.engine.stream(messages, **kw)
+
+
+async def test_an_empty_reply_is_an_apology_and_an_error_and_the_next_turn_works(
+        engines, settings, beckett):
+    from stack.services.llm import APOLOGY, EMPTY_REPLY
+
+    conversation = build_pipeline(dataclasses.replace(engines, llm=Silent(engines.llm)), settings)
+    phrase = beckett[: int(16000 * 1.1)]  # "Ever tried."
+    down, up = await run_test(conversation.pipeline,
+                              frames_to_send=_mic(phrase, 7.0) + _mic(phrase, 7.0))
+    errors = [f.error for f in up if isinstance(f, ErrorFrame)]
+    assert errors == [EMPTY_REPLY], errors  # what the page is told (an RTVI error message)
+    turns = defaultdict(list)
+    for f in down:
+        if isinstance(f, OutputTransportMessageFrame) and f.message.get("type") == "speech.chunk":
+            turns[f.message["turn_id"]] += f.message["words"]
+    said = [" ".join(words) for words in turns.values()]
+    assert len(said) == 2 and _words(said[0]) == _words(APOLOGY), said  # heard, not silence
+    assert _words(said[1]) and _words(said[1]) != _words(APOLOGY)  # the next turn is answered

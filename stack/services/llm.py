@@ -1,7 +1,10 @@
 """Pipecat LLM service around ``LlamaLLM``: streams ``LLMTextFrame``s from an ``LLMContext``.
 
 On interruption Pipecat cancels the task processing the context frame; the ``finally`` below
-then tells llama.cpp to stop before its next token, so the engine is free for the next turn."""
+then tells llama.cpp to stop before its next token, so the engine is free for the next turn.
+
+A generation that fails or says nothing is never silent: the person hears ``APOLOGY`` and the
+page gets an RTVI error message (from the ``ErrorFrame``) saying what happened."""
 
 from __future__ import annotations
 
@@ -14,9 +17,13 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
+from pipecat.utils.errors import ErrorCategory
 
 from ..engines.llm import LlamaLLM
 from .threaded import iterate_in_thread
+
+APOLOGY = "Sorry, I lost my train of thought. Could you say that again?"
+EMPTY_REPLY = "The language model returned no answer"
 
 
 def _text_messages(messages: list[dict]) -> list[dict]:
@@ -71,9 +78,12 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
         await self.push_frame(LLMFullResponseStartFrame())
         await self.start_processing_metrics()
         await self.start_ttfb_metrics()
+        said = ""
+        failure: str | None = None
         try:
             async for piece in self._stream(await self._messages(frame.context)):
                 await self.stop_ttfb_metrics()
+                said += piece
                 await self._push_llm_text(piece)
         except asyncio.CancelledError:
             # Barge-in: no end-of-response frame, or the TTS would flush and speak (and the
@@ -81,7 +91,12 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
             await self.stop_processing_metrics()
             raise
         except Exception as e:
-            await self.push_error(error_msg=f"LLM generation failed: {e}", exception=e)
+            failure = f"LLM generation failed: {e}"
+        if failure is None and not said.strip():
+            failure = EMPTY_REPLY
+        if failure is not None:
+            await self.push_error(error_msg=failure, category=ErrorCategory.SERVER)
+            await self._push_llm_text(APOLOGY)
         await self.stop_processing_metrics()
         await self.push_frame(LLMFullResponseEndFrame())
 
