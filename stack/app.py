@@ -41,8 +41,12 @@ def build_app(settings: Settings) -> FastAPI:
             raise HTTPException(503, state["error"] or "models are still loading; retry shortly")
         await manager.ensure(room)
 
+    def in_room(room: str, identity: str) -> bool:
+        manager: BotManager | None = state["manager"]
+        return manager is not None and manager.in_room(room, identity)
+
     app = create_app(settings, models_ready=lambda: state["manager"] is not None,
-                     on_conversation=on_conversation)
+                     on_conversation=on_conversation, in_room=in_room)
     app.state.bot = state
 
     @asynccontextmanager

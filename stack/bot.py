@@ -47,6 +47,7 @@ class BotSession:
     conversation: Conversation
     worker: PipelineWorker
     runner: WorkerRunner
+    transport: AvatarLiveKitTransport | None = None
     task: asyncio.Task | None = None
     joined: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -100,7 +101,7 @@ class BotManager:
             cancel_on_idle_timeout=True,
         )
         runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
-        session = BotSession(room, conversation, worker, runner)
+        session = BotSession(room, conversation, worker, runner, transport)
 
         @transport.event_handler("on_connected")
         async def _connected(_transport):
@@ -151,6 +152,17 @@ class BotManager:
 
         session.task = asyncio.create_task(run(), name=f"bot:{room}")
         return session
+
+    def in_room(self, room: str, identity: str) -> bool:
+        """Whether ``identity`` is connected to ``room`` now, as the room's bot sees it."""
+        session = self.sessions.get(room)
+        if session is None or session.transport is None or session.task is None \
+                or session.task.done():
+            return False
+        try:
+            return identity in session.transport.get_participants()
+        except AttributeError:  # not connected
+            return False
 
     def active_rooms(self) -> list[str]:
         return [r for r, s in self.sessions.items() if s.task is not None and not s.task.done()]

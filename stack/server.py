@@ -1,6 +1,9 @@
 """The HTTP server: the one place a browser talks to besides LiveKit.
 
-- ``POST /token``: a short-lived LiveKit token for one room, with minimal grants.
+- ``POST /token``: starts a conversation in a new room the server names (unguessable), for one
+  person it also names, and returns a short-lived LiveKit token with minimal grants and a
+  ``resume`` key; only that key gets another token for the same room, and not while its person
+  is still in it. Knowing a room's name is not enough to listen in or take over.
 - ``GET /health``: the process is alive. ``GET /ready``: models loaded and LiveKit reachable.
 - ``GET /avatars``: the avatars people can choose (every GLB in ``AVATARS_DIR``), each served at
   ``/avatars/<name>.glb``.
@@ -14,13 +17,16 @@ Access control is on unless ``DEV_MODE``: the browser sends the operator's ``ACC
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import re
+import secrets
 import time
 import urllib.parse
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,7 +36,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from livekit import api as lkapi
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .config import Settings
 
@@ -45,16 +51,27 @@ class ConfigError(RuntimeError):
     """The server refuses to start with this configuration; the message says what to change."""
 
 
-class TokenRequest(BaseModel):
-    room: str = Field(pattern=NAME_PATTERN, description="Room to join: letters, digits, _ . -")
-    identity: str = Field(pattern=NAME_PATTERN, description="Unique participant identity.")
+class NewConversation(BaseModel):
+    """Start a new conversation."""
+    model_config = ConfigDict(extra="forbid")
     name: str = Field("", max_length=64, description="Display name.")
+
+
+class Rejoin(NewConversation):
+    """Another token for a conversation this browser started."""
+    room: str = Field(pattern=NAME_PATTERN, description="The conversation's `room`.")
+    resume: str = Field(min_length=1, max_length=128,
+                        description="The `resume` key /token returned with `room`.")
 
 
 class TokenResponse(BaseModel):
     token: str = Field(description="LiveKit access token (JWT) for this room only.")
     url: str = Field(description="LiveKit URL the browser connects to.")
     expires_in: int = Field(description="Seconds until the token expires.")
+    room: str = Field(description="The conversation's room, named by the server.")
+    identity: str = Field(description="This person's identity in it, named by the server.")
+    resume: str = Field(description="Secret key that gets another token for this room "
+                                    "(keep it in the page; it is never shown again).")
 
 
 class Health(BaseModel):
@@ -109,6 +126,55 @@ class RateLimiter:
         return True
 
 
+@dataclass
+class _Owner:
+    identity: str
+    resume_hash: bytes
+    last_used: float
+
+
+class Conversations:
+    """The rooms this server has named, each with its one person and the hash of the key that
+    lets the same browser back in. Forgotten after ``ttl`` seconds without a token request (a
+    token lasts TOKEN_TTL_SECONDS; LiveKit renews it for someone connected), at most ``limit``
+    kept, oldest dropped first."""
+
+    def __init__(self, ttl: float, limit: int = 10_000):
+        self.ttl, self.limit = ttl, limit
+        self._owners: dict[str, _Owner] = {}
+
+    @staticmethod
+    def _hash(key: str) -> bytes:
+        return hashlib.sha256(key.encode()).digest()
+
+    def _prune(self, now: float) -> None:
+        for room in [r for r, o in self._owners.items() if now - o.last_used > self.ttl]:
+            del self._owners[room]
+        while len(self._owners) >= self.limit:
+            del self._owners[next(iter(self._owners))]  # dicts keep insertion order
+
+    def new(self) -> tuple[str, str, str]:
+        """A new conversation: (room, identity, resume key), all unguessable."""
+        now = time.monotonic()
+        self._prune(now)
+        room = f"talk-{secrets.token_urlsafe(12)}"
+        identity = f"person-{secrets.token_hex(4)}"
+        key = secrets.token_urlsafe(24)
+        self._owners[room] = _Owner(identity, self._hash(key), now)
+        return room, identity, key
+
+    def owner(self, room: str, key: str) -> str | None:
+        """The identity of ``room``'s person if ``key`` is its resume key, else None."""
+        owner = self._owners.get(room)
+        if owner is None or not hmac.compare_digest(owner.resume_hash, self._hash(key)):
+            return None
+        owner.last_used = time.monotonic()
+        return owner.identity
+
+    def __contains__(self, room: str) -> bool:
+        return room in self._owners
+
+
 def check_config(settings: Settings) -> None:
     if settings.dev_mode:
         return
@@ -124,9 +190,12 @@ def check_config(settings: Settings) -> None:
 
 
 def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda: False,
-               on_conversation: Callable[[str], Awaitable[None]] | None = None) -> FastAPI:
-    """``on_conversation(room)`` is awaited for every token issued: it makes sure a bot is there."""
+               on_conversation: Callable[[str], Awaitable[None]] | None = None,
+               in_room: Callable[[str, str], bool] | None = None) -> FastAPI:
+    """``on_conversation(room)`` is awaited for every token issued: it makes sure a bot is there.
+    ``in_room(room, identity)`` says whether that person is connected to the room now."""
     check_config(settings)
+    conversations = Conversations(ttl=settings.token_ttl_seconds + settings.session_idle_seconds)
     app = FastAPI(title="avatar-stack", version="1", summary="Token and health API of the bot")
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -156,25 +225,45 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
             raise HTTPException(429, f"too many requests: at most {settings.rate_limit_per_minute} "
                                 "per minute", headers={"Retry-After": "60"})
 
-    errors = {401: {"model": Error}, 403: {"model": Error}, 413: {"model": Error},
-              422: {"description": "invalid room, identity or name"}, 429: {"model": Error}}
+    errors = {400: {"model": Error, "description": "unreadable body"},
+              401: {"model": Error}, 403: {"model": Error},
+              404: {"model": Error}, 409: {"model": Error}, 413: {"model": Error},
+              422: {"description": "invalid name, room or resume key, or other fields"},
+              429: {"model": Error},
+              503: {"model": Error}}
 
     @app.post("/token", response_model=TokenResponse, responses=errors,
               dependencies=[Depends(rate_limit), Depends(authorize)])
-    async def token(req: TokenRequest) -> TokenResponse:
-        """A LiveKit token to join one room: publish microphone/camera and data, subscribe."""
+    async def token(req: Rejoin | NewConversation) -> TokenResponse:
+        """A conversation of one's own: without `room`, a new room with a bot in it; with
+        `room` and its `resume` key, another token for the same person in that room (not while
+        they are still connected to it). The token allows publishing microphone, camera and
+        data, and subscribing, in that room only."""
+        if not isinstance(req, Rejoin):
+            room, identity, key = conversations.new()
+        else:
+            if req.room not in conversations:
+                raise HTTPException(404, "no such conversation (it ended, or this server "
+                                    "restarted): start a new one")
+            identity = conversations.owner(req.room, req.resume)
+            if identity is None:
+                raise HTTPException(403, "this conversation belongs to someone else")
+            if in_room is not None and in_room(req.room, identity):
+                raise HTTPException(409, "this conversation is already open (in another tab "
+                                    "or window): close that one first")
+            room, key = req.room, req.resume
         ttl = settings.token_ttl_seconds
         grants = lkapi.VideoGrants(
-            room_join=True, room=req.room, can_subscribe=True, can_publish=True,
+            room_join=True, room=room, can_subscribe=True, can_publish=True,
             can_publish_data=True, can_publish_sources=["microphone", "camera"],
             can_update_own_metadata=False)
         jwt = (lkapi.AccessToken(settings.livekit_api_key, settings.livekit_api_secret)
-               .with_identity(req.identity).with_name(req.name or req.identity)
+               .with_identity(identity).with_name(req.name or "Guest")
                .with_grants(grants).with_ttl(timedelta(seconds=ttl)).to_jwt())
         if on_conversation is not None:
-            await on_conversation(req.room)
+            await on_conversation(room)
         return TokenResponse(token=jwt, url=settings.livekit_public_url or settings.livekit_url,
-                             expires_in=ttl)
+                             expires_in=ttl, room=room, identity=identity, resume=key)
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
@@ -206,7 +295,9 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
 
     web = settings.web_path
     if (web / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+        # The router's fallback rather than a mount at "/": a mount would answer every path,
+        # so OPTIONS /token got the files' 405 "Allow: GET, HEAD" instead of the API's own.
+        app.router.default = StaticFiles(directory=web, html=True)
     else:
         log.warning("no web client at %s: build it with `npm --prefix web run build`", web)
 

@@ -51,7 +51,7 @@ def test_dev_runner_serves_ready_and_tokens(models_dir, livekit):  # livekit: th
         assert body == {"ready": True, "models_loaded": True, "livekit_reachable": True}
 
         req = urllib.request.Request(f"{base}/token", method="POST",
-                                     data=json.dumps({"room": "dev", "identity": "me"}).encode(),
+                                     data=json.dumps({"name": "me"}).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:  # dev mode: no access key needed
             token = json.loads(r.read())

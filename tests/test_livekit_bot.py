@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import dataclass
 
 import httpx
 import jiwer
@@ -22,6 +23,17 @@ pytestmark = pytest.mark.e2e
 KEY = "test access key"
 
 
+@dataclass
+class Conversation:
+    """What POST /token returns."""
+    token: str
+    url: str
+    expires_in: int
+    room: str
+    identity: str
+    resume: str
+
+
 @pytest.fixture
 async def stack(livekit, engines, settings):
     s = settings.model_copy(update=dict(
@@ -29,14 +41,16 @@ async def stack(livekit, engines, settings):
         access_key=KEY, rate_limit_per_minute=1000, session_idle_seconds=60,
         session_empty_seconds=2))
     manager = BotManager(s, engines)
-    app = create_app(s, models_ready=lambda: True, on_conversation=lambda room: manager.ensure(room))
+    app = create_app(s, models_ready=lambda: True, on_conversation=lambda room: manager.ensure(room),
+                     in_room=manager.in_room)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot")
 
-    async def token(room: str, identity: str) -> tuple[str, str]:
-        r = await http.post("/token", json={"room": room, "identity": identity},
-                            headers={"Authorization": f"Bearer {KEY}"})
-        assert r.status_code == 200, r.text
-        return r.json()["url"], r.json()["token"]
+    async def token(expect: int = 200, **body):
+        """A new conversation (or, with room and resume, the same one again); for another
+        ``expect``ed status, the error body."""
+        r = await http.post("/token", json=body, headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == expect, r.text
+        return Conversation(**r.json()) if expect == 200 else r.json()
 
     yield manager, token
     await manager.stop_all()
@@ -58,7 +72,8 @@ def _norm(text: str) -> str:
 async def test_conversation_with_timings_before_audio(stack, engines, beckett):
     manager, token = stack
     client = Client()
-    await client.join(*await token("room-a", "alice"))
+    conv = await token()
+    await client.join(conv.url, conv.token)
     await client.silence(0.5)
     await client.speak(beckett, trailing_s=1.0)
     assert await client.wait_for(lambda: client.got.of_type("speech.chunk") and client.got.voiced(),
@@ -96,14 +111,17 @@ async def test_conversation_with_timings_before_audio(stack, engines, beckett):
 async def test_client_dropping_mid_sentence_leaves_server_healthy(stack, beckett):
     manager, token = stack
     client = Client()
-    await client.join(*await token("room-drop", "bob"))
+    conv = await token()
+    await client.join(conv.url, conv.token)
     await client.speak(beckett[: 16000 * 2], trailing_s=1.0)
     await client.wait_for(lambda: client.got.voiced(), timeout=60)
     await client.leave()  # while the bot is speaking
-    assert await client.wait_for(lambda: "room-drop" not in manager.active_rooms(), timeout=15)
+    assert await client.wait_for(lambda: conv.room not in manager.active_rooms(), timeout=15)
 
-    again = Client()  # the next person is served normally
-    await again.join(*await token("room-drop", "bob"))
+    again = Client()  # the same browser comes back to its conversation, served normally
+    conv2 = await token(room=conv.room, resume=conv.resume)
+    assert (conv2.room, conv2.identity) == (conv.room, conv.identity)
+    await again.join(conv2.url, conv2.token)
     await again.speak(beckett[: 16000 * 2], trailing_s=1.0)
     assert await again.wait_for(lambda: again.got.of_type("speech.chunk"), timeout=60)
     await again.leave()
@@ -120,7 +138,8 @@ def _speech(engines, text: str) -> np.ndarray:
 async def test_barge_in_stops_audio_and_trims_the_context(stack, engines, beckett):
     manager, token = stack
     client = Client()
-    await client.join(*await token("room-barge", "carol"))
+    conv = await token()
+    await client.join(conv.url, conv.token)
     await client.silence(0.5)
     await client.speak(_speech(engines, "Please tell me a very long story about a brave dragon."),
                        trailing_s=0.5)
@@ -143,7 +162,7 @@ async def test_barge_in_stops_audio_and_trims_the_context(stack, engines, becket
                     for w in m["words"])
     generated = "".join(m["data"]["text"] for t, m in client.got.messages
                         if m.get("type") == "bot-llm-text" and t < stops[0][0])
-    context = manager.sessions["room-barge"].conversation.context.get_messages()
+    context = manager.sessions[conv.room].conversation.context.get_messages()
     said = [m["content"] for m in context if m["role"] == "assistant"][0]
     said_words, sent_words = _norm(said).split(), _norm(sent).split()
     assert said_words and said_words == sent_words[: len(said_words)], (said, sent)
@@ -162,7 +181,8 @@ async def test_twenty_join_leave_cycles_leave_nothing_behind(stack):
     manager, token = stack
     # a first cycle creates the process-wide pools (executor threads, LiveKit FFI) once
     c = Client()
-    await c.join(*await token("room-cycle", "dave"))
+    c_conv = await token()
+    await c.join(c_conv.url, c_conv.token)
     await c.leave()
     await wait_until(lambda: not manager.active_rooms(), 15)
     tasks_before = len(asyncio.all_tasks())
@@ -170,8 +190,9 @@ async def test_twenty_join_leave_cycles_leave_nothing_behind(stack):
 
     for i in range(20):
         c = Client()
-        await c.join(*await token("room-cycle", "dave"))
-        assert manager.active_rooms() == ["room-cycle"]
+        c_conv = await token()
+        await c.join(c_conv.url, c_conv.token)
+        assert manager.active_rooms() == [c_conv.room]
         await c.leave()
         # a leave the server misses is noticed by LiveKit within ~20 s at worst
         assert await wait_until(lambda: not manager.active_rooms(), 30), f"cycle {i}: bot stayed"
@@ -185,8 +206,10 @@ async def test_twenty_join_leave_cycles_leave_nothing_behind(stack):
 async def test_two_rooms_talk_at_once_without_crossing(stack, engines, beckett):
     manager, token = stack
     a, b = Client(), Client()
-    await a.join(*await token("room-x", "erin"))
-    await b.join(*await token("room-y", "frank"))
+    a_conv = await token()
+    await a.join(a_conv.url, a_conv.token)
+    b_conv = await token()
+    await b.join(b_conv.url, b_conv.token)
     await asyncio.gather(a.silence(0.5), b.silence(0.5))
     await asyncio.gather(
         a.speak(_speech(engines, "What is the capital of France?"), trailing_s=1.0),
@@ -200,8 +223,8 @@ async def test_two_rooms_talk_at_once_without_crossing(stack, engines, beckett):
     a_turns = {m["turn_id"] for _, m in a.got.of_type("speech.chunk")}
     b_turns = {m["turn_id"] for _, m in b.got.of_type("speech.chunk")}
     assert a_turns and b_turns and not a_turns & b_turns
-    ctx_a = manager.sessions["room-x"].conversation.context.get_messages()
-    ctx_b = manager.sessions["room-y"].conversation.context.get_messages()
+    ctx_a = manager.sessions[a_conv.room].conversation.context.get_messages()
+    ctx_b = manager.sessions[b_conv.room].conversation.context.get_messages()
     assert "france" in _norm(ctx_a[0]["content"]) and "ever" in _norm(ctx_b[0]["content"])
     await asyncio.gather(a.leave(), b.leave())
 
@@ -210,10 +233,132 @@ async def test_silent_user_session_ends_after_idle_timeout(stack):
     manager, token = stack
     manager.settings = manager.settings.model_copy(update={"session_idle_seconds": 3})
     client = Client()
-    await client.join(*await token("room-idle", "gina"))
+    conv = await token()
+    await client.join(conv.url, conv.token)
     t0 = time.monotonic()
     silence = asyncio.create_task(client.silence(20))  # present, publishing, but not speaking
-    assert await wait_until(lambda: "room-idle" not in manager.active_rooms(), 15)
+    assert await wait_until(lambda: conv.room not in manager.active_rooms(), 15)
     assert time.monotonic() - t0 >= 2.5  # not before the idle timeout
     silence.cancel()
     await client.leave()
+
+
+async def test_each_conversation_belongs_to_one_person(stack):
+    """Rooms and identities are the server's, unguessable; only the browser that started a
+    conversation gets back in, and not while it is still there (LiveKit would otherwise drop the
+    first participant with that identity)."""
+    from livekit import api as lkapi
+
+    manager, token = stack
+    a, b = await token(name="Ann"), await token(name="Ben")
+    assert a.room != b.room and a.identity != b.identity and a.resume != b.resume
+    assert len(a.room) >= 20 and len(a.resume) >= 24
+    claims = lkapi.TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(a.token)
+    assert (claims.video.room, claims.identity, claims.name) == (a.room, a.identity, "Ann")
+
+    assert "someone else" in (await token(403, room=a.room, resume=b.resume))["detail"]
+    assert "start a new one" in (await token(404, room="talk-guessed", resume="x"))["detail"]
+    assert (await token(422, room=a.room))["detail"]  # a room without its key
+
+    client = Client()
+    await client.join(a.url, a.token)
+    assert await wait_until(lambda: manager.in_room(a.room, a.identity), 10)
+    assert "already open" in (await token(409, room=a.room, resume=a.resume))["detail"]
+    await client.leave()
+    assert await wait_until(lambda: not manager.in_room(a.room, a.identity), 15)
+    again = await token(room=a.room, resume=a.resume)
+    assert (again.room, again.identity) == (a.room, a.identity)
+
+
+async def test_malformed_data_packets_are_ignored_and_the_next_turn_is_answered(stack, beckett):
+    """A broken or hostile page: bytes that are not UTF-8, bad JSON, JSON of the wrong shape,
+    unknown and oversized RTVI messages, the bot's own message type sent back. The session
+    survives, answers at most one error per packet (no loop), and then hears the person."""
+    import json
+
+    manager, token = stack
+    client = Client()
+    conv = await token()
+    await client.join(conv.url, conv.token)
+    await client.silence(0.5)
+    rtvi = {"label": "rtvi-ai", "id": "x1"}
+    packets = [
+        b"\xff\xfe\x00\x80 not utf-8",
+        b"{not json",
+        b"[1, 2, 3]",
+        b'"a string"',
+        json.dumps({**rtvi, "type": "no-such-type", "data": {}}).encode(),
+        json.dumps({**rtvi, "type": "client-message", "data": "not an object"}).encode(),
+        json.dumps({**rtvi, "type": "client-message",
+                    "data": {"t": "big", "d": "y" * 12_000}}).encode(),
+        json.dumps({"v": 1, "type": "speech.chunk", "turn_id": "t", "seq": 0,
+                    "words": ["spoof"]}).encode(),
+        json.dumps({"v": 1, "type": "speech.stop", "turn_id": "t"}).encode(),
+    ]
+    for packet in packets:
+        await client.room.local_participant.publish_data(packet, reliable=True)
+    await client.silence(1.0)
+    assert conv.room in manager.active_rooms()
+
+    await client.speak(beckett[: int(16000 * 3.0)], trailing_s=1.0)  # "Ever tried. Ever failed."
+    assert await client.wait_for(lambda: client.got.of_type("speech.chunk"), timeout=60), \
+        "no answer after the malformed packets"
+    assert "ever" in _norm(" ".join(client.got.user_transcripts()))
+    errors = [m for _, m in client.got.messages if m.get("label") == "rtvi-ai"
+              and m.get("type") in ("error", "error-response")]
+    assert len(errors) <= len(packets), errors
+    await client.leave()
+
+
+async def test_livekit_restart_mid_conversation(engines, settings, tmp_path, beckett):
+    """LiveKit stops during a conversation and comes back: the HTTP server stays up, /ready says
+    LiveKit is unreachable meanwhile, and a new conversation works once it is back."""
+    import yaml
+
+    from stack.livekit_server import ROOT, LiveKitServer, find_binary, free_port
+
+    config = yaml.safe_load((ROOT / "livekit.yaml").read_text())
+    config["rtc"].update(tcp_port=free_port(), port_range_start=51300, port_range_end=51400)
+    port = free_port()
+
+    def start_livekit(folder):
+        folder.mkdir()
+        return LiveKitServer(find_binary(), folder, LIVEKIT_KEY, LIVEKIT_SECRET, port=port,
+                             config=dict(config, rtc=dict(config["rtc"])))
+
+    livekit = start_livekit(tmp_path / "first")
+    s = settings.model_copy(update=dict(
+        livekit_url=livekit.url, livekit_api_key=LIVEKIT_KEY, livekit_api_secret=LIVEKIT_SECRET,
+        access_key=KEY, rate_limit_per_minute=1000, session_empty_seconds=2))
+    manager = BotManager(s, engines)
+    app = create_app(s, models_ready=lambda: True, on_conversation=manager.ensure,
+                     in_room=manager.in_room)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot")
+    auth = {"Authorization": f"Bearer {KEY}"}
+    try:
+        first = Conversation(**(await http.post("/token", json={}, headers=auth)).json())
+        client = Client()
+        await client.join(first.url, first.token)
+        await client.speak(beckett[: int(16000 * 1.2)], trailing_s=0.5)
+        livekit.stop()  # mid-conversation
+        await client.leave()
+        assert (await http.get("/health")).json() == {"status": "ok"}
+        r = await http.get("/ready")
+        assert r.status_code == 503 and r.json()["livekit_reachable"] is False
+        # the orphaned session ends on its own (its room is gone), freeing its pipeline
+        assert await wait_until(lambda: first.room not in manager.active_rooms(), 60)
+
+        livekit = start_livekit(tmp_path / "second")
+        assert (await http.get("/ready")).status_code == 200
+        again = Conversation(**(await http.post("/token", json={}, headers=auth)).json())
+        client = Client()
+        await client.join(again.url, again.token)
+        await client.silence(0.5)
+        await client.speak(beckett[: int(16000 * 3.0)], trailing_s=1.0)
+        assert await client.wait_for(lambda: client.got.of_type("speech.chunk"), timeout=60), \
+            "no answer after LiveKit came back"
+        await client.leave()
+    finally:
+        await manager.stop_all()
+        await http.aclose()
+        livekit.stop()

@@ -27,7 +27,7 @@ def client():
 
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
-BODY = {"room": "lobby-1", "identity": "alice", "name": "Alice"}
+BODY = {"name": "Alice"}
 
 
 def test_token_has_minimal_grants_for_one_room(client):
@@ -36,9 +36,9 @@ def test_token_has_minimal_grants_for_one_room(client):
     data = r.json()
     assert data["url"] == "wss://talk.example:7880" and data["expires_in"] == 600
     claims = lkapi.TokenVerifier("APIkey123", SECRET).verify(data["token"])
-    assert claims.identity == "alice" and claims.name == "Alice"
+    assert claims.identity == data["identity"] and claims.name == "Alice"
     g = claims.video
-    assert g.room_join and g.room == "lobby-1"
+    assert g.room_join and g.room == data["room"] and data["room"].startswith("talk-")
     assert g.can_publish_sources == ["microphone", "camera"]
     assert g.can_publish_data and g.can_subscribe
     assert not (g.room_admin or g.room_create or g.room_list or g.room_record or g.hidden
@@ -53,11 +53,32 @@ def test_missing_and_wrong_access_key(client):
 
 
 @pytest.mark.parametrize("field,value", [("room", "../etc"), ("room", ""), ("room", "a" * 65),
-                                         ("identity", "bob smith"), ("name", "n" * 65)])
+                                         ("resume", ""), ("name", "n" * 65)])
 def test_bad_names_are_422_with_a_reason(client, field, value):
-    r = client.post("/token", json={**BODY, field: value}, headers=AUTH)
+    r = client.post("/token", json={**BODY, "room": "talk-x", "resume": "k", field: value},
+                    headers=AUTH)
     assert r.status_code == 422
-    assert r.json()["detail"][0]["loc"][-1] == field
+    assert field in {d["loc"][-1] for d in r.json()["detail"]}
+
+
+@pytest.mark.parametrize("body", [{"room": "talk-x"}, {"resume": "k"}, {"identity": "me"}])
+def test_a_room_needs_its_key_and_unknown_fields_are_refused(client, body):
+    r = client.post("/token", json=body, headers=AUTH)
+    assert r.status_code == 422, r.text
+
+
+def test_only_the_key_holder_gets_back_into_a_conversation(client):
+    first = client.post("/token", json=BODY, headers=AUTH).json()
+    second = client.post("/token", json=BODY, headers=AUTH).json()
+    assert first["room"] != second["room"] and first["identity"] != second["identity"]
+    back = client.post("/token", json={"room": first["room"], "resume": first["resume"]},
+                       headers=AUTH)
+    assert back.status_code == 200 and back.json()["identity"] == first["identity"]
+    stolen = client.post("/token", json={"room": first["room"], "resume": second["resume"]},
+                         headers=AUTH)
+    assert stolen.status_code == 403 and "someone else" in stolen.json()["detail"]
+    made_up = client.post("/token", json={"room": "talk-mine", "resume": "x"}, headers=AUTH)
+    assert made_up.status_code == 404
 
 
 def test_oversized_body_is_413(client):
@@ -109,7 +130,8 @@ def test_ready_with_a_real_livekit_server_and_a_token_it_accepts(livekit):
     assert client.get("/ready").json() == {"ready": True, "models_loaded": True,
                                            "livekit_reachable": True}
 
-    token = client.post("/token", json=BODY, headers=AUTH).json()["token"]
+    issued = client.post("/token", json=BODY, headers=AUTH).json()
+    token = issued["token"]
     import asyncio
 
     from livekit import rtc
@@ -122,7 +144,7 @@ def test_ready_with_a_real_livekit_server_and_a_token_it_accepts(livekit):
         await room.disconnect()
         return name, identity
 
-    assert asyncio.run(join()) == ("lobby-1", "alice")
+    assert asyncio.run(join()) == (issued["room"], issued["identity"])
 
 
 def test_cors_allows_only_configured_origins():

@@ -25,7 +25,7 @@ const CONNECTION_WORDS: Record<Connection, string> = {
 };
 const STATE_WORDS = { idle: "Waiting", listening: "Listening", thinking: "Thinking", speaking: "Speaking" };
 const IDLE: Snapshot = {
-  connection: "idle", error: null, warning: null, muted: false, micLevel: 0, devices: [], deviceId: null,
+  connection: "idle", error: null, warning: null, notice: null, muted: false, micLevel: 0, devices: [], deviceId: null,
   lines: [], speaking: null, avatarState: "idle", latencies: [],
 };
 
@@ -105,6 +105,7 @@ function Talk() {
         </p>
       )}
       {snap.warning && <p className="rounded bg-amber-900/60 p-3 text-sm" data-testid="warning">{snap.warning}</p>}
+      {snap.notice && <p role="status" className="rounded bg-amber-900/60 p-3 text-sm" data-testid="notice">{snap.notice}</p>}
 
       <div className="grid flex-1 gap-4 md:grid-cols-[3fr_2fr]">
         <section className="relative aspect-[4/5] overflow-hidden rounded-xl bg-slate-900 md:aspect-auto md:min-h-[560px]">

@@ -31,6 +31,7 @@ export interface Snapshot {
   connection: Connection;
   error: string | null;
   warning: string | null;
+  notice: string | null; // a problem the bot reported (RTVI error): the conversation goes on
   muted: boolean;
   micLevel: number;
   devices: MediaDeviceInfo[];
@@ -57,7 +58,7 @@ export class Conversation {
   private pendingTurn: { turnId: string; userEnd: number; chunk: ScheduledChunk; onset: number | null } | null = null;
   private listeners = new Set<() => void>();
   private state: Snapshot = {
-    connection: "idle", error: null, warning: null, muted: false, micLevel: 0, devices: [],
+    connection: "idle", error: null, warning: null, notice: null, muted: false, micLevel: 0, devices: [],
     deviceId: null, lines: [], speaking: null, avatarState: "idle", latencies: [],
   };
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
@@ -80,12 +81,11 @@ export class Conversation {
   async start(accessKey: string, deviceId: string | null): Promise<void> {
     if (this.room) return;
     this.set({ connection: "connecting", error: null, lines: [], latencies: [] });
-    const identity = `web-${crypto.randomUUID().slice(0, 8)}`;
-    const room = `talk-${crypto.randomUUID().slice(0, 8)}`;
     let token: { token: string; url: string };
     try {
+      // The server names the room and this person: nobody else can join or take it over.
       const { data, error, response } = await fetchClient.POST("/token", {
-        body: { room, identity, name: "Guest" },
+        body: { name: "Guest" },
         headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
       });
       if (!data) return this.fail(tokenError(response.status, error));
@@ -212,9 +212,11 @@ export class Conversation {
   }
 
   private onRtvi(type: string, data: Record<string, unknown>) {
-    if (type === "user-started-speaking") {
+    if (type === "error" && typeof data.error === "string") {
+      this.set({ notice: `The assistant had a problem with that turn (${data.error}). Please say it again.` });
+    } else if (type === "user-started-speaking") {
       this.avatar.setState("listening");
-      this.set({ avatarState: "listening" });
+      this.set({ avatarState: "listening", notice: null });
     } else if (type === "user-stopped-speaking") {
       this.avatar.setState("thinking");
       this.set({ avatarState: "thinking" });
