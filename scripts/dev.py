@@ -27,7 +27,10 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from stack.config import Settings  # noqa: E402
-from stack.livekit_server import LIVEKIT_VERSION, LiveKitServer, find_binary, with_turn  # noqa: E402
+from stack.livekit_server import (LIVEKIT_VERSION, LiveKitServer, PortInUse,  # noqa: E402
+                                  check_port_free, find_binary, with_turn)
+
+STOP_GRACE_S = 3  # Ctrl-C: each process gets this long to finish, then it is killed
 
 DEV_KEY, DEV_SECRET = "devkey", "secret"
 
@@ -40,6 +43,13 @@ def main() -> int:
     ap.add_argument("--livekit-port", type=int, default=7880)
     ap.add_argument("--loopback", action="store_true", help="listen on 127.0.0.1 only")
     args = ap.parse_args()
+
+    host = "127.0.0.1" if args.loopback else "0.0.0.0"
+    try:  # before anything slow: a taken port is the commonest reason this fails
+        check_port_free(args.http_port, host, what="the page and API", option="--http-port")
+    except PortInUse as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
     fetch = subprocess.run([sys.executable, str(ROOT / "scripts" / "download_models.py"),
                             "--profile", args.profile, "--models-dir", args.models_dir])
@@ -58,8 +68,12 @@ def main() -> int:
     if settings.turn_host and settings.turn_secret:  # a coturn of your own (coturn/turnserver.conf)
         config = with_turn(config, host=settings.turn_host, secret=settings.turn_secret,
                            ttl=settings.turn_ttl_seconds)
-    livekit = LiveKitServer(binary, tmp, DEV_KEY, DEV_SECRET, port=args.livekit_port,
-                            loopback_only=args.loopback, config=config)
+    try:
+        livekit = LiveKitServer(binary, tmp, DEV_KEY, DEV_SECRET, port=args.livekit_port,
+                                loopback_only=args.loopback, config=config)
+    except (PortInUse, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"LiveKit on ws://localhost:{livekit.port} (log: {tmp / 'livekit.log'})")
     env = {**os.environ, "DEV_MODE": "true", "MODEL_PROFILE": args.profile,
            "MODELS_DIR": args.models_dir, "HTTP_PORT": str(args.http_port),
@@ -70,12 +84,15 @@ def main() -> int:
     bot = subprocess.Popen([sys.executable, "-m", "stack.app"], cwd=ROOT, env=env)
 
     def stop(*_):
+        # Both at once (a terminal's Ctrl-C has already reached them too), each killed if it
+        # is not done within STOP_GRACE_S: the bot ends its sessions, LiveKit drains its rooms.
         bot.terminate()
+        livekit.proc.terminate()
         try:
-            bot.wait(15)
+            bot.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             bot.kill()
-        livekit.stop()
+        livekit.stop(timeout=STOP_GRACE_S)
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)

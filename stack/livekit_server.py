@@ -52,6 +52,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PortInUse(RuntimeError):
+    """A port we must listen on is taken; the message names it and what to do."""
+
+
+def check_port_free(port: int, host: str = "0.0.0.0", *, what: str, option: str) -> None:
+    """Raise ``PortInUse`` when something already listens on ``port`` (e.g. a LiveKit or a bot
+    left running): starting anyway would look fine while the old process answers."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise PortInUse(f"port {port} ({what}) is already in use, probably by an earlier run "
+                            f"still going: stop it (ss -ltnp 'sport = :{port}' shows which "
+                            f"process), or pick another port with {option}") from None
+
+
 class LiveKitServer:
     """Starts livekit-server with the repository's livekit.yaml, on free loopback ports."""
 
@@ -65,6 +82,10 @@ class LiveKitServer:
             config["rtc"]["port_range_start"], config["rtc"]["port_range_end"] = 51000, 51200
         if loopback_only:
             config["bind_addresses"] = ["127.0.0.1"]
+        host = "127.0.0.1" if loopback_only else "0.0.0.0"
+        check_port_free(self.port, host, what="LiveKit signalling", option="--livekit-port")
+        check_port_free(config["rtc"]["tcp_port"], host, what="LiveKit ICE/TCP, rtc.tcp_port",
+                        option="rtc.tcp_port in livekit.yaml")
         path = tmp / "livekit.yaml"
         path.write_text(yaml.safe_dump(config))
         self.url = f"ws://127.0.0.1:{self.port}"
@@ -74,21 +95,25 @@ class LiveKitServer:
             env={**os.environ, "LIVEKIT_KEYS": f"{api_key}: {api_secret}"},
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1)
-                return
             except OSError:
-                if self.proc.poll() is not None:
-                    break
                 time.sleep(0.2)
+                continue
+            time.sleep(0.3)  # answering, and still alive (not another server on that port)?
+            if self.proc.poll() is None:
+                return
         self.stop()
-        raise RuntimeError(f"livekit-server did not start; see {tmp / 'livekit.log'}")
+        last = (tmp / "livekit.log").read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"livekit-server did not start ({tmp / 'livekit.log'}): "
+                           + " | ".join(last))
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
         self.log.close()
