@@ -56,7 +56,42 @@ def test_dev_runner_serves_ready_and_tokens(models_dir, livekit):  # livekit: th
         with urllib.request.urlopen(req, timeout=30) as r:  # dev mode: no access key needed
             token = json.loads(r.read())
         assert token["url"] == f"ws://127.0.0.1:{lk_port}" and token["token"].count(".") == 2
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        # Ctrl-C in a terminal: SIGINT to the whole process group; everything goes
+        children = _children(proc.pid)
+        assert len(children) >= 2  # the bot and LiveKit
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
         proc.wait(30)
+        print(f"stopped in {time.monotonic() - t0:.1f} s")
+        assert not [c for c in children if Path(f"/proc/{c}").exists()
+                    and "zombie" not in Path(f"/proc/{c}/status").read_text().lower()]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
     assert proc.returncode == 0
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+@pytest.mark.parametrize("taken", ["--http-port", "--livekit-port"])
+def test_dev_runner_stops_at_once_when_a_port_is_taken(models_dir, livekit, taken):
+    import socket
+
+    with socket.socket() as blocker:  # an earlier run still listening there
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        other = "--livekit-port" if taken == "--http-port" else "--http-port"
+        run = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "dev.py"), "--profile", "test",
+             "--models-dir", str(models_dir), taken, str(port), other, str(free_port()),
+             "--loopback"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, run.stderr
+    assert f"port {port}" in errors[0] and "already in use" in errors[0] and taken in errors[0]
+    assert "ready:" not in run.stdout and "LiveKit on" not in run.stdout  # nothing claims to be up
