@@ -5,6 +5,8 @@
     python scripts/bench.py --profile gpu --device cuda
     python scripts/bench.py --livekit               # voice to voice through LiveKit
     python scripts/bench.py --web                   # lip-sync offset in headless Chromium
+    python scripts/bench.py --long 100              # a 100-turn conversation through the pipeline
+    python scripts/bench.py --soak 200              # join/leave cycles: memory, threads, tasks
 
 Figures: model load time, STT real-time factor, LLM time to first token and tokens/s, TTS time
 to first audio and real-time factor, and how far Kokoro's word starts sit from Whisper's word
@@ -172,6 +174,10 @@ def main() -> int:
     ap.add_argument("--web", action="store_true",
                     help="lip-sync offset in headless Chromium: ours vs text-only and energy")
     ap.add_argument("--talk-seconds", type=int, default=90, help="conversation length with --web")
+    ap.add_argument("--long", type=int, default=0, metavar="TURNS",
+                    help="a conversation of TURNS typed turns through the whole pipeline")
+    ap.add_argument("--soak", type=int, default=0, metavar="CYCLES",
+                    help="CYCLES join/leave cycles through LiveKit (half leave mid-reply)")
     args = ap.parse_args()
     kw = {"model_profile": args.profile, "device": args.device}
     if args.models_dir:
@@ -179,8 +185,18 @@ def main() -> int:
     settings = Settings(**kw, _env_file=None)
     stamp = (f"Machine: {machine()}. Profile: `{args.profile}`. Commit: `{commit()}`. "
              f"Date: {datetime.now(timezone.utc):%Y-%m-%d}.")
-    if args.livekit or args.web:
-        if args.livekit:
+    if args.livekit or args.web or args.long or args.soak:
+        if args.long:
+            from bench_long import run_long_bench
+
+            key, title = "long", "A long conversation"
+            table, notes = run_long_bench(settings, args.long)
+        elif args.soak:
+            from bench_soak import run_soak_bench
+
+            key, title = "soak", "Many sessions, one process"
+            table, notes = run_soak_bench(settings, args.soak)
+        elif args.livekit:
             from bench_livekit import run_livekit_bench
 
             key, title = "livekit", "Voice to voice through LiveKit"

@@ -17,6 +17,7 @@ from fastapi import FastAPI, HTTPException
 
 from .bot import BotManager
 from .config import Settings, get_settings
+from .memory import limit_arenas
 from .pipeline import load_engines
 from .server import ConfigError, create_app
 
@@ -62,6 +63,7 @@ def build_app(settings: Settings) -> FastAPI:
 
 
 def main() -> int:
+    limit_arenas()  # before any model starts a thread: stack/memory.py
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     try:

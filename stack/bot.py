@@ -24,6 +24,7 @@ from pipecat.transports.livekit.transport import LiveKitParams
 from pipecat.workers.runner import WorkerRunner
 
 from .config import Settings
+from .memory import return_freed_memory
 from .pipeline import Conversation, Engines, build_pipeline
 from .transport import AvatarLiveKitTransport
 
@@ -151,6 +152,9 @@ class BotManager:
                 log.info("bot session for room %s ended", room)
 
         session.task = asyncio.create_task(run(), name=f"bot:{room}")
+        # Once the task is done its frame, and with it the pipeline, is gone: trim then.
+        session.task.add_done_callback(lambda _task: asyncio.get_running_loop().run_in_executor(
+            None, return_freed_memory))
         return session
 
     def in_room(self, room: str, identity: str) -> bool:

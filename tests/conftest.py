@@ -12,6 +12,9 @@ import soundfile as sf
 from stack.config import Settings
 from stack.download import Downloader
 from stack.manifest import TEST
+from stack.memory import limit_arenas
+
+limit_arenas()  # as `python -m stack.app` does, before any model starts a thread
 
 # Outside the checkout so a fresh clone reuses what an earlier run fetched.
 MODELS_DIR = Path(os.environ.get("TEST_MODELS_DIR",
