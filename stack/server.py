@@ -99,7 +99,7 @@ class AvatarList(BaseModel):
     default: str | None = Field(description="The avatar to show first; None when there is none.")
 
 
-AVATAR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+AVATAR_NAME = re.compile(NAME_PATTERN)
 
 
 def list_avatars(folder: Path) -> list[Avatar]:

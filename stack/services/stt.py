@@ -44,7 +44,8 @@ class LocalWhisperSTTService(SegmentedSTTService):
                 self._speech_ends.append(time.monotonic())
             else:  # it drops the segment: mark it done, or the turn would wait for it
                 self._segments += 1
-                await self.push_frame(SegmentTranscribedFrame(self._segments, time.monotonic(), 0.0))
+                await self.push_frame(
+                    SegmentTranscribedFrame(self._segments, time.monotonic(), 0.0))
         await super().process_frame(frame, direction)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
