@@ -90,17 +90,30 @@ def _history(turns: int) -> list[dict]:
 
 
 def test_llm_fit_keeps_the_system_prompt_and_the_newest_turns(engines):
+    from stack.engines.llm import REFILL
+
     llm = engines.llm
+    budget = llm.n_ctx - 256
     short = _history(2)
-    assert llm.fit(short, 256) == short  # what fits is left alone
+    assert llm.fit(short, 256) == (short, 0)  # what fits is left alone
     long = _history(200)
     assert len(llm.prompt_tokens(long)) > llm.n_ctx  # would not fit at all
-    fitted = llm.fit(long, 256)
-    assert len(llm.prompt_tokens(fitted)) <= llm.n_ctx - 256
-    assert fitted[0] == SYSTEM and fitted[-1] == long[-1]
-    assert fitted[1]["role"] == "user" and fitted[1:] == long[-(len(fitted) - 1):]  # a suffix
-    # and the window is used: one more exchange would not have fitted
-    assert len(llm.prompt_tokens([SYSTEM] + long[-(len(fitted) + 1):])) > llm.n_ctx - 256
+    fitted, start = llm.fit(long, 256)
+    assert fitted[0] == SYSTEM and fitted[1:] == long[1 + start:]  # the newest, a suffix
+    assert fitted[1]["role"] == "user" and fitted[-1] == long[-1]
+    size = len(llm.prompt_tokens(fitted))
+    # a quarter of the window freed at once, and no more than that
+    assert budget * (1 - REFILL) - 150 <= size <= budget * (1 - REFILL), size
+
+    # the next turns keep the same cut, so the prompt starts the same (llama.cpp's cache holds)
+    grown = long + [{"role": "assistant", "content": "Paris."},
+                    {"role": "user", "content": "And of Italy?"}]
+    again, start2 = llm.fit(grown, 256, keep_from=start)
+    assert start2 == start and again[:len(fitted)] == fitted
+    # until it no longer fits: then the cut moves on, by a quarter of the window again
+    more = grown + [m for i in range(40) for m in _history(1)[1 + 2 * (i % 1):3]]
+    moved, start3 = llm.fit(more, 256, keep_from=start)
+    assert start3 > start and len(llm.prompt_tokens(moved)) <= budget * (1 - REFILL)
 
 
 def test_llm_one_oversized_message_keeps_its_end_and_is_answered(engines):
@@ -109,7 +122,7 @@ def test_llm_one_oversized_message_keeps_its_end_and_is_answered(engines):
     question = "What is the capital of France?"
     messages = [SYSTEM, {"role": "user", "content": f"{filler}. {question}"}]
     assert len(llm.prompt_tokens(messages)) > llm.n_ctx
-    fitted = llm.fit(messages, 256)
+    fitted, _ = llm.fit(messages, 256)
     assert len(llm.prompt_tokens(fitted)) <= llm.n_ctx - 256
     assert fitted[0] == SYSTEM and fitted[1]["content"].endswith(question)
     answer = llm.complete(messages, max_tokens=24, temperature=0)

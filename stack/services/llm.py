@@ -53,6 +53,7 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
         super().__init__(settings=settings, **kwargs)
         self._engine = engine
         self._repeat_penalty = repeat_penalty
+        self._keep_from = 0  # where this conversation's history is cut for the window
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -65,10 +66,17 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
 
     def _stream(self, messages: list[dict]):
         """llama.cpp's token stream, from a worker thread; stops before the next token when the
-        consumer is cancelled (barge-in)."""
-        return iterate_in_thread(lambda stop: self._engine.stream(
-            messages, max_tokens=self._settings.max_tokens, temperature=self._settings.temperature,
-            repeat_penalty=self._repeat_penalty, cancel=stop))
+        consumer is cancelled (barge-in). The conversation is fitted to the window there too,
+        keeping this conversation's cut where it was while it fits (a stable prompt prefix)."""
+        def generate(stop):
+            fitted, self._keep_from = self._engine.fit(
+                messages, self._settings.max_tokens, keep_from=self._keep_from)
+            return self._engine.stream(
+                fitted, max_tokens=self._settings.max_tokens,
+                temperature=self._settings.temperature, repeat_penalty=self._repeat_penalty,
+                cancel=stop)
+
+        return iterate_in_thread(generate)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
