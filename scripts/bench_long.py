@@ -6,6 +6,7 @@ never exceed its budget (LLM_CONTEXT_TOKENS - LLM_MAX_TOKENS)."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -96,7 +97,7 @@ def run_long_bench(settings: Settings, turns: int) -> tuple[str, str]:
         "|---|---|---|---|---|---|---|",
         f"| {len(rows)} | {answered} | {top} tokens | {budget} tokens | "
         f"{rows[-1]['history']} messages | {full or '-'} | "
-        f"{sorted(r['seconds'] for r in rows)[len(rows) // 2]:.1f} |"])
+        f"{statistics.median(r['seconds'] for r in rows):.1f} |"])
     notes = ("Typed turns (`LLMMessagesAppendFrame`) through the whole pipeline, spoken by Kokoro; "
              "the context keeps every message, the LLM sees the newest that fit "
              "(stack/engines/llm.py `fit`).")

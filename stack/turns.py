@@ -47,8 +47,6 @@ class SegmentTranscribedFrame(DataFrame):
     the same ordered stream, so whoever sees it has seen the transcript."""
 
     segment: int
-    speech_ended_at: float  # time.monotonic() when the VAD reported the segment's end
-    transcribe_s: float  # from the end of the speech to its transcript
 
 
 @dataclass

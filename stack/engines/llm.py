@@ -71,12 +71,16 @@ class LlamaLLM:
     def tokenize(self, text: str) -> list[int]:
         return self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
+    def _render(self, messages: list[dict]):
+        """The chat template applied to ``messages`` (with its stop rules), and its tokens."""
+        rendered = self._formatter(messages=messages)
+        return rendered, self.model.tokenize(rendered.prompt.encode("utf-8"),
+                                             add_bos=not rendered.added_special, special=True)
+
     def prompt_tokens(self, messages: list[dict]) -> list[int]:
         """The tokens the model is given for ``messages`` (template, special tokens and the
         assistant's opening included)."""
-        rendered = self._formatter(messages=messages)
-        return self.model.tokenize(rendered.prompt.encode("utf-8"),
-                                   add_bos=not rendered.added_special, special=True)
+        return self._render(messages)[1]
 
     def fit(self, messages: list[dict], max_tokens: int, *,
             keep_from: int = 0) -> tuple[list[dict], int]:
@@ -137,9 +141,7 @@ class LlamaLLM:
                repeat_penalty: float = 1.0,
                cancel: threading.Event | None = None) -> Iterator[str]:
         """The reply to ``messages`` (fitted to the window first), piece by piece."""
-        rendered = self._formatter(messages=self.fit(messages, max_tokens)[0])
-        prompt = self.model.tokenize(rendered.prompt.encode("utf-8"),
-                                     add_bos=not rendered.added_special, special=True)
+        rendered, prompt = self._render(self.fit(messages, max_tokens)[0])
         with self._lock:
             self._cancel.clear()
             self.last_prompt_tokens = len(prompt)

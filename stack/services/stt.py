@@ -44,8 +44,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
                 self._speech_ends.append(time.monotonic())
             else:  # it drops the segment: mark it done, or the turn would wait for it
                 self._segments += 1
-                await self.push_frame(
-                    SegmentTranscribedFrame(self._segments, time.monotonic(), 0.0))
+                await self.push_frame(SegmentTranscribedFrame(self._segments))
         await super().process_frame(frame, direction)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
@@ -64,4 +63,4 @@ class LocalWhisperSTTService(SegmentedSTTService):
             yield SegmentTranscriptionFrame(transcript.text, self._user_id, time_now_iso8601(),
                                             result=transcript, speech_ended_at=ended)
         self._segments += 1
-        yield SegmentTranscribedFrame(self._segments, ended, time.monotonic() - ended)
+        yield SegmentTranscribedFrame(self._segments)
