@@ -42,7 +42,7 @@ async def test_pipeline_answers_beckett_with_audio_and_exact_timings(engines, se
 
     audio = defaultdict(int)
     messages = defaultdict(list)
-    stopped = set()
+    stopped = {}  # turn -> None, in the order the turns stopped (a set has no order)
     for f in down:
         if isinstance(f, TTSAudioRawFrame):
             assert f.sample_rate == 24000
@@ -53,7 +53,7 @@ async def test_pipeline_answers_beckett_with_audio_and_exact_timings(engines, se
             assert isinstance(msg, SpeechChunkMessage)
             messages[msg.turn_id].append(msg)
         elif isinstance(f, TTSStoppedFrame):
-            stopped.add(f.context_id)
+            stopped[f.context_id] = None
 
     finished = [t for t in stopped if audio[t]]
     assert finished, "the bot answered at least once to the end"
