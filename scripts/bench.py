@@ -17,9 +17,7 @@ The section of docs/benchmarks.md between this profile's markers is replaced; th
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -30,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import soundfile as sf  # noqa: E402
 
+from bench_common import commit, machine, write_section  # noqa: E402
 from stack.config import Settings  # noqa: E402
 from stack.engines.stt import resample  # noqa: E402
 from stack.pipeline import load_engines  # noqa: E402
@@ -38,34 +37,6 @@ LLM_PROMPT = [{"role": "system", "content": Settings().system_prompt},
               {"role": "user", "content": "Tell me about the city of Paris in three sentences."}]
 TTS_TEXT = ("Thanks for asking! The weather looks great today, so it is a good time for a walk "
             "in the park before lunch.")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    gpu = ""
-    try:
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores" + (f", {gpu}" if gpu else ", no GPU")
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def median(xs):
@@ -145,19 +116,6 @@ def bench(settings: Settings, runs: int, sample: Path) -> list[tuple[str, str]]:
         rows.append(("TTS word starts vs Whisper word timestamps, mean absolute difference",
                      f"{statistics.mean(offsets):.0f} ms over {len(offsets)} words"))
     return rows
-
-
-def write_section(path: Path, key: str, title: str, header: str, table: str) -> str:
-    begin, end = f"<!-- bench:{key}:begin -->", f"<!-- bench:{key}:end -->"
-    section = f"{begin}\n### {title}\n\n{header}\n\n{table}\n{end}"
-    text = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nWritten by `scripts/bench.py`; do not edit the tables by hand.\n")
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
-    return section
 
 
 def main() -> int:

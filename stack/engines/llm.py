@@ -30,7 +30,7 @@ class LlamaLLM:
     dozens of spoken turns."""
 
     def __init__(self, model_path: Path, *, device: str = "auto", n_ctx: int = 4096,
-                 threads: int | None = None, seed: int = 0):
+                 threads: int | None = None, seed: int = 0, own_context: bool = True):
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -40,7 +40,8 @@ class LlamaLLM:
         self.device = resolve_device(device)
         self.model = Llama(
             model_path=str(model_path),
-            n_ctx=n_ctx,
+            # A subclass that decodes on a context of its own keeps this one token-sized.
+            n_ctx=n_ctx if own_context else 64,
             n_gpu_layers=-1 if self.device == "cuda" else 0,  # all layers on the GPU when there is one
             n_threads=threads,
             seed=seed,
@@ -58,7 +59,9 @@ class LlamaLLM:
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=text_of(eos),
                                               bos_token=text_of(self.model.token_bos()),
                                               stop_token_ids=[eos])
-        self.n_ctx = n_ctx
+        self.n_ctx = n_ctx  # per conversation: what ``fit`` budgets for
+        self.threads = threads
+        self.seed = seed
         self.last_prompt_tokens = 0  # of the latest generation: what the budget allowed
         self._lock = threading.Lock()
         self._cancel = threading.Event()
@@ -138,9 +141,10 @@ class LlamaLLM:
     # --- generation ---------------------------------------------------------------------
 
     def stream(self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.7,
-               repeat_penalty: float = 1.0,
-               cancel: threading.Event | None = None) -> Iterator[str]:
-        """The reply to ``messages`` (fitted to the window first), piece by piece."""
+               repeat_penalty: float = 1.0, cancel: threading.Event | None = None,
+               session: object = None) -> Iterator[str]:
+        """The reply to ``messages`` (fitted to the window first), piece by piece. ``session``
+        names the conversation; this engine keeps one cache for all of them and ignores it."""
         rendered, prompt = self._render(self.fit(messages, max_tokens)[0])
         with self._lock:
             self._cancel.clear()
@@ -161,3 +165,9 @@ class LlamaLLM:
 
     def complete(self, messages: list[dict], **kw) -> str:
         return "".join(self.stream(messages, **kw))
+
+    def release(self, session: object) -> None:
+        """The conversation ``session`` has ended (nothing to free here: one shared cache)."""
+
+    def close(self) -> None:
+        self.model.close()
