@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         None, description="Sampling temperature; None = the profile's (0 for the tiny test model).")
     llm_repeat_penalty: float = Field(1.0, description="1.0 = off; chat-tuned models need none.")
     llm_threads: int | None = Field(None, description="CPU threads for llama.cpp; None = auto.")
+    llm_parallel: int | None = Field(
+        None, ge=1, description="Conversations the LLM decodes together, each with its own "
+        "cache; None = the profile's (gpu 16, cpu 2, test 4); 1 = one reply at a time.")
     system_prompt: str = Field(
         "You are a friendly assistant speaking out loud through a 3D avatar. Answer in one to "
         "three short sentences of plain spoken English: no lists, no markdown, no emoji.",
@@ -82,6 +85,11 @@ class Settings(BaseSettings):
     def temperature(self) -> float:
         """LLM_TEMPERATURE, or the profile's when unset."""
         return self.profile.llm_temperature if self.llm_temperature is None else self.llm_temperature
+
+    @property
+    def llm_sequences(self) -> int:
+        """LLM_PARALLEL, or the profile's when unset."""
+        return self.profile.llm_parallel if self.llm_parallel is None else self.llm_parallel
 
     @property
     def web_path(self) -> Path:

@@ -83,6 +83,7 @@ class Profile:
     default_voice: str
     tts_backend: str  # "onnx" or "torch"
     llm_temperature: float = 0.7
+    llm_parallel: int = 1  # conversations the LLM decodes together (LLM_PARALLEL's default)
     spacy_model: str | None = None  # a spaCy pipeline directory for misaki; None: no tagger
     avatar: str | None = None
     sample_wav: str | None = None
@@ -192,6 +193,7 @@ TEST = Profile(
     default_voice="af_heart",
     tts_backend="onnx",
     llm_temperature=0.0,  # a 135M model rambles when sampled
+    llm_parallel=4,
     sample_wav="test/beckett.wav",
     derived=(("test/kokoro-v1.0.int8.durations.onnx", "test/kokoro-v1.0.int8.onnx"),),
 )
@@ -246,6 +248,7 @@ CPU = Profile(
     voices_dir="cpu/voices",
     default_voice="af_heart",
     tts_backend="onnx",
+    llm_parallel=2,  # two cores' worth: more sequences would only queue behind the same cores
     spacy_model=_SPACY_DIR,
     avatar="avatars/mpfb.glb",
     derived=(("cpu/kokoro-v1.0.int8.durations.onnx", "cpu/kokoro-v1.0.int8.onnx"),
@@ -280,6 +283,7 @@ GPU = Profile(
     voices_dir="gpu/kokoro/voices",
     default_voice="af_heart",
     tts_backend="torch",
+    llm_parallel=16,  # 16 × 4096 tokens of KV cache: about 3.7 GB for this model
     spacy_model=_SPACY_DIR,
     avatar="avatars/mpfb.glb",
     derived=((_SPACY_DIR, _SPACY_SM.path),),

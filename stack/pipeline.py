@@ -20,6 +20,7 @@ from pipecat.services.tts_service import TTSService
 from .config import Settings
 from .engines.device import resolve_device
 from .engines.llm import LlamaLLM
+from .engines.llm_batch import BatchedLlamaLLM
 from .engines.stt import WhisperSTT
 from .engines.tts import KokoroTTS, load_tts
 from .services.llm import LocalLlamaLLMService
@@ -56,14 +57,23 @@ def load_engines(settings: Settings) -> Engines:
     return Engines(
         stt=WhisperSTT(root / profile.stt_model, device=device, language=settings.stt_language,
                        beam_size=settings.stt_beam_size),
-        llm=LlamaLLM(root / profile.llm_model, device=device, n_ctx=settings.llm_context_tokens,
-                     threads=settings.llm_threads),
+        llm=load_llm(settings, device),
         tts=load_tts(backend=backend, model_path=root / profile.tts_model,
                      config_path=root / profile.tts_config, voices_dir=root / profile.voices_dir,
                      default_voice=settings.tts_voice or profile.default_voice,
                      spacy_model=spacy_model, device=device),
         device=device,
     )
+
+
+def load_llm(settings: Settings, device: str) -> LlamaLLM:
+    """The LLM engine: batched when more than one conversation may generate at once."""
+    path = settings.models_dir / settings.profile.llm_model
+    if settings.llm_sequences == 1:
+        return LlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens,
+                        threads=settings.llm_threads)
+    return BatchedLlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens,
+                           threads=settings.llm_threads, parallel=settings.llm_sequences)
 
 
 @dataclass

@@ -142,6 +142,8 @@ class BatchedLlamaLLM(LlamaLLM):
         """The reply to ``messages`` (fitted to the window first), piece by piece, decoded
         together with every other conversation's. ``session`` names the conversation, so its
         next turn finds its cached tokens; ``cancel`` stops it before the next step."""
+        if self._closed:  # the model is freed: tokenizing now would crash the process
+            raise RuntimeError("the LLM engine is closed")
         rendered, prompt = self._render(self.fit(messages, max_tokens)[0])
         self._requests += 1
         request = _Request(
@@ -159,6 +161,8 @@ class BatchedLlamaLLM(LlamaLLM):
             while (item := request.out.get()) is not _DONE:
                 if isinstance(item, Exception):
                     raise item
+                if cancel is not None and cancel.is_set():
+                    break  # pieces the scheduler queued before it saw the cancel go unheard
                 yield item
         finally:
             request.abandoned = True  # a consumer that stops early frees the sequence

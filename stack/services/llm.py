@@ -54,6 +54,7 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
         self._engine = engine
         self._repeat_penalty = repeat_penalty
         self._keep_from = 0  # where this conversation's history is cut for the window
+        self._session = object()  # names this conversation to the engine (its cached tokens)
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -74,9 +75,13 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
             return self._engine.stream(
                 fitted, max_tokens=self._settings.max_tokens,
                 temperature=self._settings.temperature, repeat_penalty=self._repeat_penalty,
-                cancel=stop)
+                cancel=stop, session=self._session)
 
         return iterate_in_thread(generate)
+
+    async def cleanup(self):
+        await super().cleanup()
+        self._engine.release(self._session)  # its sequence goes to the next conversation
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
