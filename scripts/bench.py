@@ -7,6 +7,7 @@
     python scripts/bench.py --web                   # lip-sync offset in headless Chromium
     python scripts/bench.py --long 100              # a 100-turn conversation through the pipeline
     python scripts/bench.py --soak 200              # join/leave cycles: memory, threads, tasks
+    python scripts/bench.py --llm-batch 1,2,4       # N conversations on one LLM: batched vs one at a time
 
 Figures: model load time, STT real-time factor, LLM time to first token and tokens/s, TTS time
 to first audio and real-time factor, and how far Kokoro's word starts sit from Whisper's word
@@ -30,6 +31,7 @@ import soundfile as sf  # noqa: E402
 
 from bench_common import commit, machine, write_section  # noqa: E402
 from stack.config import Settings  # noqa: E402
+from stack.engines.device import resolve_device  # noqa: E402
 from stack.engines.stt import resample  # noqa: E402
 from stack.pipeline import load_engines  # noqa: E402
 
@@ -136,6 +138,9 @@ def main() -> int:
                     help="a conversation of TURNS typed turns through the whole pipeline")
     ap.add_argument("--soak", type=int, default=0, metavar="CYCLES",
                     help="CYCLES join/leave cycles through LiveKit (half leave mid-reply)")
+    ap.add_argument("--llm-batch", default="", metavar="SIZES",
+                    help="e.g. 1,2,4: that many conversations on one LLM at once, the batched "
+                    "engine against one reply at a time (scripts/bench_llm_batch.py)")
     args = ap.parse_args()
     kw = {"model_profile": args.profile, "device": args.device}
     if args.models_dir:
@@ -143,6 +148,16 @@ def main() -> int:
     settings = Settings(**kw, _env_file=None)
     stamp = (f"Machine: {machine()}. Profile: `{args.profile}`. Commit: `{commit()}`. "
              f"Date: {datetime.now(timezone.utc):%Y-%m-%d}.")
+    if args.llm_batch:
+        from bench_llm_batch import run_llm_batch_bench
+
+        table, notes = run_llm_batch_bench(
+            settings.models_dir / settings.profile.llm_model, resolve_device(args.device),
+            [int(n) for n in args.llm_batch.split(",")], threads=settings.llm_threads)
+        print(write_section(args.out, f"llm-batch:{args.profile}",
+                            f"Many conversations on one LLM, `{args.profile}`",
+                            f"{stamp} {notes}", table))
+        return 0
     if args.livekit or args.web or args.long or args.soak:
         if args.long:
             from bench_long import run_long_bench

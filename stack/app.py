@@ -13,13 +13,13 @@ import logging
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 
 from .bot import BotManager
 from .config import Settings, get_settings
 from .memory import limit_arenas
 from .pipeline import load_engines
-from .server import ConfigError, create_app
+from .server import ConfigError, NotLoaded, create_app
 
 log = logging.getLogger("stack")
 
@@ -39,7 +39,7 @@ def build_app(settings: Settings) -> FastAPI:
     async def on_conversation(room: str) -> None:
         manager: BotManager | None = state["manager"]
         if manager is None:
-            raise HTTPException(503, state["error"] or "models are still loading; retry shortly")
+            raise NotLoaded(state["error"] or "models are still loading; retry shortly")
         await manager.ensure(room)
 
     def in_room(room: str, identity: str) -> bool:

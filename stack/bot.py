@@ -4,10 +4,10 @@
 token). A session ends when its user leaves, when nobody speaks for ``SESSION_IDLE_SECONDS``, or
 when the manager stops; it then frees its pipeline, tasks and LiveKit connection.
 
-Sharing the models between sessions: each engine serialises its own calls (a lock per model),
-so concurrent rooms queue for the LLM and for Kokoro turn by turn rather than batching; Whisper
-(CTranslate2) serves concurrent requests itself. On one GPU this keeps every session's latency
-predictable for the few simultaneous conversations a team has; see docs/design.md.
+Sharing the models between sessions: the LLM decodes up to LLM_PARALLEL conversations together
+(stack/engines/llm_batch.py), Kokoro synthesises one chunk at a time, Whisper (CTranslate2)
+serves concurrent requests itself; see docs/design.md. At most MAX_CONVERSATIONS sessions run at
+once: ``ensure`` refuses another (``AtCapacity``, a 503 with Retry-After at the HTTP API).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pipecat.workers.runner import WorkerRunner
 from .config import Settings
 from .memory import return_freed_memory
 from .pipeline import Conversation, Engines, build_pipeline
+from .server import AtCapacity
 from .transport import AvatarLiveKitTransport
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class BotManager:
             session = self.sessions.get(room)
             if session is not None and session.task is not None and not session.task.done():
                 return session
+            if len(self.active_rooms()) >= self.settings.conversation_limit:
+                raise AtCapacity(self.settings.conversation_limit)
             session = self._start(room)
             self.sessions[room] = session
         try:

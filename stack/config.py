@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     livekit_url: str = Field("ws://127.0.0.1:7880", description="LiveKit as the bot reaches it.")
     livekit_public_url: str | None = Field(
         None, description="LiveKit as browsers reach it; None = LIVEKIT_URL.")
+    max_conversations: int | None = Field(
+        None, ge=1, description="Conversations this process holds at once; beyond it POST "
+        "/token answers 503 (busy) with Retry-After. None = the profile's (gpu 16, cpu 3, test 8).")
     session_idle_seconds: float = Field(300, description="End a conversation after this long "
                                         "with nobody speaking.")
     session_empty_seconds: float = Field(20, description="End a conversation when its room "
@@ -90,6 +93,12 @@ class Settings(BaseSettings):
     def llm_sequences(self) -> int:
         """LLM_PARALLEL, or the profile's when unset."""
         return self.profile.llm_parallel if self.llm_parallel is None else self.llm_parallel
+
+    @property
+    def conversation_limit(self) -> int:
+        """MAX_CONVERSATIONS, or the profile's when unset."""
+        return (self.profile.max_conversations if self.max_conversations is None
+                else self.max_conversations)
 
     @property
     def web_path(self) -> Path:

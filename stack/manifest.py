@@ -84,6 +84,7 @@ class Profile:
     tts_backend: str  # "onnx" or "torch"
     llm_temperature: float = 0.7
     llm_parallel: int = 1  # conversations the LLM decodes together (LLM_PARALLEL's default)
+    max_conversations: int = 4  # conversations at once per process (MAX_CONVERSATIONS' default)
     spacy_model: str | None = None  # a spaCy pipeline directory for misaki; None: no tagger
     avatar: str | None = None
     sample_wav: str | None = None
@@ -194,6 +195,7 @@ TEST = Profile(
     tts_backend="onnx",
     llm_temperature=0.0,  # a 135M model rambles when sampled
     llm_parallel=4,
+    max_conversations=8,
     sample_wav="test/beckett.wav",
     derived=(("test/kokoro-v1.0.int8.durations.onnx", "test/kokoro-v1.0.int8.onnx"),),
 )
@@ -249,6 +251,7 @@ CPU = Profile(
     default_voice="af_heart",
     tts_backend="onnx",
     llm_parallel=2,  # two cores' worth: more sequences would only queue behind the same cores
+    max_conversations=3,
     spacy_model=_SPACY_DIR,
     avatar="avatars/mpfb.glb",
     derived=(("cpu/kokoro-v1.0.int8.durations.onnx", "cpu/kokoro-v1.0.int8.onnx"),
@@ -284,6 +287,7 @@ GPU = Profile(
     default_voice="af_heart",
     tts_backend="torch",
     llm_parallel=16,  # 16 × 4096 tokens of KV cache: about 3.7 GB for this model
+    max_conversations=16,
     spacy_model=_SPACY_DIR,
     avatar="avatars/mpfb.glb",
     derived=((_SPACY_DIR, _SPACY_SM.path),),

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -85,7 +86,25 @@ class Readiness(BaseModel):
 
 
 class Error(BaseModel):
-    detail: str
+    detail: str = Field(description="What went wrong and what to do, in plain words.")
+    code: Literal["busy", "loading"] | None = Field(
+        None, description="For a client to act on, not the words: `busy` = every conversation "
+        "this server takes is in use (retry after `Retry-After` seconds); `loading` = the models "
+        "are not loaded yet.")
+
+
+class AtCapacity(Exception):
+    """A new conversation would exceed MAX_CONVERSATIONS: the answer is 503 and Retry-After."""
+
+    def __init__(self, limit: int, retry_after: int = 30):
+        super().__init__(f"all avatars are busy: this server holds {limit} conversation"
+                         f"{'s' if limit != 1 else ''} at once and all are in use; try again in "
+                         f"{retry_after} seconds")
+        self.retry_after = retry_after
+
+
+class NotLoaded(Exception):
+    """The models are not loaded (yet, or they failed: the message says which)."""
 
 
 class Avatar(BaseModel):
@@ -174,6 +193,9 @@ class Conversations:
     def __contains__(self, room: str) -> bool:
         return room in self._owners
 
+    def forget(self, room: str) -> None:
+        self._owners.pop(room, None)
+
 
 def check_config(settings: Settings) -> None:
     if settings.dev_mode:
@@ -230,7 +252,11 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
               404: {"model": Error}, 409: {"model": Error}, 413: {"model": Error},
               422: {"description": "invalid name, room or resume key, or other fields"},
               429: {"model": Error},
-              503: {"model": Error}}
+              503: {"model": Error, "description": "`code` busy: every conversation this "
+                    "server takes (MAX_CONVERSATIONS) is in use, retry after `Retry-After` "
+                    "seconds; `code` loading: the models are not loaded yet",
+                    "headers": {"Retry-After": {"description": "seconds",
+                                                "schema": {"type": "integer"}}}}}
 
     @app.post("/token", response_model=TokenResponse, responses=errors,
               dependencies=[Depends(rate_limit), Depends(authorize)])
@@ -261,7 +287,15 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
                .with_identity(identity).with_name(req.name or "Guest")
                .with_grants(grants).with_ttl(timedelta(seconds=ttl)).to_jwt())
         if on_conversation is not None:
-            await on_conversation(room)
+            try:
+                await on_conversation(room)
+            except (AtCapacity, NotLoaded) as e:
+                if not isinstance(req, Rejoin):
+                    conversations.forget(room)  # nobody got its key
+                busy = isinstance(e, AtCapacity)
+                return JSONResponse(Error(detail=str(e), code="busy" if busy else "loading")
+                                    .model_dump(), 503,
+                                    headers={"Retry-After": str(e.retry_after if busy else 10)})
         return TokenResponse(token=jwt, url=settings.livekit_public_url or settings.livekit_url,
                              expires_in=ttl, room=room, identity=identity, resume=key)
 

@@ -384,3 +384,23 @@ async def test_memory_threads_and_tasks_stay_flat_over_many_sessions(stack, beck
     assert r["rss_max"] <= r["rss_base"] * 1.10, r
     assert r["threads_end"] <= r["threads_base"] and r["tasks_end"] <= r["tasks_base"], r
     assert not manager.sessions
+
+
+async def test_one_conversation_too_many_is_told_to_come_back(stack):
+    """MAX_CONVERSATIONS: the next new conversation gets 503 busy with Retry-After (and no room
+    of its own); as soon as one ends, a new one starts again. Someone rejoining a live one is
+    not refused."""
+    manager, token = stack
+    limit = manager.settings.conversation_limit
+    manager.settings = manager.settings.model_copy(update=dict(max_conversations=2))
+    try:
+        a, b = await token(name="Ann"), await token(name="Ben")
+        refused = await token(503, name="Cem")
+        assert refused["code"] == "busy" and "2 conversations" in refused["detail"]
+        assert len(manager.active_rooms()) == 2
+        again = await token(room=a.room, resume=a.resume)  # Ann's own session still runs
+        assert again.room == a.room
+        await manager.stop(b.room)
+        assert (await token(name="Cem")).room not in (a.room, b.room)
+    finally:
+        manager.settings = manager.settings.model_copy(update=dict(max_conversations=limit))

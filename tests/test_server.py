@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from livekit import api as lkapi
 
 from stack.config import Settings
-from stack.server import ConfigError, create_app, openapi_schema
+from stack.server import AtCapacity, ConfigError, NotLoaded, create_app, openapi_schema
 
 SECRET = "s" * 40
 KEY = "correct horse battery staple"
@@ -196,3 +196,19 @@ def test_web_client_served_at_root_and_missing_build_explained(tmp_path):
     bare = TestClient(create_app(_settings(web_dir=tmp_path / "missing")))
     r = bare.get("/")
     assert r.status_code == 404 and "npm --prefix web run build" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("refusal,code,retry", [
+    (AtCapacity(3), "busy", "30"),
+    (NotLoaded("models are still loading; retry shortly"), "loading", "10"),
+])
+def test_no_conversation_to_be_had_is_503_with_a_code_and_retry_after(refusal, code, retry):
+    async def refuse(room: str) -> None:
+        raise refusal
+
+    client = TestClient(create_app(_settings(), on_conversation=refuse))
+    r = client.post("/token", json=BODY, headers=AUTH)
+    assert r.status_code == 503 and r.headers["Retry-After"] == retry
+    assert r.json() == {"detail": str(refusal), "code": code}
+    if code == "busy":
+        assert "all avatars are busy" in r.json()["detail"] and "3 conversations" in r.json()["detail"]

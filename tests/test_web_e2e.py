@@ -130,12 +130,14 @@ def test_lip_sync_offset_is_measured_against_the_heard_audio(session, engines):
 
 
 def test_errors_are_shown_in_plain_words(livekit, settings, tmp_path):
-    """A server with an access key: no key, a wrong key, a refused microphone, no server."""
+    """A server with an access key that holds one conversation: no key, a wrong key, a refused
+    microphone, every avatar busy, no server."""
     key = "correct horse battery staple"
     bot = BotProcess({
         "MODEL_PROFILE": "test", "MODELS_DIR": str(settings.models_dir), "DEVICE": "cpu",
         "ACCESS_KEY": key, "LIVEKIT_URL": livekit.url, "LIVEKIT_API_KEY": LIVEKIT_KEY,
         "LIVEKIT_API_SECRET": LIVEKIT_SECRET, "AVATARS_DIR": str(SHARED_AVATARS),
+        "MAX_CONVERSATIONS": "1",
     }, free_port(), tmp_path / "bot.log")
     try:
         bot.wait_ready()
@@ -148,4 +150,5 @@ def test_errors_are_shown_in_plain_words(livekit, settings, tmp_path):
     assert "needs an access key" in shown["noKey"]
     assert "Access refused" in shown["wrongKey"]
     assert "Microphone access was denied" in shown["micDenied"]
+    assert "All avatars are busy" in shown["busy"] and "30 seconds" in shown["busy"]
     assert "server cannot be reached" in shown["unreachable"]

@@ -1,5 +1,5 @@
 // The errors a person can meet, in real Chromium against a server that requires an access key:
-// no key, a wrong key, the microphone denied, the server unreachable. Prints a JSON object with
+// no key, a wrong key, the microphone denied, every avatar busy, the server unreachable. Prints a JSON object with
 // the message the page showed for each (tests/test_web_e2e.py checks them).
 // Usage: node e2e/errors.mjs BASE_URL ACCESS_KEY
 import { chromium } from "playwright-core";
@@ -29,6 +29,12 @@ try {
   await attempt("wrongKey");
   await page.fill('input[type="password"]', key);
   await attempt("micDenied");
+  // The server holds one conversation (MAX_CONVERSATIONS=1): take it, then the page is refused.
+  await fetch(new URL("/token", base), {
+    method: "POST", body: JSON.stringify({ name: "Other" }),
+    headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+  });
+  await attempt("busy");
   await page.route("**/token", (route) => route.abort("connectionrefused"));
   await attempt("unreachable");
 } catch (e) {

@@ -6,6 +6,7 @@ import {
 } from "livekit-client";
 import type { AvatarDriver, AvatarState } from "./avatar/driver";
 import { fetchClient } from "./api";
+import type { components } from "./gen/api";
 import type { SpeechChunkMessage, SpeechStopMessage } from "./gen/protocol";
 import { Capture, LevelMeter, OnsetDetector, outputLatencyMs } from "./audio";
 import { audioStats, ReceiveDelay } from "./lipsync/receiveDelay";
@@ -88,7 +89,7 @@ export class Conversation {
         body: { name: "Guest" },
         headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
       });
-      if (!data) return this.fail(tokenError(response.status, error));
+      if (!data) return this.fail(tokenError(response, error));
       token = data;
     } catch {
       return this.fail("The server cannot be reached. Check the address and that the service is running.");
@@ -303,11 +304,19 @@ export class Conversation {
   }
 }
 
-function tokenError(status: number, error: unknown): string {
-  const detail = (error as { detail?: unknown } | undefined)?.detail;
+type ApiError = components["schemas"]["Error"];
+
+function tokenError(response: Response, error: unknown): string {
+  const { status } = response;
+  const body = (error ?? {}) as Partial<ApiError>;
+  const detail = typeof body.detail === "string" ? body.detail : undefined;
   if (status === 401) return "This server needs an access key. Enter the key your administrator gave you.";
   if (status === 403) return "Access refused: the access key is wrong.";
   if (status === 429) return "Too many attempts. Wait a minute and try again.";
-  if (status === 503) return `The assistant is not ready yet: ${typeof detail === "string" ? detail : "models are loading"}.`;
-  return `The server refused to start a conversation (${status}${typeof detail === "string" ? `: ${detail}` : ""}).`;
+  if (status === 503 && body.code === "busy") {
+    const seconds = Number(response.headers.get("Retry-After")) || 30;
+    return `All avatars are busy right now: everyone this server can talk to at once is already talking. Try again in ${seconds} seconds.`;
+  }
+  if (status === 503) return `The assistant is not ready yet: ${detail ?? "models are loading"}.`;
+  return `The server refused to start a conversation (${status}${detail ? `: ${detail}` : ""}).`;
 }
