@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from . import metrics
 from .bot import BotManager
 from .config import Settings, get_settings
 from .memory import limit_arenas
@@ -39,6 +40,7 @@ def build_app(settings: Settings) -> FastAPI:
     async def on_conversation(room: str) -> None:
         manager: BotManager | None = state["manager"]
         if manager is None:
+            metrics.CONVERSATIONS_REFUSED.labels("loading").inc()
             raise NotLoaded(state["error"] or "models are still loading; retry shortly")
         await manager.ensure(room)
 

@@ -19,10 +19,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from livekit import api as lkapi
+from pipecat.frames.frames import ErrorFrame, MetricsFrame
+from pipecat.metrics.metrics import ProcessingMetricsData, TTFBMetricsData
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.transports.livekit.transport import LiveKitParams
 from pipecat.workers.runner import WorkerRunner
 
+from . import metrics
 from .config import Settings
 from .memory import return_freed_memory
 from .pipeline import Conversation, Engines, build_pipeline
@@ -41,6 +46,45 @@ def bot_token(settings: Settings, room: str) -> str:
     return (lkapi.AccessToken(settings.livekit_api_key, settings.livekit_api_secret)
             .with_identity(BOT_IDENTITY).with_name("Avatar").with_kind("agent")
             .with_grants(grants).with_ttl(timedelta(hours=6)).to_jwt())
+
+
+class MetricsObserver(BaseObserver):
+    """Feeds stack/metrics.py from one conversation: each stage's time from the services'
+    own Pipecat metrics, and errors by the service that reported them."""
+
+    _STAGES = {("stt", ProcessingMetricsData): "stt", ("llm", TTFBMetricsData): "llm_first_token",
+               ("tts", TTFBMetricsData): "tts_first_audio"}
+
+    def __init__(self):
+        super().__init__(observe_every_push=False)  # each frame once, wherever it travels
+
+    async def on_push_frame(self, data: FramePushed):
+        frame = data.frame
+        if isinstance(frame, MetricsFrame):
+            for m in frame.data:
+                stage = self._STAGES.get((metrics.source_of(m.processor), type(m)))
+                if stage is not None and m.value > 0:
+                    metrics.STAGE.labels(stage).observe(m.value)
+        elif isinstance(frame, ErrorFrame):
+            name = frame.processor.name if frame.processor is not None else ""
+            metrics.ERRORS.labels(metrics.source_of(name)).inc()
+
+
+def observe(worker: PipelineWorker) -> None:
+    """Attach the process's metrics to a conversation's worker."""
+    worker.add_observer(MetricsObserver())
+    latency = UserBotLatencyObserver()
+
+    @latency.event_handler("on_latency_measured")
+    async def _voice_to_voice(_observer, seconds: float):
+        metrics.VOICE_TO_VOICE.observe(seconds)
+
+    worker.add_observer(latency)
+    turns = worker.turn_tracking_observer
+    if turns is not None:
+        @turns.event_handler("on_turn_ended")
+        async def _turn(_observer, _number, _duration, interrupted: bool):
+            metrics.TURNS.labels(str(bool(interrupted)).lower()).inc()
 
 
 @dataclass
@@ -68,6 +112,7 @@ class BotManager:
         self.builder = builder or (lambda **kw: build_pipeline(self.engines, self.settings, **kw))
         self.sessions: dict[str, BotSession] = {}
         self._lock = asyncio.Lock()
+        metrics.watch(lambda: len(self.active_rooms()), engines.llm if engines else None)
 
     async def ensure(self, room: str) -> BotSession:
         """The room's session, started if there is none (or the last one ended)."""
@@ -76,6 +121,7 @@ class BotManager:
             if session is not None and session.task is not None and not session.task.done():
                 return session
             if len(self.active_rooms()) >= self.settings.conversation_limit:
+                metrics.CONVERSATIONS_REFUSED.labels("busy").inc()
                 raise AtCapacity(self.settings.conversation_limit)
             session = self._start(room)
             self.sessions[room] = session
@@ -104,8 +150,10 @@ class BotManager:
             idle_timeout_secs=s.session_idle_seconds,
             cancel_on_idle_timeout=True,
         )
+        observe(worker)
         runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
         session = BotSession(room, conversation, worker, runner, transport)
+        metrics.CONVERSATIONS_STARTED.inc()
 
         @transport.event_handler("on_connected")
         async def _connected(_transport):

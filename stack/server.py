@@ -34,11 +34,12 @@ from typing import Literal
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from livekit import api as lkapi
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import metrics
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -298,6 +299,17 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
                                     headers={"Retry-After": str(e.retry_after if busy else 10)})
         return TokenResponse(token=jwt, url=settings.livekit_public_url or settings.livekit_url,
                              expires_in=ttl, room=room, identity=identity, resume=key)
+
+    @app.get("/metrics", response_class=Response, dependencies=[Depends(authorize)],
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format"},
+                        401: {"model": Error}, 403: {"model": Error}})
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics of this process: conversations, turns, voice to voice and each
+        stage as histograms, LLM tokens, batch sizes and queue waits, errors by service. Needs
+        the access key like the rest of the API (Prometheus: `authorization: {credentials:
+        <ACCESS_KEY>}`)."""
+        return Response(metrics.scrape(), media_type=metrics.CONTENT_TYPE)
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:

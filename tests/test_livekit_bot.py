@@ -52,6 +52,7 @@ async def stack(livekit, engines, settings):
         assert r.status_code == expect, r.text
         return Conversation(**r.json()) if expect == 200 else r.json()
 
+    token.http = http  # for GET /metrics
     yield manager, token
     await manager.stop_all()
     await http.aclose()
@@ -404,3 +405,43 @@ async def test_one_conversation_too_many_is_told_to_come_back(stack):
         assert (await token(name="Cem")).room not in (a.room, b.room)
     finally:
         manager.settings = manager.settings.model_copy(update=dict(max_conversations=limit))
+
+
+async def _scrape(http) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = await http.get("/metrics", headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(r.text) for s in family.samples}
+
+
+async def test_metrics_scrape_counts_a_conversation_and_its_turn(stack, beckett):
+    manager, token = stack
+    assert (await token.http.get("/metrics")).status_code == 401  # the access key, as elsewhere
+    before = await _scrape(token.http)
+    client = Client()
+    conv = await token()
+    await client.join(conv.url, conv.token)
+    await client.silence(0.5)
+    await client.speak(beckett, trailing_s=1.0)
+    assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "no bot speech"
+    await client.silence(3.0)
+    during = await _scrape(token.http)
+    await client.leave()
+
+    def grew(name: str, **labels) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return during.get(key, 0.0) - before.get(key, 0.0)
+
+    assert during[("avatar_conversations_active", ())] >= 1
+    assert grew("avatar_conversations_started_total") >= 1
+    assert grew("avatar_voice_to_voice_seconds_count") >= 1
+    assert grew("avatar_voice_to_voice_seconds_sum") > 0
+    for stage in ("stt", "llm_first_token", "tts_first_audio"):
+        assert grew("avatar_stage_seconds_count", stage=stage) >= 1, stage
+    assert grew("avatar_llm_generated_tokens_total") > 0
+    assert grew("avatar_llm_decode_steps_total") > 0
+    assert await wait_until(lambda: conv.room not in manager.active_rooms(), 15)
+    after = await _scrape(token.http)
+    assert after[("avatar_conversations_active", ())] == during[("avatar_conversations_active", ())] - 1

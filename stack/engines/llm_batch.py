@@ -44,6 +44,8 @@ class BatchStats:
     reused_tokens: int = 0  # prompt tokens found already cached in the sequence
     batch_sequences: int = 0  # sum over steps of the sequences in the step's batch
     decode_seconds: float = 0.0
+    admitted: int = 0  # requests given a sequence
+    queue_seconds: float = 0.0  # their waits for one, summed
     queue_waits: list[float] = field(default_factory=list)  # submit → admitted, seconds (last 1000)
 
 
@@ -239,9 +241,11 @@ class BatchedLlamaLLM(LlamaLLM):
             self._active.append(request)
             self.last_prefilled_tokens = len(request.todo)
             self.stats.reused_tokens += keep
-            waits = self.stats.queue_waits
-            waits.append(time.monotonic() - request.submitted)
-            del waits[:-1000]
+            wait = time.monotonic() - request.submitted
+            self.stats.admitted += 1
+            self.stats.queue_seconds += wait
+            self.stats.queue_waits.append(wait)
+            del self.stats.queue_waits[:-1000]
 
     def _sampler(self, request: _Request):
         from llama_cpp import _internals

@@ -1,0 +1,101 @@
+"""Metrics for operators: ``GET /metrics`` in Prometheus' text format (prometheus-client).
+
+What a person waits for is measured where the bot sees it: voice to voice (the user stopped
+speaking → the bot's first audio leaves), and the stages inside it (Whisper's processing, the
+LLM's first token, Kokoro's first audio), all as histograms per process. Conversations active,
+started and refused; turns; errors by the service that raised them. The LLM engine's own
+counters (tokens generated, prompt tokens read or found cached, decode steps and the sequences
+they carried, queue waits) are read from the engine at scrape time, so the engine needs no
+metrics library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+disable_created_metrics()  # *_created series: noise for a dashboard
+REGISTRY = CollectorRegistry()  # ours alone: tests and scrapes see only these
+
+_LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
+
+CONVERSATIONS_ACTIVE = Gauge("avatar_conversations_active", "Conversations under way now.",
+                             registry=REGISTRY)
+CONVERSATIONS_STARTED = Counter("avatar_conversations_started", "Conversations started.",
+                                registry=REGISTRY)
+CONVERSATIONS_REFUSED = Counter(
+    "avatar_conversations_refused", "Token requests answered 503: busy (MAX_CONVERSATIONS "
+    "reached) or loading (models not loaded).", ["reason"], registry=REGISTRY)
+TURNS = Counter("avatar_turns", "Turns (a user's speech and the bot's answer), by whether the "
+                "user interrupted the answer.", ["interrupted"], registry=REGISTRY)
+VOICE_TO_VOICE = Histogram(
+    "avatar_voice_to_voice_seconds", "From the end of the user's speech (VAD) to the bot "
+    "starting to speak, as the bot sees it.", buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+STAGE = Histogram(
+    "avatar_stage_seconds", "Each stage of an answer: stt (Whisper's processing of a "
+    "segment), llm_first_token, tts_first_audio.", ["stage"], buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY)
+ERRORS = Counter("avatar_errors", "Errors reported in a conversation, by the service that "
+                 "reported them (stt, llm, tts, other).", ["source"], registry=REGISTRY)
+
+
+class _LLMEngineCollector(Collector):
+    """The LLM engine's counters at scrape time (the batched engine keeps them; the
+    one-at-a-time engine has none)."""
+
+    def __init__(self):
+        self.engine = None
+
+    def collect(self):
+        stats = getattr(self.engine, "stats", None)
+        if stats is None:
+            return
+        for name, doc, value in (
+            ("avatar_llm_generated_tokens", "Tokens the LLM generated.", stats.generated_tokens),
+            ("avatar_llm_prompt_tokens_read", "Prompt tokens the LLM read.",
+             stats.prefilled_tokens),
+            ("avatar_llm_prompt_tokens_cached", "Prompt tokens found already in a "
+             "conversation's cache (not read again).", stats.reused_tokens),
+            ("avatar_llm_decode_steps", "llama_decode calls (one step of every sequence).",
+             stats.steps),
+            ("avatar_llm_step_sequences", "Sequences carried by the decode steps, summed "
+             "(÷ steps = mean batch size).", stats.batch_sequences),
+            ("avatar_llm_decode_seconds", "Time spent in llama_decode.", stats.decode_seconds),
+            ("avatar_llm_requests_admitted", "Generations given a sequence.", stats.admitted),
+            ("avatar_llm_queue_seconds", "Time generations waited for a free sequence, "
+             "summed.", stats.queue_seconds),
+        ):
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
+
+
+_LLM = _LLMEngineCollector()
+REGISTRY.register(_LLM)
+
+
+def watch(active: Callable[[], int], llm_engine) -> None:
+    """Read the live conversation count and the LLM engine's counters from these (the latest
+    call wins: one bot per process)."""
+    CONVERSATIONS_ACTIVE.set_function(active)
+    _LLM.engine = llm_engine
+
+
+def scrape() -> bytes:
+    return generate_latest(REGISTRY)
+
+
+_SOURCES = (("STTService", "stt"), ("LLMService", "llm"), ("TTSService", "tts"))
+
+
+def source_of(processor_name: str) -> str:
+    """stt, llm, tts or other, from a Pipecat processor's name (``LocalKokoroTTSService#0``)."""
+    for marker, source in _SOURCES:
+        if marker in processor_name:
+            return source
+    return "other"
