@@ -8,6 +8,7 @@
     python scripts/bench.py --long 100              # a 100-turn conversation through the pipeline
     python scripts/bench.py --soak 200              # join/leave cycles: memory, threads, tasks
     python scripts/bench.py --llm-batch 1,2,4       # N conversations on one LLM: batched vs one at a time
+    python scripts/bench.py --concurrent 1,2,4      # N voice conversations through LiveKit, both engines
 
 Figures: model load time, STT real-time factor, LLM time to first token and tokens/s, TTS time
 to first audio and real-time factor, and how far Kokoro's word starts sit from Whisper's word
@@ -141,6 +142,12 @@ def main() -> int:
     ap.add_argument("--llm-batch", default="", metavar="SIZES",
                     help="e.g. 1,2,4: that many conversations on one LLM at once, the batched "
                     "engine against one reply at a time (scripts/bench_llm_batch.py)")
+    ap.add_argument("--concurrent", default="", metavar="SIZES",
+                    help="e.g. 1,2,4: that many voice conversations at once through LiveKit, "
+                    "the batched LLM engine against one reply at a time (bench_concurrent.py)")
+    ap.add_argument("--questions", type=int, default=3, help="questions per conversation "
+                    "with --concurrent")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds per engine with --concurrent")
     args = ap.parse_args()
     kw = {"model_profile": args.profile, "device": args.device}
     if args.models_dir:
@@ -148,6 +155,15 @@ def main() -> int:
     settings = Settings(**kw, _env_file=None)
     stamp = (f"Machine: {machine()}. Profile: `{args.profile}`. Commit: `{commit()}`. "
              f"Date: {datetime.now(timezone.utc):%Y-%m-%d}.")
+    if args.concurrent:
+        from bench_concurrent import run_concurrent_bench
+
+        table, notes = run_concurrent_bench(settings, [int(n) for n in args.concurrent.split(",")],
+                                            args.questions, args.rounds)
+        print(write_section(args.out, f"concurrent:{args.profile}",
+                            f"Conversations at once through LiveKit, `{args.profile}`",
+                            f"{stamp} {notes}", table))
+        return 0
     if args.llm_batch:
         from bench_llm_batch import run_llm_batch_bench
 

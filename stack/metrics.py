@@ -45,8 +45,7 @@ ERRORS = Counter("avatar_errors", "Errors reported in a conversation, by the ser
 
 
 class _LLMEngineCollector(Collector):
-    """The LLM engine's counters at scrape time (the batched engine keeps them; the
-    one-at-a-time engine has none)."""
+    """The LLM engine's counters at scrape time (both engines keep them: EngineStats)."""
 
     def __init__(self):
         self.engine = None
@@ -66,9 +65,9 @@ class _LLMEngineCollector(Collector):
             ("avatar_llm_step_sequences", "Sequences carried by the decode steps, summed "
              "(÷ steps = mean batch size).", stats.batch_sequences),
             ("avatar_llm_decode_seconds", "Time spent in llama_decode.", stats.decode_seconds),
-            ("avatar_llm_requests_admitted", "Generations given a sequence.", stats.admitted),
-            ("avatar_llm_queue_seconds", "Time generations waited for a free sequence, "
-             "summed.", stats.queue_seconds),
+            ("avatar_llm_requests_admitted", "Generations started.", stats.admitted),
+            ("avatar_llm_queue_seconds", "Time generations waited for a free sequence "
+             "(LLM_PARALLEL=1: for the engine's lock), summed.", stats.queue_seconds),
         ):
             family = CounterMetricFamily(name, doc)
             family.add_metric([], value)

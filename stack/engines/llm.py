@@ -8,12 +8,30 @@ llama-cpp-python's chat completion would, so the budget counts the very tokens t
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .device import resolve_device
 
 REFILL = 0.25  # when the window is full, free this share of it at once (see LlamaLLM.fit)
+
+
+@dataclass
+class EngineStats:
+    """Counters since the engine started (read by the benchmarks and /metrics). The
+    one-at-a-time engine counts a step per token and its prompt tokens as read."""
+
+    steps: int = 0  # llama_decode calls
+    generated_tokens: int = 0
+    prefilled_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens found already cached in the sequence
+    batch_sequences: int = 0  # sum over steps of the sequences in the step's batch
+    decode_seconds: float = 0.0
+    admitted: int = 0  # requests given a sequence
+    queue_seconds: float = 0.0  # their waits for one, summed
+    queue_waits: list[float] = field(default_factory=list)  # submit → admitted, seconds (last 1000)
 
 
 class LlamaLLM:
@@ -63,6 +81,7 @@ class LlamaLLM:
         self.threads = threads
         self.seed = seed
         self.last_prompt_tokens = 0  # of the latest generation: what the budget allowed
+        self.stats = EngineStats()
         self._lock = threading.Lock()
         self._cancel = threading.Event()
 
@@ -146,15 +165,30 @@ class LlamaLLM:
         """The reply to ``messages`` (fitted to the window first), piece by piece. ``session``
         names the conversation; this engine keeps one cache for all of them and ignores it."""
         rendered, prompt = self._render(self.fit(messages, max_tokens)[0])
+        submitted = time.monotonic()
         with self._lock:
+            stats = self.stats
+            stats.admitted += 1
+            stats.queue_seconds += time.monotonic() - submitted
+            stats.queue_waits.append(time.monotonic() - submitted)
+            del stats.queue_waits[:-1000]
             self._cancel.clear()
             self.last_prompt_tokens = len(prompt)
+            stats.prefilled_tokens += len(prompt)  # llama-cpp-python may reuse some: not told
             chunks = self.model.create_completion(
                 prompt, stream=True, max_tokens=max_tokens, temperature=temperature,
                 repeat_penalty=repeat_penalty, stop=rendered.stop,
                 stopping_criteria=rendered.stopping_criteria)
             try:
-                for chunk in chunks:
+                while True:
+                    started = time.perf_counter()
+                    chunk = next(chunks, None)
+                    stats.decode_seconds += time.perf_counter() - started
+                    if chunk is None:
+                        break
+                    stats.steps += 1
+                    stats.batch_sequences += 1
+                    stats.generated_tokens += 1
                     if self._cancel.is_set() or (cancel is not None and cancel.is_set()):
                         break
                     piece = chunk["choices"][0]["text"]

@@ -29,24 +29,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .llm import LlamaLLM
+from .llm import EngineStats, LlamaLLM
 
 _DONE = object()
-
-
-@dataclass
-class BatchStats:
-    """Counters since the engine started (read by the benchmark and the metrics)."""
-
-    steps: int = 0  # llama_decode calls
-    generated_tokens: int = 0
-    prefilled_tokens: int = 0
-    reused_tokens: int = 0  # prompt tokens found already cached in the sequence
-    batch_sequences: int = 0  # sum over steps of the sequences in the step's batch
-    decode_seconds: float = 0.0
-    admitted: int = 0  # requests given a sequence
-    queue_seconds: float = 0.0  # their waits for one, summed
-    queue_waits: list[float] = field(default_factory=list)  # submit → admitted, seconds (last 1000)
 
 
 @dataclass(eq=False)
@@ -125,7 +110,7 @@ class BatchedLlamaLLM(LlamaLLM):
         self._batch = llama_cpp.llama_batch_init(batch_tokens, 0, 1)
         self.parallel = parallel
         self.batch_tokens = batch_tokens
-        self.stats = BatchStats()
+        self.stats = EngineStats()
         self.last_prefilled_tokens = 0  # of the latest admitted request: read, not reused
         self._slots = [_Slot(seq) for seq in range(parallel)]
         self._waiting: collections.deque[_Request] = collections.deque()
