@@ -34,7 +34,7 @@ from bench_common import commit, machine, write_section  # noqa: E402
 from stack.config import Settings  # noqa: E402
 from stack.engines.device import resolve_device  # noqa: E402
 from stack.engines.stt import resample  # noqa: E402
-from stack.pipeline import load_engines  # noqa: E402
+from stack.engines.load import load_engines  # noqa: E402
 
 LLM_PROMPT = [{"role": "system", "content": Settings().system_prompt},
               {"role": "user", "content": "Tell me about the city of Paris in three sentences."}]

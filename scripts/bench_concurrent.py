@@ -30,7 +30,7 @@ from stack.engines.llm import LlamaLLM
 from stack.engines.llm_batch import BatchedLlamaLLM
 from stack.engines.stt import resample
 from stack.livekit_server import LiveKitServer, find_binary
-from stack.pipeline import Engines, load_engines
+from stack.engines.load import Engines, load_engines
 
 STAGGER_S = 1.5
 

@@ -34,7 +34,8 @@ from stack.bot import BotManager  # noqa: E402
 from stack.config import Settings  # noqa: E402
 from stack.engines.stt import resample  # noqa: E402
 from stack.livekit_server import LiveKitServer, find_binary, free_port  # noqa: E402
-from stack.pipeline import Conversation, load_engines  # noqa: E402
+from stack.engines.load import load_engines  # noqa: E402
+from stack.pipeline import Conversation  # noqa: E402
 
 QUESTIONS = [
     "What is the capital of France?",

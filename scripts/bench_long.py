@@ -22,7 +22,8 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  #
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
 from stack.config import Settings  # noqa: E402
-from stack.pipeline import build_pipeline, load_engines  # noqa: E402
+from stack.engines.load import load_engines  # noqa: E402
+from stack.pipeline import build_pipeline  # noqa: E402
 
 TOPICS = ["the moon", "bicycles", "coffee", "volcanoes", "penguins", "the piano", "bread",
           "lighthouses", "honey bees", "chess", "rainbows", "the Roman empire", "sailing",

@@ -23,7 +23,7 @@ from stack.bot import BotManager  # noqa: E402
 from stack.config import Settings  # noqa: E402
 from stack.livekit_server import LiveKitServer, find_binary  # noqa: E402
 from stack.memory import limit_arenas  # noqa: E402
-from stack.pipeline import load_engines  # noqa: E402
+from stack.engines.load import load_engines  # noqa: E402
 from stack.server import create_app  # noqa: E402
 
 KEY, SECRET, ACCESS = "APIsoak", "k" * 40, "soak access key"

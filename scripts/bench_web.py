@@ -27,7 +27,7 @@ from web_session import (  # noqa: E402
 
 from stack.config import Settings  # noqa: E402
 from stack.livekit_server import LiveKitServer, find_binary, free_port  # noqa: E402
-from stack.pipeline import load_engines  # noqa: E402
+from stack.engines.load import load_engines  # noqa: E402
 
 KEY, SECRET = "APIbench", "b" * 40
 QUESTION = "Can you tell me a short story about a friendly robot?"

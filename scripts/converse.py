@@ -22,7 +22,7 @@ import soundfile as sf  # noqa: E402
 
 from stack.config import get_settings  # noqa: E402
 from stack.lipsync import SAMPLE_RATE  # noqa: E402
-from stack.pipeline import load_engines  # noqa: E402
+from stack.engines.load import load_engines  # noqa: E402
 from stack.protocol import chunk_message  # noqa: E402
 
 

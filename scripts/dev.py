@@ -24,15 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
 
-from stack.config import Settings  # noqa: E402
+from stack.config import DEV_KEY, DEV_SECRET, Settings  # noqa: E402
+from stack.livekit_config import livekit_config  # noqa: E402
 from stack.livekit_server import (LIVEKIT_VERSION, LiveKitServer, PortInUse,  # noqa: E402
-                                  check_port_free, find_binary, with_turn)
+                                  check_port_free, find_binary)
 
 STOP_GRACE_S = 3  # Ctrl-C: each process gets this long to finish, then it is killed
 
-DEV_KEY, DEV_SECRET = "devkey", "secret"
 
 
 def main() -> int:
@@ -64,10 +63,7 @@ def main() -> int:
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="avatar-dev-"))
     settings = Settings()
-    config = yaml.safe_load((ROOT / "livekit.yaml").read_text())
-    if settings.turn_host and settings.turn_secret:  # a coturn of your own (coturn/turnserver.conf)
-        config = with_turn(config, host=settings.turn_host, secret=settings.turn_secret,
-                           ttl=settings.turn_ttl_seconds)
+    config = livekit_config(settings)  # TURN_HOST set: a coturn of your own (coturn/turnserver.conf)
     try:
         livekit = LiveKitServer(binary, tmp, DEV_KEY, DEV_SECRET, port=args.livekit_port,
                                 loopback_only=args.loopback, config=config)

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         bad = [s for s in statuses if s.state != "ok"]
         if bad:
             print(missing_report(bad, profile, args.models_dir), file=sys.stderr)
-            fetch = [s for s in bad if s.file in profile.files]  # not the ones made after download
+            fetch = [s for s in bad if s.file is not None]  # not the ones made after download
             known = sum(s.file.size for s in fetch)
             print(f"{len(fetch)} file(s) to fetch ({known / 1e9:.2f} GB known; nothing fetched now)",
                   file=sys.stderr)

@@ -19,8 +19,9 @@ from . import metrics
 from .bot import BotManager
 from .config import Settings, get_settings
 from .memory import limit_arenas
-from .pipeline import load_engines
-from .server import ConfigError, NotLoaded, create_app
+from .engines.load import load_engines
+from .config import ConfigError
+from .server import NotLoaded, create_app
 
 log = logging.getLogger("stack")
 

@@ -30,7 +30,8 @@ from pipecat.workers.runner import WorkerRunner
 from . import metrics
 from .config import Settings
 from .memory import return_freed_memory
-from .pipeline import Conversation, Engines, build_pipeline
+from .engines.load import Engines
+from .pipeline import Conversation, build_pipeline
 from .server import AtCapacity
 from .transport import AvatarLiveKitTransport
 

@@ -13,6 +13,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .manifest import Profile, get_profile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# LiveKit's public development keys (livekit-server --dev): fine on one machine, refused
+# elsewhere (check_config). The defaults below, and what scripts/dev.py runs LiveKit with.
+DEV_KEY, DEV_SECRET = "devkey", "secret"
+
+
+class ConfigError(RuntimeError):
+    """The service refuses to start with this configuration; the message says what to change."""
 
 
 class Settings(BaseSettings):
@@ -81,8 +88,8 @@ class Settings(BaseSettings):
                                   "no TURN (browsers must reach LiveKit directly).")
     turn_secret: str | None = Field(None, description="Shared secret of coturn and LiveKit.")
     turn_ttl_seconds: int = Field(14400, description="Lifetime of a browser's TURN credentials.")
-    livekit_api_key: str = "devkey"
-    livekit_api_secret: str = "secret"
+    livekit_api_key: str = DEV_KEY
+    livekit_api_secret: str = DEV_SECRET
 
     @property
     def temperature(self) -> float:
@@ -111,6 +118,21 @@ class Settings(BaseSettings):
     @property
     def profile(self) -> Profile:
         return get_profile(self.model_profile)
+
+
+def check_config(settings: Settings) -> None:
+    """Refuse a configuration that would be unsafe on a network (unless DEV_MODE)."""
+    if settings.dev_mode:
+        return
+    if (settings.livekit_api_key, settings.livekit_api_secret) == (DEV_KEY, DEV_SECRET):
+        raise ConfigError("LIVEKIT_API_KEY/LIVEKIT_API_SECRET are LiveKit's public dev keys; set "
+                          "your own (the same as in livekit.yaml) or DEV_MODE=true")
+    if len(settings.livekit_api_secret) < 32:
+        raise ConfigError("LIVEKIT_API_SECRET must be at least 32 characters "
+                          "(openssl rand -base64 32)")
+    if not settings.access_key:
+        raise ConfigError("ACCESS_KEY is not set: anyone on the network could start "
+                          "conversations; set one, or DEV_MODE=true on a development machine")
 
 
 @lru_cache

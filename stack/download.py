@@ -34,7 +34,8 @@ class DownloadError(RuntimeError):
 
 @dataclass
 class FileStatus:
-    file: ModelFile
+    file: ModelFile | None  # None: a file made locally after download (Profile.derived)
+    path: str  # relative to the models directory
     state: str  # "ok", "missing", "corrupt"
     detail: str = ""
 
@@ -65,27 +66,32 @@ def check_file(models_dir: Path, mf: ModelFile, lock: dict[str, str] | None = No
     path = Path(models_dir) / mf.path
     if not path.is_file():
         size = f", {mf.size / 1e6:,.1f} MB" if mf.size else ""
-        return FileStatus(mf, "missing", f"would fetch {mf.source.describe()}{size}")
+        return FileStatus(mf, mf.path, "missing", f"would fetch {mf.source.describe()}{size}")
     size = path.stat().st_size
     if mf.size and size != mf.size:
-        return FileStatus(mf, "corrupt", f"size {size} B, expected {mf.size} B")
+        return FileStatus(mf, mf.path, "corrupt", f"size {size} B, expected {mf.size} B")
     expected = expected_sha256(mf, lock or {})
     if not expected:
-        return FileStatus(mf, "corrupt", "no recorded sha256 to check it against")
+        return FileStatus(mf, mf.path, "corrupt", "no recorded sha256 to check it against")
     digest = sha256_of(path)
     if digest != expected:
-        return FileStatus(mf, "corrupt", f"sha256 {digest[:16]}…, expected {expected[:16]}…")
-    return FileStatus(mf, "ok")
+        return FileStatus(mf, mf.path, "corrupt", f"sha256 {digest[:16]}…, expected {expected[:16]}…")
+    return FileStatus(mf, mf.path, "ok")
 
 
-def check_profile(models_dir: Path, profile: Profile) -> list[FileStatus]:
-    """Verify every file of a profile without fetching anything (derived files: presence only)."""
-    lock = read_lock(models_dir, profile)
-    statuses = [check_file(models_dir, mf, lock) for mf in profile.files]
+def check_profile(models_dir: Path, profile: Profile, *, verify: bool = True) -> list[FileStatus]:
+    """Verify every file of a profile without fetching anything (derived files: presence only).
+    ``verify=False``: presence only for all of them (what a process checks when it starts)."""
+    if not verify:
+        statuses = [FileStatus(mf, mf.path,
+                               "ok" if (Path(models_dir) / mf.path).is_file() else "missing")
+                    for mf in profile.files]
+    else:
+        lock = read_lock(models_dir, profile)
+        statuses = [check_file(models_dir, mf, lock) for mf in profile.files]
     for rel, _ in profile.derived:
         if not (Path(models_dir) / rel).exists():
-            statuses.append(FileStatus(ModelFile(rel, "-", 0, URLFile("derived")), "missing",
-                                       "made after download"))
+            statuses.append(FileStatus(None, rel, "missing", "made after download"))
     return statuses
 
 
@@ -103,7 +109,7 @@ class Downloader:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.lock = read_lock(self.models_dir, self.profile)
         for status in check_profile(self.models_dir, self.profile):
-            if status.state == "ok" or status.file.sha256 == "-":  # "-": a derived file
+            if status.state == "ok" or status.file is None:  # derived: made below
                 continue
             self._fetch(status.file)
         self._make_derived()
@@ -256,7 +262,7 @@ def _unpack_spacy_wheel(wheel: Path, dest: Path) -> None:
 
 
 def missing_report(statuses: Iterable[FileStatus], profile: Profile, models_dir: Path) -> str:
-    lines = [f"{s.state}: {Path(models_dir) / s.file.path}" + (f" ({s.detail})" if s.detail else "")
+    lines = [f"{s.state}: {Path(models_dir) / s.path}" + (f" ({s.detail})" if s.detail else "")
              for s in statuses if s.state != "ok"]
     lines.append("fetch with: " + FETCH_HINT.format(profile=profile.name, models_dir=models_dir))
     return "\n".join(lines)

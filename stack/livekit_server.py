@@ -30,22 +30,6 @@ def find_binary() -> str | None:
     return None
 
 
-def with_turn(config: dict, *, host: str, secret: str, port: int = 3478, tls_port: int = 5349,
-              ttl: int = 14400) -> dict:
-    """livekit.yaml plus coturn as TURN server, with time-limited credentials from a shared
-    secret (the same as coturn's --static-auth-secret): LiveKit gives each client a
-    username/password valid for ``ttl`` seconds. The secret never sits in a committed file."""
-    if len(secret) < 32:
-        raise ValueError("TURN_SECRET must be at least 32 characters (openssl rand -base64 32)")
-    rtc = dict(config.get("rtc", {}))
-    rtc["turn_servers"] = [
-        {"host": host, "port": port, "protocol": "udp", "secret": secret, "ttl": ttl},
-        {"host": host, "port": port, "protocol": "tcp", "secret": secret, "ttl": ttl},
-        {"host": host, "port": tls_port, "protocol": "tls", "secret": secret, "ttl": ttl},
-    ]
-    return {**config, "rtc": rtc}
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,7 +1,8 @@
 """The model sets ("profiles") the product runs on: every file pinned by source and sha256.
 
 `scripts/download_models.py` fetches a profile into `models/`; the engines find their files
-through `Profile.path(...)`, so this module is the one place that knows where a model lives.
+through the profile's role fields (``stt_model``, ``llm_model``, …, relative to MODELS_DIR), so
+this module is the one place that knows where a model lives.
 
 Sources:
 - ``HFFile``: a file of a Hugging Face repository at a pinned revision (fetched with huggingface_hub).
@@ -15,7 +16,6 @@ Sources:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -86,13 +86,9 @@ class Profile:
     llm_parallel: int = 1  # conversations the LLM decodes together (LLM_PARALLEL's default)
     max_conversations: int = 4  # conversations at once per process (MAX_CONVERSATIONS' default)
     spacy_model: str | None = None  # a spaCy pipeline directory for misaki; None: no tagger
-    avatar: str | None = None
     sample_wav: str | None = None
     # Files made locally after download: (path, the downloaded file it is made from).
     derived: tuple[tuple[str, str], ...] = field(default=())
-
-    def path(self, models_dir: Path, rel: str) -> Path:
-        return Path(models_dir) / rel
 
 
 # --- test: small real models from the package registries (PyPI, npm) ---------------------------
@@ -253,7 +249,6 @@ CPU = Profile(
     llm_parallel=2,  # two cores' worth: more sequences would only queue behind the same cores
     max_conversations=3,
     spacy_model=_SPACY_DIR,
-    avatar="avatars/mpfb.glb",
     derived=(("cpu/kokoro-v1.0.int8.durations.onnx", "cpu/kokoro-v1.0.int8.onnx"),
              (_SPACY_DIR, _SPACY_SM.path)),
 )
@@ -289,7 +284,6 @@ GPU = Profile(
     llm_parallel=16,  # 16 × 4096 tokens of KV cache: about 3.7 GB for this model
     max_conversations=16,
     spacy_model=_SPACY_DIR,
-    avatar="avatars/mpfb.glb",
     derived=((_SPACY_DIR, _SPACY_SM.path),),
 )
 

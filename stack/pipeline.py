@@ -1,7 +1,7 @@
 """The bot's conversation pipeline: mic audio -> VAD/turns -> STT -> LLM -> TTS -> audio + timings.
 
-Models are loaded once per process (``load_engines``) and shared by every conversation; each
-conversation gets its own pipeline and ``LLMContext`` (``build_pipeline``).
+Models are loaded once per process (``stack.engines.load.load_engines``) and shared by every
+conversation; each conversation gets its own pipeline and ``LLMContext`` (``build_pipeline``).
 """
 
 from __future__ import annotations
@@ -18,62 +18,11 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.tts_service import TTSService
 
 from .config import Settings
-from .engines.device import resolve_device
-from .engines.llm import LlamaLLM
-from .engines.llm_batch import BatchedLlamaLLM
-from .engines.stt import WhisperSTT
-from .engines.tts import KokoroTTS, load_tts
+from .engines.load import Engines
 from .services.llm import LocalLlamaLLMService
 from .services.stt import LocalWhisperSTTService
 from .services.tts import LocalKokoroTTSService
 from .turns import STT_HANG_TIMEOUT_S, user_turn_strategies
-
-
-@dataclass
-class Engines:
-    stt: WhisperSTT
-    llm: LlamaLLM
-    tts: KokoroTTS
-    device: str
-
-
-def load_engines(settings: Settings) -> Engines:
-    """Load the three models of the configured profile from ``settings.models_dir``."""
-    profile = settings.profile
-    root = settings.models_dir
-    missing = [root / f.path for f in profile.files if not (root / f.path).is_file()]
-    missing += [root / rel for rel, _ in profile.derived if not (root / rel).exists()]
-    if missing:  # all at once, with the command that fetches them (hashes: download_models --check)
-        raise FileNotFoundError(
-            f"{len(missing)} model file(s) of profile {profile.name!r} missing: "
-            + ", ".join(map(str, missing[:5])) + (" …" if len(missing) > 5 else "")
-            + f". Fetch them: python scripts/download_models.py --profile {profile.name} "
-            f"--models-dir {root}")
-    device = resolve_device(settings.device)
-    backend = settings.tts_backend
-    if backend == "auto":
-        backend = profile.tts_backend
-    spacy_model = root / profile.spacy_model if profile.spacy_model else None
-    return Engines(
-        stt=WhisperSTT(root / profile.stt_model, device=device, language=settings.stt_language,
-                       beam_size=settings.stt_beam_size),
-        llm=load_llm(settings, device),
-        tts=load_tts(backend=backend, model_path=root / profile.tts_model,
-                     config_path=root / profile.tts_config, voices_dir=root / profile.voices_dir,
-                     default_voice=settings.tts_voice or profile.default_voice,
-                     spacy_model=spacy_model, device=device),
-        device=device,
-    )
-
-
-def load_llm(settings: Settings, device: str) -> LlamaLLM:
-    """The LLM engine: batched when more than one conversation may generate at once."""
-    path = settings.models_dir / settings.profile.llm_model
-    if settings.llm_sequences == 1:
-        return LlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens,
-                        threads=settings.llm_threads)
-    return BatchedLlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens,
-                           threads=settings.llm_threads, parallel=settings.llm_sequences)
 
 
 @dataclass

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import REPO_ROOT, Settings, get_settings
-from .livekit_server import with_turn
-from .server import ConfigError, check_config
+from .config import REPO_ROOT, ConfigError, Settings, check_config, get_settings
+from .livekit_config import livekit_config
 
 FIX = "run `python3 scripts/make_env.py` to write .env with strong secrets, or edit .env"
 
@@ -47,15 +46,6 @@ def problems(settings: Settings, *, turn: bool = False) -> list[str]:
     if (turn or settings.turn_host) and len(settings.turn_secret or "") < 32:
         found.append("TURN_SECRET must be at least 32 characters (openssl rand -base64 32)")
     return found
-
-
-def livekit_config(settings: Settings, base: Path = REPO_ROOT / "livekit.yaml") -> dict:
-    """livekit.yaml as LiveKit should run it in the stack (TURN added when configured)."""
-    config = yaml.safe_load(base.read_text())
-    if settings.turn_host:
-        config = with_turn(config, host=settings.turn_host, secret=settings.turn_secret or "",
-                           ttl=settings.turn_ttl_seconds)
-    return config
 
 
 def host_addresses(settings: Settings) -> list[str]:

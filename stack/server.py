@@ -40,17 +40,12 @@ from livekit import api as lkapi
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import metrics
-from .config import Settings
+from .config import Settings, check_config
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4096
-DEV_KEYS = {("devkey", "secret")}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-class ConfigError(RuntimeError):
-    """The server refuses to start with this configuration; the message says what to change."""
 
 
 class NewConversation(BaseModel):
@@ -196,20 +191,6 @@ class Conversations:
 
     def forget(self, room: str) -> None:
         self._owners.pop(room, None)
-
-
-def check_config(settings: Settings) -> None:
-    if settings.dev_mode:
-        return
-    if (settings.livekit_api_key, settings.livekit_api_secret) in DEV_KEYS:
-        raise ConfigError("LIVEKIT_API_KEY/LIVEKIT_API_SECRET are LiveKit's public dev keys; set "
-                          "your own (the same as in livekit.yaml) or DEV_MODE=true")
-    if len(settings.livekit_api_secret) < 32:
-        raise ConfigError("LIVEKIT_API_SECRET must be at least 32 characters "
-                          "(openssl rand -base64 32)")
-    if not settings.access_key:
-        raise ConfigError("ACCESS_KEY is not set: anyone on the network could start "
-                          "conversations; set one, or DEV_MODE=true on a development machine")
 
 
 def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda: False,

@@ -35,7 +35,7 @@ def settings(models_dir) -> Settings:
 
 @pytest.fixture(scope="session")
 def engines(settings):
-    from stack.pipeline import load_engines
+    from stack.engines.load import load_engines
 
     return load_engines(settings)
 

@@ -18,9 +18,11 @@ import pytest
 import yaml
 
 from stack.config import Settings
-from stack.livekit_server import LiveKitServer, find_binary, free_port, with_turn
+from stack.livekit_config import with_turn
+from stack.livekit_server import LiveKitServer, find_binary, free_port
 from stack.manifest import GPU
-from stack.preflight import coturn_config, host_addresses, livekit_config, problems
+from stack.livekit_config import livekit_config
+from stack.preflight import coturn_config, host_addresses, problems
 from web_session import BOT_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent

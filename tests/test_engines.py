@@ -206,8 +206,40 @@ def test_tts_quick_start_short_first_clause_and_trimmed_lead(engines):
     assert [w.word for c in quick for w in c.timing.words] == [w.word for w in normal[0].timing.words]
 
 
+def test_tts_a_replys_first_chunk_goes_ahead_of_other_replys_later_chunks(engines):
+    """Three long replies under way, then a new one starts: its first chunk is made right after
+    the chunk being made now, not after the later chunks that were already waiting."""
+    done: list[tuple[str, float]] = []
+    first_out = threading.Event()
+
+    def long_reply(name: str):
+        for _chunk in engines.tts.synthesize(" ".join(SENTENCES * 2)):
+            done.append((name, time.monotonic()))
+            first_out.set()
+
+    others = [threading.Thread(target=long_reply, args=(n,)) for n in ("a", "b", "c")]
+    for t in others:
+        t.start()
+    assert first_out.wait(60)
+    time.sleep(0.2)  # the other replies' next chunks are queued by now
+    asked = time.monotonic()
+    first = next(iter(engines.tts.synthesize("Hello there, how can I help?", quick_start=True)))
+    answered = time.monotonic()
+    for t in others:
+        t.join(180)
+    assert first.timing.words[0].word == "Hello"
+    in_between = [name for name, t in done if asked < t < answered]
+    assert len(in_between) <= 1, (in_between, len(done))  # at most the chunk already being made
+
+
+def test_tts_cancel_while_waiting_for_the_engine_makes_nothing(engines):
+    cancel = threading.Event()
+    cancel.set()
+    assert list(engines.tts.synthesize("This is never spoken.", cancel=cancel)) == []
+
+
 def test_missing_model_files_name_the_file_and_the_fix(settings, tmp_path):
-    from stack.pipeline import load_engines
+    from stack.engines.load import load_engines
 
     empty = settings.model_copy(update={"models_dir": tmp_path})
     with pytest.raises(FileNotFoundError) as err:

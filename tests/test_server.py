@@ -8,7 +8,8 @@ from fastapi.testclient import TestClient
 from livekit import api as lkapi
 
 from stack.config import Settings
-from stack.server import AtCapacity, ConfigError, NotLoaded, create_app, openapi_schema
+from stack.config import ConfigError
+from stack.server import AtCapacity, NotLoaded, create_app, openapi_schema
 
 SECRET = "s" * 40
 KEY = "correct horse battery staple"

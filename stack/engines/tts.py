@@ -11,6 +11,7 @@ Invariant: ``len(chunk.audio) == sum(chunk.durations) * 600``.
 
 from __future__ import annotations
 
+import heapq
 import json
 import threading
 from collections.abc import Iterator
@@ -44,10 +45,6 @@ class SpeechChunk:
     audio: np.ndarray  # float32, mono, 24 kHz
     durations: list[int]  # frames of 600 samples, one per input token (BOS and EOS included)
     timing: SpeechTiming
-
-    @property
-    def sample_rate(self) -> int:
-        return SAMPLE_RATE
 
     def pcm16(self) -> bytes:
         return (np.clip(self.audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
@@ -140,6 +137,40 @@ def split_words(words: list[WordPhonemes], max_tokens: int = MAX_TOKENS,
     return chunks
 
 
+class FirstChunksFirst:
+    """One synthesis at a time, and the first chunk of a reply before any later chunk of
+    another: first audio is what a person waits for, while a later chunk has the audio before
+    it still playing. Otherwise in order of arrival."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._busy = False
+        self._waiting: list[tuple[int, int]] = []  # (priority, ticket), a heap
+        self._tickets = 0
+
+    def acquire(self, first: bool, cancel: threading.Event | None = None) -> bool:
+        """Wait for the engine; False if ``cancel`` was set first (the request is gone)."""
+        with self._cond:
+            self._tickets += 1
+            me = (0 if first else 1, self._tickets)
+            heapq.heappush(self._waiting, me)
+            while self._busy or self._waiting[0] != me:
+                if cancel is not None and cancel.is_set():
+                    self._waiting.remove(me)
+                    heapq.heapify(self._waiting)
+                    self._cond.notify_all()
+                    return False
+                self._cond.wait(timeout=0.05 if cancel is not None else None)
+            heapq.heappop(self._waiting)
+            self._busy = True
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+
 class KokoroTTS:
     def __init__(self, backend: KokoroBackend, vocab: dict[str, int], voices: VoiceBank,
                  g2p: G2P, default_voice: str):
@@ -151,7 +182,7 @@ class KokoroTTS:
         self.sample_rate = SAMPLE_RATE
         # One inference at a time per model: onnxruntime and torch are not re-entrant per session,
         # and concurrent calls would only share the same cores/GPU anyway.
-        self._lock = threading.Lock()
+        self._queue = FirstChunksFirst()
         voices.get(default_voice)
 
     @staticmethod
@@ -160,26 +191,38 @@ class KokoroTTS:
             return json.load(f)["vocab"]
 
     def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0, *,
-                   quick_start: bool = False) -> Iterator[SpeechChunk]:
+                   quick_start: bool = False,
+                   cancel: threading.Event | None = None) -> Iterator[SpeechChunk]:
         """``quick_start``, for the start of a reply: the first chunk is a short clause and its
-        leading silence is cut to ``QUICK_START_LEAD_FRAMES``, so it is heard sooner."""
+        leading silence is cut to ``QUICK_START_LEAD_FRAMES``, so it is heard sooner, and it
+        goes ahead of other replies' later chunks. ``cancel`` stops before the next chunk,
+        also while it waits for the engine."""
         words = self.g2p(text)
         groups = split_words(words, first_max_tokens=FIRST_CHUNK_TOKENS if quick_start else None)
         for i, group in enumerate(groups):
-            lead = QUICK_START_LEAD_FRAMES if quick_start and i == 0 else None
-            chunk = self.synthesize_words(group, voice or self.default_voice, speed, max_lead_frames=lead)
+            first = quick_start and i == 0
+            lead = QUICK_START_LEAD_FRAMES if first else None
+            if cancel is not None and cancel.is_set():
+                return
+            chunk = self.synthesize_words(group, voice or self.default_voice, speed,
+                                          max_lead_frames=lead, first=first, cancel=cancel)
             if chunk is not None:
                 yield chunk
 
     def synthesize_words(self, words: list[WordPhonemes], voice: str, speed: float,
-                         max_lead_frames: int | None = None) -> SpeechChunk | None:
+                         max_lead_frames: int | None = None, *, first: bool = False,
+                         cancel: threading.Event | None = None) -> SpeechChunk | None:
         tokens = build_tokens(words, self.vocab)
         n_phonemes = len(tokens.ids) - 2
         if n_phonemes <= 0 or not any(w.is_word for w in words):
             return None
         style = self.voices.style(voice, n_phonemes)
-        with self._lock:
+        if not self._queue.acquire(first, cancel):
+            return None
+        try:
             audio, durations = self.backend.infer(tokens.ids, style, speed)
+        finally:
+            self._queue.release()
         durations = [int(d) for d in durations]
         expected = sum(durations) * FRAME_SAMPLES
         if len(audio) != expected:  # the model's invariant; never paper over a mismatch

@@ -61,8 +61,8 @@ class LocalKokoroTTSService(TTSService):
     def _chunks(self, text: str, voice: str, quick_start: bool) -> AsyncIterator[SpeechChunk]:
         """Kokoro's chunks as they are made, from a worker thread. Interrupted, it never waits
         for the chunk being synthesized (that would hold the interruption back)."""
-        return iterate_in_thread(lambda _stop: self._engine.synthesize(
-            text, voice=voice, speed=self._speed, quick_start=quick_start))
+        return iterate_in_thread(lambda stop: self._engine.synthesize(
+            text, voice=voice, speed=self._speed, quick_start=quick_start, cancel=stop))
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         turn = self._turns.setdefault(context_id, _Turn())

@@ -1,0 +1,63 @@
+"""Load the three engines of a model profile once per process (no Pipecat here: scripts that
+only need the models import this, not the pipeline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Settings
+from ..download import check_profile
+from .device import resolve_device
+from .llm import LlamaLLM
+from .llm_batch import BatchedLlamaLLM
+from .stt import WhisperSTT
+from .tts import KokoroTTS, load_tts
+
+
+@dataclass
+class Engines:
+    stt: WhisperSTT
+    llm: LlamaLLM
+    tts: KokoroTTS
+    device: str
+
+
+def load_engines(settings: Settings) -> Engines:
+    """Load the three models of the configured profile from ``settings.models_dir``."""
+    profile = settings.profile
+    root = settings.models_dir
+    # All missing files at once, with the command that fetches them. Presence only: hashing
+    # gigabytes at every start is download_models.py --check's job.
+    missing = [root / s.path for s in check_profile(root, profile, verify=False)
+               if s.state != "ok"]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} model file(s) of profile {profile.name!r} missing: "
+            + ", ".join(map(str, missing[:5])) + (" …" if len(missing) > 5 else "")
+            + f". Fetch them: python scripts/download_models.py --profile {profile.name} "
+            f"--models-dir {root}")
+    device = resolve_device(settings.device)
+    backend = settings.tts_backend
+    if backend == "auto":
+        backend = profile.tts_backend
+    spacy_model = root / profile.spacy_model if profile.spacy_model else None
+    return Engines(
+        stt=WhisperSTT(root / profile.stt_model, device=device, language=settings.stt_language,
+                       beam_size=settings.stt_beam_size),
+        llm=load_llm(settings, device),
+        tts=load_tts(backend=backend, model_path=root / profile.tts_model,
+                     config_path=root / profile.tts_config, voices_dir=root / profile.voices_dir,
+                     default_voice=settings.tts_voice or profile.default_voice,
+                     spacy_model=spacy_model, device=device),
+        device=device,
+    )
+
+
+def load_llm(settings: Settings, device: str) -> LlamaLLM:
+    """The LLM engine: batched when more than one conversation may generate at once."""
+    path = settings.models_dir / settings.profile.llm_model
+    if settings.llm_sequences == 1:
+        return LlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens,
+                        threads=settings.llm_threads)
+    return BatchedLlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens,
+                           threads=settings.llm_threads, parallel=settings.llm_sequences)
