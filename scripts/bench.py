@@ -9,6 +9,7 @@
     python scripts/bench.py --soak 200              # join/leave cycles: memory, threads, tasks
     python scripts/bench.py --llm-batch 1,2,4       # N conversations on one LLM: batched vs one at a time
     python scripts/bench.py --concurrent 1,2,4      # N voice conversations through LiveKit, both engines
+    python scripts/bench.py --threads               # the engines' thread settings, all busy at once
 
 Figures: model load time, STT real-time factor, LLM time to first token and tokens/s, TTS time
 to first audio and real-time factor, and how far Kokoro's word starts sit from Whisper's word
@@ -148,6 +149,8 @@ def main() -> int:
     ap.add_argument("--questions", type=int, default=3, help="questions per conversation "
                     "with --concurrent")
     ap.add_argument("--rounds", type=int, default=1, help="rounds per engine with --concurrent")
+    ap.add_argument("--threads", action="store_true",
+                    help="the three engines busy at once under several thread settings")
     args = ap.parse_args()
     kw = {"model_profile": args.profile, "device": args.device}
     if args.models_dir:
@@ -155,6 +158,13 @@ def main() -> int:
     settings = Settings(**kw, _env_file=None)
     stamp = (f"Machine: {machine()}. Profile: `{args.profile}`. Commit: `{commit()}`. "
              f"Date: {datetime.now(timezone.utc):%Y-%m-%d}.")
+    if args.threads:
+        from bench_threads import run_threads_bench
+
+        table, notes = run_threads_bench(settings)
+        print(write_section(args.out, f"threads:{args.profile}",
+                            f"Engines sharing the CPU, `{args.profile}`", f"{stamp} {notes}", table))
+        return 0
     if args.concurrent:
         from bench_concurrent import run_concurrent_bench
 

@@ -61,7 +61,7 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
         shared = load_engines(s.model_copy(update=dict(llm_parallel=1)))
         llms = {"one at a time": shared.llm,
                 "batched": BatchedLlamaLLM(path, device=shared.device, n_ctx=s.llm_context_tokens,
-                                           threads=s.llm_threads, parallel=max(sizes))}
+                                           threads=s.thread_budget["llm"], parallel=max(sizes))}
         assert isinstance(shared.llm, LlamaLLM)
         voices = ["am_michael", "bf_emma", "af_bella", "af_heart"]
         audio = {}  # (person, question) -> 16 kHz speech, a voice per person

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -34,6 +35,9 @@ class Settings(BaseSettings):
     # Speech-to-text
     stt_language: str = "en"
     stt_beam_size: int = Field(1, description="1 = greedy: lowest latency.")
+    stt_threads: int | None = Field(
+        None, ge=1, description="CPU threads for Whisper; None = a quarter of the cores. The "
+        "three engines' defaults add up to the cores instead of each taking all of them.")
 
     # LLM
     llm_context_tokens: int = 4096
@@ -41,7 +45,8 @@ class Settings(BaseSettings):
     llm_temperature: float | None = Field(
         None, description="Sampling temperature; None = the profile's (0 for the tiny test model).")
     llm_repeat_penalty: float = Field(1.0, description="1.0 = off; chat-tuned models need none.")
-    llm_threads: int | None = Field(None, description="CPU threads for llama.cpp; None = auto.")
+    llm_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None = "
+                                    "half the cores (the thread budget, see stt_threads).")
     llm_parallel: int | None = Field(
         None, ge=1, description="Conversations the LLM decodes together, each with its own "
         "cache; None = the profile's (gpu 16, cpu 2, test 4); 1 = one reply at a time.")
@@ -55,6 +60,8 @@ class Settings(BaseSettings):
         "auto", description="auto: torch on a GPU, onnx on a CPU (as the profile provides).")
     tts_voice: str | None = Field(None, description="Kokoro voice; None = the profile's default.")
     tts_speed: float = 1.0
+    tts_threads: int | None = Field(None, ge=1, description="CPU threads for Kokoro; None = a "
+                                    "quarter of the cores.")
 
     # Web client and avatars
     web_dir: Path | None = Field(None, description="The built web client (npm --prefix web "
@@ -106,6 +113,16 @@ class Settings(BaseSettings):
         """MAX_CONVERSATIONS, or the profile's when unset."""
         return (self.profile.max_conversations if self.max_conversations is None
                 else self.max_conversations)
+
+    @property
+    def thread_budget(self) -> dict[str, int]:
+        """CPU threads per engine: the settings, else a quarter of the cores for Whisper and for
+        Kokoro and half for the LLM. Each engine's own default takes all the cores, and three
+        engines at once then run slower than with their shares (docs/benchmarks.md)."""
+        cores = os.cpu_count() or 1
+        return {"stt": self.stt_threads or max(1, cores // 4),
+                "llm": self.llm_threads or max(1, cores // 2),
+                "tts": self.tts_threads or max(1, cores // 4)}
 
     @property
     def web_path(self) -> Path:

@@ -37,3 +37,13 @@ def test_env_example_values_load(monkeypatch):
 def test_unknown_profile_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model profile 'big'.*cpu.*gpu.*test"):
         Settings(model_profile="big", _env_file=None).profile
+
+
+def test_thread_budget_adds_up_to_the_cores_unless_set(monkeypatch):
+    from stack.config import Settings
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert Settings(_env_file=None).thread_budget == {"stt": 2, "llm": 4, "tts": 2}
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert Settings(_env_file=None).thread_budget == {"stt": 1, "llm": 1, "tts": 1}
+    assert Settings(stt_threads=3, _env_file=None).thread_budget["stt"] == 3

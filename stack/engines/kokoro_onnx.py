@@ -33,12 +33,16 @@ class KokoroOnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, model_path: Path, *, threads: int | None = None, device: str = "cpu"):
+    def __init__(self, model_path: Path, *, threads: int | None = None, device: str = "cpu",
+                 spin: bool = True):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        if not spin:  # idle threads sleep instead of spinning: the cores go to the other models
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

@@ -41,14 +41,15 @@ def load_engines(settings: Settings) -> Engines:
     if backend == "auto":
         backend = profile.tts_backend
     spacy_model = root / profile.spacy_model if profile.spacy_model else None
+    threads = settings.thread_budget
     return Engines(
         stt=WhisperSTT(root / profile.stt_model, device=device, language=settings.stt_language,
-                       beam_size=settings.stt_beam_size),
+                       beam_size=settings.stt_beam_size, threads=threads["stt"]),
         llm=load_llm(settings, device),
         tts=load_tts(backend=backend, model_path=root / profile.tts_model,
                      config_path=root / profile.tts_config, voices_dir=root / profile.voices_dir,
                      default_voice=settings.tts_voice or profile.default_voice,
-                     spacy_model=spacy_model, device=device),
+                     spacy_model=spacy_model, device=device, threads=threads["tts"]),
         device=device,
     )
 
@@ -56,8 +57,8 @@ def load_engines(settings: Settings) -> Engines:
 def load_llm(settings: Settings, device: str) -> LlamaLLM:
     """The LLM engine: batched when more than one conversation may generate at once."""
     path = settings.models_dir / settings.profile.llm_model
+    threads = settings.thread_budget["llm"]
     if settings.llm_sequences == 1:
-        return LlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens,
-                        threads=settings.llm_threads)
+        return LlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens, threads=threads)
     return BatchedLlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens,
-                           threads=settings.llm_threads, parallel=settings.llm_sequences)
+                           threads=threads, parallel=settings.llm_sequences)

@@ -239,7 +239,7 @@ class KokoroTTS:
 
 def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: Path,
              default_voice: str, spacy_model: Path | None = None, device: str = "cpu",
-             threads: int | None = None) -> KokoroTTS:
+             threads: int | None = None, spin: bool = True) -> KokoroTTS:
     """Build the TTS engine from local files; a missing file is named with the fix."""
     for p in (model_path, config_path, voices_dir):
         if not Path(p).exists():
@@ -249,7 +249,7 @@ def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: P
     elif backend == "onnx":
         from .kokoro_onnx import KokoroOnnxBackend
 
-        impl = KokoroOnnxBackend(model_path, threads=threads, device=device)
+        impl = KokoroOnnxBackend(model_path, threads=threads, device=device, spin=spin)
     else:
         raise ValueError(f"unknown TTS backend {backend!r} (torch or onnx)")
     return KokoroTTS(impl, KokoroTTS.load_vocab(config_path), VoiceBank(voices_dir),
