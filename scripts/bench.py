@@ -7,8 +7,8 @@
     python scripts/bench.py --web                   # lip-sync offset in headless Chromium
     python scripts/bench.py --long 100              # a 100-turn conversation through the pipeline
     python scripts/bench.py --soak 200              # join/leave cycles: memory, threads, tasks
-    python scripts/bench.py --llm-batch 1,2,4       # N conversations on one LLM: batched vs one at a time
-    python scripts/bench.py --concurrent 1,2,4      # N voice conversations through LiveKit, both engines
+    python scripts/bench.py --llm-batch 1,2,4       # N conversations on one LLM, both engines
+    python scripts/bench.py --concurrent 1,2,4      # N voice conversations through LiveKit
     python scripts/bench.py --threads               # the engines' thread settings, all busy at once
 
 Figures: model load time, STT real-time factor, LLM time to first token and tokens/s, TTS time
@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import soundfile as sf  # noqa: E402
-
 from bench_common import commit, machine, write_section  # noqa: E402
+
 from stack.config import Settings  # noqa: E402
 from stack.engines.device import resolve_device  # noqa: E402
-from stack.engines.stt import resample  # noqa: E402
 from stack.engines.load import load_engines  # noqa: E402
+from stack.engines.stt import resample  # noqa: E402
 
 LLM_PROMPT = [{"role": "system", "content": Settings().system_prompt},
               {"role": "user", "content": "Tell me about the city of Paris in three sentences."}]
@@ -61,7 +61,8 @@ def bench(settings: Settings, runs: int, sample: Path) -> list[tuple[str, str]]:
         t = time.perf_counter()
         engines.stt.transcribe(audio)
         times.append(time.perf_counter() - t)
-    rows.append(("STT real-time factor (10 s of speech)", f"{median(times) / (len(audio) / sr):.3f}"))
+    rtf = median(times) / (len(audio) / sr)
+    rows.append(("STT real-time factor (10 s of speech)", f"{rtf:.3f}"))
 
     engines.llm.complete(LLM_PROMPT, max_tokens=8, temperature=0)
     ttfts, rates = [], []
@@ -131,7 +132,8 @@ def main() -> int:
     ap.add_argument("--sample", type=Path, default=None, help="a 16 kHz mono WAV of speech")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--livekit", action="store_true",
-                    help="voice-to-voice turns through a real LiveKit server, ours vs stock Pipecat")
+                    help="voice-to-voice turns through a real LiveKit server, ours vs stock "
+                    "Pipecat")
     ap.add_argument("--turns", type=int, default=5, help="turns per pipeline with --livekit")
     ap.add_argument("--web", action="store_true",
                     help="lip-sync offset in headless Chromium: ours vs text-only and energy")
@@ -163,7 +165,8 @@ def main() -> int:
 
         table, notes = run_threads_bench(settings)
         print(write_section(args.out, f"threads:{args.profile}",
-                            f"Engines sharing the CPU, `{args.profile}`", f"{stamp} {notes}", table))
+                            f"Engines sharing the CPU, `{args.profile}`", f"{stamp} {notes}",
+                            table))
         return 0
     if args.concurrent:
         from bench_concurrent import run_concurrent_bench

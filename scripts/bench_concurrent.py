@@ -22,15 +22,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_livekit import KEY, QUESTIONS, SECRET, _pct, _run_turns
+
 from stack.bot import BotManager
 from stack.config import Settings
 from stack.engines.llm import LlamaLLM
 from stack.engines.llm_batch import BatchedLlamaLLM
+from stack.engines.load import Engines, load_engines
 from stack.engines.stt import resample
 from stack.livekit_server import LiveKitServer, find_binary
-from stack.engines.load import Engines, load_engines
 
 STAGGER_S = 1.5
 

@@ -32,9 +32,9 @@ from lk_client import Client  # noqa: E402
 
 from stack.bot import BotManager  # noqa: E402
 from stack.config import Settings  # noqa: E402
+from stack.engines.load import load_engines  # noqa: E402
 from stack.engines.stt import resample  # noqa: E402
 from stack.livekit_server import LiveKitServer, find_binary, free_port  # noqa: E402
-from stack.engines.load import load_engines  # noqa: E402
 from stack.pipeline import Conversation  # noqa: E402
 
 QUESTIONS = [
@@ -57,7 +57,9 @@ def stock_builder(settings: Settings, llm_url: str, voices_npz: Path):
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import (
-        LLMContextAggregatorPair, LLMUserAggregatorParams)
+        LLMContextAggregatorPair,
+        LLMUserAggregatorParams,
+    )
     from pipecat.services.kokoro.tts import KokoroTTSService
     from pipecat.services.openai.llm import OpenAILLMService
     from pipecat.services.whisper.stt import WhisperSTTService
@@ -74,9 +76,10 @@ def stock_builder(settings: Settings, llm_url: str, voices_npz: Path):
             user_turn_strategies=UserTurnStrategies()))
         stt = WhisperSTTService(settings=WhisperSTTService.Settings(
             model=str(root / profile.stt_model), language="en"), device="cpu", compute_type="int8")
-        llm = OpenAILLMService(base_url=llm_url, api_key="local", settings=OpenAILLMService.Settings(
-            model="local", system_instruction=settings.system_prompt, temperature=settings.temperature,
-            max_tokens=settings.llm_max_tokens))
+        llm = OpenAILLMService(
+            base_url=llm_url, api_key="local", settings=OpenAILLMService.Settings(
+            model="local", system_instruction=settings.system_prompt,
+            temperature=settings.temperature, max_tokens=settings.llm_max_tokens))
         tts = KokoroTTSService(model_path=str(root / onnx), voices_path=str(voices_npz),
                                settings=KokoroTTSService.Settings(voice=profile.default_voice))
         pipeline = Pipeline([transport_input, stt, pair.user(), llm, tts, transport_output,
@@ -142,7 +145,8 @@ async def _run_turns(manager: BotManager, livekit_url: str, room: str, questions
         await client.speak(audio)
         t_end = time.monotonic() + client.source.queued_duration  # last sample leaves the mic
         await client.silence(0.2)
-        got = await client.wait_for(lambda: any(t > t_end for t, _ in client.got.voiced()), 60)
+        got = await client.wait_for(
+            lambda end=t_end: any(t > end for t, _ in client.got.voiced()), 60)
         first = min((t for t, _ in client.got.voiced() if t > t_end), default=None) if got else None
         # wait for the reply to finish: 1.5 s without audible bot audio
         while True:
@@ -153,7 +157,8 @@ async def _run_turns(manager: BotManager, livekit_url: str, room: str, questions
         stages = _metrics(client.got.messages, t_end)
         # Anchor check: a reply's first word should be heard at arrival + lead_ms + its start.
         first_chunk = next(((t, m) for t, m in client.got.messages
-                            if t > t_end and m.get("type") == "speech.chunk" and m["seq"] == 0), None)
+                            if t > t_end and m.get("type") == "speech.chunk" and m["seq"] == 0),
+                           None)
         if first_chunk is not None and first is not None:
             t, m = first_chunk
             stages["anchor"] = [first - (t + (m.get("lead_ms", 0) + m["wtimes"][0]) / 1000)]
@@ -185,7 +190,8 @@ def run_livekit_bench(settings: Settings, turns: int) -> tuple[str, str]:
         stock = BotManager(s, None, builder=stock_builder(s, llm_url, _voices_npz(s, tmp)))
         rows = {}
         for name, manager in (("ours", ours), ("stock Pipecat", stock)):
-            rows[name] = asyncio.run(_run_turns(manager, livekit.url, f"bench-{name[:5]}", questions))
+            rows[name] = asyncio.run(_run_turns(manager, livekit.url, f"bench-{name[:5]}",
+                                                questions))
     finally:
         llama.terminate()
         livekit.stop()

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import numpy as np  # noqa: E402
-
 from bench_common import commit, machine, write_section  # noqa: E402
+
 from stack.engines.llm import LlamaLLM  # noqa: E402
 from stack.engines.llm_batch import BatchedLlamaLLM  # noqa: E402
 

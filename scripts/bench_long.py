@@ -14,8 +14,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipecat.frames.frames import (EndFrame, Frame, LLMMessagesAppendFrame,  # noqa: E402
-                                   OutputTransportMessageFrame, TTSStoppedFrame)
+from pipecat.frames.frames import (  # noqa: E402
+    EndFrame,
+    Frame,
+    LLMMessagesAppendFrame,
+    OutputTransportMessageFrame,
+    TTSStoppedFrame,
+)
 from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
 from pipecat.pipeline.worker import PipelineWorker  # noqa: E402
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402

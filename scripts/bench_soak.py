@@ -17,13 +17,13 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from soak import summary, soak  # noqa: E402
+from soak import soak, summary  # noqa: E402
 
 from stack.bot import BotManager  # noqa: E402
 from stack.config import Settings  # noqa: E402
+from stack.engines.load import load_engines  # noqa: E402
 from stack.livekit_server import LiveKitServer, find_binary  # noqa: E402
 from stack.memory import limit_arenas  # noqa: E402
-from stack.engines.load import load_engines  # noqa: E402
 from stack.server import create_app  # noqa: E402
 
 KEY, SECRET, ACCESS = "APIsoak", "k" * 40, "soak access key"

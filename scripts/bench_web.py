@@ -21,13 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from web_session import (  # noqa: E402
-    SHARED_AVATARS, WINDOW_MS, BotProcess, frame_grids, lip_sync_offsets, run_session, summarize,
+    SHARED_AVATARS,
+    WINDOW_MS,
+    BotProcess,
+    frame_grids,
+    lip_sync_offsets,
+    run_session,
+    summarize,
     write_mic_wav,
 )
 
 from stack.config import Settings  # noqa: E402
-from stack.livekit_server import LiveKitServer, find_binary, free_port  # noqa: E402
 from stack.engines.load import load_engines  # noqa: E402
+from stack.livekit_server import LiveKitServer, find_binary, free_port  # noqa: E402
 
 KEY, SECRET = "APIbench", "b" * 40
 QUESTION = "Can you tell me a short story about a friendly robot?"
@@ -43,7 +49,8 @@ def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
     voice = np.concatenate([c.audio for c in engines.tts.synthesize(QUESTION, voice="am_michael")])
     write_mic_wav(tmp / "q.wav", voice, 24000, lead_s=0.5, tail_s=25)
     livekit = LiveKitServer(find_binary(), tmp, KEY, SECRET)
-    bot = BotProcess({"MODEL_PROFILE": settings.model_profile, "MODELS_DIR": str(settings.models_dir),
+    bot = BotProcess({"MODEL_PROFILE": settings.model_profile,
+                      "MODELS_DIR": str(settings.models_dir),
                       "DEVICE": settings.device, "DEV_MODE": "true", "LIVEKIT_URL": livekit.url,
                       "LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET,
                       "AVATARS_DIR": str(SHARED_AVATARS), "DEFAULT_AVATAR": "brunette-t"},
@@ -60,8 +67,9 @@ def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
     def reference(messages):  # one synthesis per turn, shared by both frame grids
         key = tuple((m["seq"], m["text"]) for m in messages)
         if key not in cache:
-            cache[key] = np.concatenate([c.audio for m in messages for c in
-                                         engines.tts.synthesize(m["text"], quick_start=m["seq"] == 0)])
+            cache[key] = np.concatenate([
+                c.audio for m in messages
+                for c in engines.tts.synthesize(m["text"], quick_start=m["seq"] == 0)])
         return cache[key]
 
     rows = ["| mouth driven by | shown on | words | p50 (ms) | p5 … p95 (ms) | inside IS-191 |",
@@ -70,7 +78,8 @@ def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
         offsets = lip_sync_offsets(session, reference, frames)
         for key, label in METHODS.items():
             s = summarize(offsets[key])
-            matched = f"{s['matched']}/{s['words']}" if s["matched"] != s["words"] else str(s["words"])
+            matched = (f"{s['matched']}/{s['words']}" if s["matched"] != s["words"]
+                       else str(s["words"]))
             rows.append(f"| {label} | {grid} | {matched} | {s['p50']:+.0f} | {s['p5']:+.0f} … "
                         f"{s['p95']:+.0f} | {s['in_window']:.0%} |")
     # Response time where the person is: the page's own latency panel (end of their speech by
@@ -86,7 +95,8 @@ def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
     notes = (f"Offset = mouth shape shown − audio heard, per bot word (+ = mouth late). Audio "
              f"heard: each word found on its own in the page's recording of the received track "
              f"by correlation with Kokoro's audio for it (re-synthesized: Kokoro is "
-             f"deterministic), so holes and stretched pauses in the heard audio count. IS-191 window: "
+             f"deterministic), so holes and stretched pauses in the heard audio count. "
+             f"IS-191 window: "
              f"{WINDOW_MS[0]:+.0f} … {WINDOW_MS[1]:+.0f} ms. Energy: words whose audio raises no "
              f"level onset count as outside. This browser rendered {fps:.0f} frames/s "
              f"(software WebGL on a CPU the bot shares); \"60 Hz display\" shows each shape on the "

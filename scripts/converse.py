@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from stack.config import get_settings  # noqa: E402
-from stack.lipsync import SAMPLE_RATE  # noqa: E402
 from stack.engines.load import load_engines  # noqa: E402
+from stack.lipsync import SAMPLE_RATE  # noqa: E402
 from stack.protocol import chunk_message  # noqa: E402
 
 
@@ -44,7 +44,8 @@ def main() -> int:
     print(f"you:  {question}")
     answer = engines.llm.complete([{"role": "system", "content": settings.system_prompt},
                                    {"role": "user", "content": question}],
-                                  max_tokens=settings.llm_max_tokens, temperature=settings.temperature)
+                                  max_tokens=settings.llm_max_tokens,
+                                  temperature=settings.temperature)
     print(f"bot:  {answer}")
     pieces, messages, offset = [], [], 0
     for seq, chunk in enumerate(engines.tts.synthesize(answer)):

@@ -27,8 +27,13 @@ sys.path.insert(0, str(ROOT))
 
 from stack.config import DEV_KEY, DEV_SECRET, Settings  # noqa: E402
 from stack.livekit_config import livekit_config  # noqa: E402
-from stack.livekit_server import (LIVEKIT_VERSION, LiveKitServer, PortInUse,  # noqa: E402
-                                  check_port_free, find_binary)
+from stack.livekit_server import (  # noqa: E402
+    LIVEKIT_VERSION,
+    LiveKitServer,
+    PortInUse,
+    check_port_free,
+    find_binary,
+)
 
 STOP_GRACE_S = 3  # Ctrl-C: each process gets this long to finish, then it is killed
 
@@ -57,13 +62,14 @@ def main() -> int:
 
     binary = find_binary()
     if binary is None:
-        print(f"error: livekit-server not found. Build it once with Go:\n  GOBIN=~/.cache/avatar-stack/"
-              f"bin/livekit-{LIVEKIT_VERSION} go install github.com/livekit/livekit-server/cmd/"
+        print(f"error: livekit-server not found. Build it once with Go:\n  "
+              f"GOBIN=~/.cache/avatar-stack/bin/livekit-{LIVEKIT_VERSION} "
+              f"go install github.com/livekit/livekit-server/cmd/"
               f"server@{LIVEKIT_VERSION}\nor set LIVEKIT_SERVER_BIN.", file=sys.stderr)
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="avatar-dev-"))
     settings = Settings()
-    config = livekit_config(settings)  # TURN_HOST set: a coturn of your own (coturn/turnserver.conf)
+    config = livekit_config(settings)  # TURN_HOST set: your own coturn (coturn/turnserver.conf)
     try:
         livekit = LiveKitServer(binary, tmp, DEV_KEY, DEV_SECRET, port=args.livekit_port,
                                 loopback_only=args.loopback, config=config)

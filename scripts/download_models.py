@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stack.config import get_settings  # noqa: E402
-from stack.download import DownloadError, Downloader, check_profile, missing_report  # noqa: E402
+from stack.download import Downloader, DownloadError, check_profile, missing_report  # noqa: E402
 from stack.manifest import PROFILES, get_profile  # noqa: E402
 
 
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             print(missing_report(bad, profile, args.models_dir), file=sys.stderr)
             fetch = [s for s in bad if s.file is not None]  # not the ones made after download
             known = sum(s.file.size for s in fetch)
-            print(f"{len(fetch)} file(s) to fetch ({known / 1e9:.2f} GB known; nothing fetched now)",
+            print(f"{len(fetch)} file(s) to fetch ({known / 1e9:.2f} GB known; nothing fetched "
+                  "now)",
                   file=sys.stderr)
             return 1
         print(f"profile {profile.name}: all {len(statuses)} files verified in {args.models_dir}")

@@ -2,8 +2,9 @@
 """Write .env from .env.example with strong, random secrets (standard library only: runs on the
 host before anything is installed).
 
-    python3 scripts/make_env.py                       # then: docker compose -f docker-compose.gpu.yml up -d
-    python3 scripts/make_env.py --turn-host turn.example.internal --public-url wss://avatar.example.internal/rtc
+    python3 scripts/make_env.py    # then: docker compose -f docker-compose.gpu.yml up -d
+    python3 scripts/make_env.py --turn-host turn.example.internal \
+        --public-url wss://avatar.example.internal/rtc
 
 Sets LIVEKIT_API_KEY, LIVEKIT_API_SECRET, TURN_SECRET and ACCESS_KEY (the passphrase people type
 in the page; printed at the end). An existing .env is left alone unless --force.
@@ -52,7 +53,8 @@ def render(example: str, values: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / ".env")
-    ap.add_argument("--turn-host", help="this machine's name or address as browsers reach it (TURN)")
+    ap.add_argument("--turn-host",
+                    help="this machine's name or address as browsers reach it (TURN)")
     ap.add_argument("--public-url", help="LiveKit as browsers reach it, e.g. wss://host/rtc")
     ap.add_argument("--force", action="store_true", help="replace an existing file")
     args = ap.parse_args(argv)

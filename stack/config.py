@@ -101,7 +101,9 @@ class Settings(BaseSettings):
     @property
     def temperature(self) -> float:
         """LLM_TEMPERATURE, or the profile's when unset."""
-        return self.profile.llm_temperature if self.llm_temperature is None else self.llm_temperature
+        if self.llm_temperature is None:
+            return self.profile.llm_temperature
+        return self.llm_temperature
 
     @property
     def llm_sequences(self) -> int:

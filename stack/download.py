@@ -75,7 +75,8 @@ def check_file(models_dir: Path, mf: ModelFile, lock: dict[str, str] | None = No
         return FileStatus(mf, mf.path, "corrupt", "no recorded sha256 to check it against")
     digest = sha256_of(path)
     if digest != expected:
-        return FileStatus(mf, mf.path, "corrupt", f"sha256 {digest[:16]}…, expected {expected[:16]}…")
+        return FileStatus(mf, mf.path, "corrupt",
+                          f"sha256 {digest[:16]}…, expected {expected[:16]}…")
     return FileStatus(mf, mf.path, "ok")
 
 
@@ -157,7 +158,8 @@ class Downloader:
                 "the source changed or the transfer was corrupted; the file was not kept."
             )
         if not mf.sha256 and mf.path not in self.lock:
-            # Not pinnable from where the manifest was written: record it now, verify it from now on.
+            # Not pinnable from where the manifest was written: record it now, verify it from
+            # now on.
             self.lock[mf.path] = digest
             lock_path(self.models_dir, self.profile).write_text(json.dumps(self.lock, indent=1))
             print(f"note: {mf.path} had no pinned sha256; recorded {digest}", file=sys.stderr)
@@ -204,7 +206,8 @@ class Downloader:
                     shutil.copyfileobj(f, out, CHUNK)
 
     def _download(self, url: str, dest: Path, *, label: str) -> None:
-        """HTTP GET with resume: bytes already in ``dest.part`` are asked for with a Range header."""
+        """HTTP GET with resume: bytes already in ``dest.part`` are asked for with a Range
+        header."""
         part = dest.with_name(dest.name + ".part")
         have = part.stat().st_size if part.exists() else 0
         req = urllib.request.Request(url, headers={"User-Agent": "avatar-stack-downloader"})

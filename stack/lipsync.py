@@ -135,7 +135,8 @@ def align(words: list[WordPhonemes], tokens: Tokens, durations: list[int]) -> Sp
             spans.setdefault(wi, [ti, ti])[1] = ti
     for wi in sorted(spans):
         first, last = spans[wi]
-        out.words.append(WordTiming(words[wi].text, starts[first], starts[last + 1] - starts[first]))
+        out.words.append(WordTiming(words[wi].text, starts[first],
+                                    starts[last + 1] - starts[first]))
 
     # Visemes: one segment per articulated phoneme; modifiers lend their time to a neighbour.
     segments: list[list] = []  # [viseme, start_ms, duration_ms]
@@ -172,7 +173,7 @@ def align(words: list[WordPhonemes], tokens: Tokens, durations: list[int]) -> Sp
 
 
 ONSET_LEVEL = 0.01  # RMS (-40 dBFS) of a 5 ms window where the voice counts as audible
-PAUSE_MIN_MS = 150  # quiet this long before a sound makes that sound an onset (the web client's rule)
+PAUSE_MIN_MS = 150  # quiet this long before a sound makes it an onset (the web client's rule)
 
 
 def _loud_windows(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:

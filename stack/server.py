@@ -203,7 +203,8 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
     app = FastAPI(title="avatar-stack", version="1", summary="Token and health API of the bot")
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
     limiter = RateLimiter(settings.rate_limit_per_minute)
 
     @app.middleware("http")
@@ -220,7 +221,8 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
         if not header.lower().startswith("bearer ") or not header[7:].strip():
             raise HTTPException(401, "missing access key (Authorization: Bearer <key>)",
                                 headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(header[7:].strip().encode(), (settings.access_key or "").encode()):
+        given, expected = header[7:].strip().encode(), (settings.access_key or "").encode()
+        if not hmac.compare_digest(given, expected):
             raise HTTPException(403, "wrong access key")
 
     def rate_limit(request: Request) -> None:

@@ -14,7 +14,8 @@ from pipecat.transports.livekit.transport import LiveKitOutputTransport, LiveKit
 
 
 class AnchoredLiveKitOutputTransport(LiveKitOutputTransport):
-    async def send_message(self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame):
+    async def send_message(self,
+                           frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame):
         message = frame.message
         if isinstance(message, dict) and message.get("type") == "speech.chunk":
             source = self._client._audio_source

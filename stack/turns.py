@@ -24,11 +24,15 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from pipecat.frames.frames import (DataFrame, Frame, TranscriptionFrame,
-                                   VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame)
+from pipecat.frames.frames import (
+    DataFrame,
+    Frame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
 from pipecat.turns.types import ProcessFrameResult
-from pipecat.turns.user_start import (TranscriptionUserTurnStartStrategy,
-                                      VADUserTurnStartStrategy)
+from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy, VADUserTurnStartStrategy
 from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 

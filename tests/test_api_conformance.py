@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-
 from conftest import LIVEKIT_KEY, LIVEKIT_SECRET
+
 from stack.config import Settings
 from stack.livekit_server import free_port
 from stack.server import create_app

@@ -16,14 +16,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from web_session import BOT_ARGS
 
 from stack.config import Settings
-from stack.livekit_config import with_turn
+from stack.livekit_config import livekit_config, with_turn
 from stack.livekit_server import LiveKitServer, find_binary, free_port
 from stack.manifest import GPU
-from stack.livekit_config import livekit_config
 from stack.preflight import coturn_config, host_addresses, problems
-from web_session import BOT_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 # compose-go v2.16.2 (the library `docker compose` itself uses), schema/compose-spec.json,
@@ -40,7 +39,8 @@ class ComposeLoader(yaml.SafeLoader):
 
 ComposeLoader.add_constructor("!reset", lambda loader, node: None)
 ComposeLoader.add_constructor(
-    "!override", lambda loader, node: loader.construct_mapping(node) if isinstance(node, yaml.MappingNode)
+    "!override",
+    lambda loader, node: loader.construct_mapping(node) if isinstance(node, yaml.MappingNode)
     else loader.construct_sequence(node))
 
 
@@ -183,11 +183,13 @@ def test_ports_match_livekit_yaml_and_turnserver_conf(gpu):
     port, rtc = LIVEKIT["port"], LIVEKIT["rtc"]
     assert services["bot"]["environment"]["LIVEKIT_URL"] == f"ws://127.0.0.1:{port}"
     assert f"http://127.0.0.1:{port}/" in services["livekit"]["healthcheck"]["test"]
-    turn = dict(re.findall(r"^([a-z-]+)=(\S+)$", (ROOT / "coturn" / "turnserver.conf").read_text(), re.M))
+    conf = (ROOT / "coturn" / "turnserver.conf").read_text()
+    turn = dict(re.findall(r"^([a-z-]+)=(\S+)$", conf, re.M))
     hc = services["coturn"]["healthcheck"]["test"]
     assert hc[hc.index("-p") + 1] == turn["listening-port"]
     servers = with_turn({}, host="h", secret="x" * 32)["rtc"]["turn_servers"]
-    assert {s["port"] for s in servers} == {int(turn["listening-port"]), int(turn["tls-listening-port"])}
+    ports = {int(turn["listening-port"]), int(turn["tls-listening-port"])}
+    assert {s["port"] for s in servers} == ports
     # the firewall list at the top of the file
     header = (ROOT / "docker-compose.gpu.yml").read_text().split("\nname:")[0]
     for documented in (f"{port}/tcp", f"{rtc['tcp_port']}/tcp",
@@ -212,14 +214,16 @@ def test_the_model_step_fetches_what_download_check_lists(gpu, tmp_path):
     models_dir = step["command"][step["command"].index("--models-dir") + 1]
     # the volume the step fills is the one the bot reads, at the bot's MODELS_DIR
     assert f"models:{models_dir}" in step["volumes"]
-    assert f"models:{gpu['services']['bot']['environment']['MODELS_DIR']}:ro" in gpu["services"]["bot"]["volumes"]
+    bot = gpu["services"]["bot"]
+    assert f"models:{bot['environment']['MODELS_DIR']}:ro" in bot["volumes"]
 
     empty = tmp_path / "models"
     r = subprocess.run([sys.executable, "scripts/download_models.py", *step["command"][2:4],
                         "--models-dir", str(empty), "--check"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
-    listed = re.findall(r"^missing: " + re.escape(str(empty)) + r"/(\S+) \(would fetch ([^,)\s]+)", r.stderr, re.M)
+    listed = re.findall(r"^missing: " + re.escape(str(empty)) + r"/(\S+) \(would fetch ([^,)\s]+)",
+                        r.stderr, re.M)
     assert {path for path, _ in listed} == {mf.path for mf in GPU.files}
     assert {src for _, src in listed} == {mf.source.describe() for mf in GPU.files}
     assert f"{len(GPU.files)} file(s) to fetch" in r.stderr
@@ -296,7 +300,8 @@ def preflight_settings(**over) -> Settings:
 
 def test_preflight_refuses_placeholder_secrets_naming_the_fix(tmp_path):
     env = {k: v for k, v in os.environ.items() if k.upper() not in {
-        "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "ACCESS_KEY", "TURN_SECRET", "TURN_HOST", "DEV_MODE"}}
+        "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "ACCESS_KEY", "TURN_SECRET", "TURN_HOST",
+        "DEV_MODE"}}
     out = tmp_path / "livekit.yaml"
     # .env.example as it is: LiveKit's public dev keys, no access key
     r = subprocess.run([sys.executable, "-m", "stack.preflight", "--livekit-config", str(out)],
@@ -310,14 +315,16 @@ def test_preflight_refuses_placeholder_secrets_naming_the_fix(tmp_path):
     assert any("ACCESS_KEY" in p for p in problems(preflight_settings(access_key=None)))
     assert any("DEV_MODE" in p for p in problems(preflight_settings(dev_mode=True)))
     assert problems(preflight_settings()) == []
-    assert any("TURN_SECRET" in p for p in problems(preflight_settings(turn_host=None, turn_secret="x"), turn=True))
+    found = problems(preflight_settings(turn_host=None, turn_secret="x"), turn=True)
+    assert any("TURN_SECRET" in p for p in found)
 
 
 def test_preflight_writes_coturn_its_secret_and_this_host_as_the_one_private_peer(gpu, tmp_path):
     preflight = gpu["services"]["preflight"]
     assert preflight["network_mode"] == "host"  # so it sees the host's own address
     args = preflight["command"]
-    livekit_out, coturn_out = args[args.index("--livekit-config") + 1], args[args.index("--coturn-config") + 1]
+    livekit_out = args[args.index("--livekit-config") + 1]
+    coturn_out = args[args.index("--coturn-config") + 1]
     assert gpu["services"]["livekit"]["command"] == ["--config", livekit_out]
     assert gpu["services"]["coturn"]["command"][1:3] == ["-c", coturn_out]
     for name in ("livekit", "coturn"):
@@ -342,7 +349,8 @@ def test_make_env_writes_secrets_the_preflight_accepts(tmp_path):
     assert problems(Settings(_env_file=str(out))) == []
     again = subprocess.run([sys.executable, "scripts/make_env.py", "--out", str(out)], cwd=ROOT,
                            capture_output=True, text=True)
-    assert again.returncode == 1 and dict(re.findall(r"^([A-Z_]+)=(.*)$", out.read_text(), re.M)) == written
+    assert again.returncode == 1
+    assert dict(re.findall(r"^([A-Z_]+)=(.*)$", out.read_text(), re.M)) == written
 
 
 @pytest.mark.e2e
@@ -354,7 +362,8 @@ def test_livekit_starts_with_the_preflight_config_and_the_compose_keys(tmp_path)
     servers = config["rtc"]["turn_servers"]
     assert {s["secret"] for s in servers} == {SECRETS["TURN_SECRET"]}
     # LiveKit parses its config strictly: the TURN block must be one it knows
-    server = LiveKitServer(binary, tmp_path, SECRETS["LIVEKIT_API_KEY"], SECRETS["LIVEKIT_API_SECRET"],
+    server = LiveKitServer(binary, tmp_path, SECRETS["LIVEKIT_API_KEY"],
+                           SECRETS["LIVEKIT_API_SECRET"],
                            config=json.loads(json.dumps(config)))
     server.stop()
 

@@ -36,7 +36,7 @@ def test_env_example_values_load(monkeypatch):
 
 def test_unknown_profile_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model profile 'big'.*cpu.*gpu.*test"):
-        Settings(model_profile="big", _env_file=None).profile
+        _ = Settings(model_profile="big", _env_file=None).profile
 
 
 def test_thread_budget_adds_up_to_the_cores_unless_set(monkeypatch):

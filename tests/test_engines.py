@@ -6,10 +6,10 @@ import time
 import jiwer
 import numpy as np
 import pytest
-
 from conftest import BECKETT
-from stack.engines.stt import resample
+
 from stack.config import Settings
+from stack.engines.stt import resample
 from stack.lipsync import FRAME_SAMPLES, SAMPLE_RATE
 
 
@@ -156,7 +156,8 @@ def test_tts_round_trip(engines, text):
     assert words[0].start_ms == chunk.durations[0] * 25
     assert chunk.timing.duration_ms - end_ms <= (chunk.durations[-1] + chunk.durations[-2]) * 25
     # visemes tile the chunk
-    assert sum(v.duration_ms for v in chunk.timing.visemes) == pytest.approx(chunk.timing.duration_ms)
+    visemes_ms = sum(v.duration_ms for v in chunk.timing.visemes)
+    assert visemes_ms == pytest.approx(chunk.timing.duration_ms)
 
     heard = engines.stt.transcribe(resample(chunk.audio, SAMPLE_RATE, 16_000))
     assert jiwer.wer(_norm(text), _norm(heard.text)) <= 0.2, heard.text
@@ -203,7 +204,8 @@ def test_tts_quick_start_short_first_clause_and_trimmed_lead(engines):
     assert quick[0].timing.words[0].start_ms == 50
     for c in quick:
         assert len(c.audio) == sum(c.durations) * FRAME_SAMPLES
-    assert [w.word for c in quick for w in c.timing.words] == [w.word for w in normal[0].timing.words]
+    said = [w.word for c in quick for w in c.timing.words]
+    assert said == [w.word for w in normal[0].timing.words]
 
 
 def test_tts_a_replys_first_chunk_goes_ahead_of_other_replys_later_chunks(engines):

@@ -2,8 +2,14 @@
 
 import pytest
 
-from stack.lipsync import (FRAME_MS, OCULUS_VISEMES, PHONEME_TO_VISEME, WordPhonemes, align,
-                           build_tokens)
+from stack.lipsync import (
+    FRAME_MS,
+    OCULUS_VISEMES,
+    PHONEME_TO_VISEME,
+    WordPhonemes,
+    align,
+    build_tokens,
+)
 
 VOCAB = {c: i + 1 for i, c in enumerate(" .,!?ˈˌːhəlOwɜɹdðAIkæpTᵊʌvfnsɪzɛ")}
 

@@ -12,9 +12,9 @@ import httpx
 import jiwer
 import numpy as np
 import pytest
-
 from conftest import BECKETT, LIVEKIT_KEY, LIVEKIT_SECRET
 from lk_client import BOT_RATE, Client, wait_until
+
 from stack.bot import BotManager
 from stack.protocol import MESSAGE_ADAPTER
 from stack.server import create_app
@@ -85,7 +85,8 @@ async def test_conversation_with_timings_before_audio(stack, engines, beckett):
     heard = " ".join(client.got.user_transcripts())
     assert jiwer.wer(_norm(BECKETT), _norm(heard)) <= 0.3, heard
 
-    chunks = [(t, MESSAGE_ADAPTER.validate_python(m)) for t, m in client.got.of_type("speech.chunk")]
+    chunks = [(t, MESSAGE_ADAPTER.validate_python(m))
+              for t, m in client.got.of_type("speech.chunk")]
     voiced = client.got.voiced()
     assert voiced, "bot audio is silent"
     # every turn's first timing message arrives before that turn's first audible sample
@@ -444,4 +445,5 @@ async def test_metrics_scrape_counts_a_conversation_and_its_turn(stack, beckett)
     assert grew("avatar_llm_decode_steps_total") > 0
     assert await wait_until(lambda: conv.room not in manager.active_rooms(), 15)
     after = await _scrape(token.http)
-    assert after[("avatar_conversations_active", ())] == during[("avatar_conversations_active", ())] - 1
+    active = ("avatar_conversations_active", ())
+    assert after[active] == during[active] - 1

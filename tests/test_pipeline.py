@@ -6,10 +6,15 @@ import time
 from collections import defaultdict
 
 import numpy as np
-
-from pipecat.frames.frames import (ErrorFrame, InputAudioRawFrame, OutputTransportMessageFrame,
-                                   OutputTransportMessageUrgentFrame, TTSAudioRawFrame,
-                                   TTSStoppedFrame, UserStartedSpeakingFrame)
+from pipecat.frames.frames import (
+    ErrorFrame,
+    InputAudioRawFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+    TTSAudioRawFrame,
+    TTSStoppedFrame,
+    UserStartedSpeakingFrame,
+)
 from pipecat.tests.utils import SleepFrame, run_test
 
 from stack.pipeline import build_pipeline

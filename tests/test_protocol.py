@@ -19,7 +19,8 @@ def test_committed_schema_matches_the_code():
 
 def test_real_chunk_message_validates_against_the_schema(engines):
     chunk = next(engines.tts.synthesize("Hello world! How are you?"))
-    msg = chunk_message(chunk.timing, chunk.audio, turn_id="t1", seq=0, text=chunk.text, offset_ms=0)
+    msg = chunk_message(chunk.timing, chunk.audio, turn_id="t1", seq=0, text=chunk.text,
+                        offset_ms=0)
     data = json.loads(msg.model_dump_json())
     jsonschema.validate(data, json_schema())
     assert data["words"] == ["Hello", "world", "How", "are", "you"]

@@ -7,8 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from livekit import api as lkapi
 
-from stack.config import Settings
-from stack.config import ConfigError
+from stack.config import ConfigError, Settings
 from stack.server import AtCapacity, NotLoaded, create_app, openapi_schema
 
 SECRET = "s" * 40
@@ -113,7 +112,8 @@ def test_unsafe_configuration_is_refused_outside_dev_mode(kw, message):
 
 
 def test_committed_openapi_matches_the_code():
-    committed = json.loads((Path(__file__).resolve().parent.parent / "docs" / "openapi.json").read_text())
+    path = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+    committed = json.loads(path.read_text())
     assert committed == openapi_schema(), "python -m stack.server > docs/openapi.json"
 
 
@@ -150,7 +150,8 @@ def test_ready_with_a_real_livekit_server_and_a_token_it_accepts(livekit):
 
 def test_cors_allows_only_configured_origins():
     client = TestClient(create_app(_settings(cors_origins=["https://intranet.example"])))
-    pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    pre = {"Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization"}
     ok = client.options("/token", headers={"Origin": "https://intranet.example", **pre})
     assert ok.status_code == 200
     assert ok.headers["access-control-allow-origin"] == "https://intranet.example"
@@ -212,4 +213,5 @@ def test_no_conversation_to_be_had_is_503_with_a_code_and_retry_after(refusal, c
     assert r.status_code == 503 and r.headers["Retry-After"] == retry
     assert r.json() == {"detail": str(refusal), "code": code}
     if code == "busy":
-        assert "all avatars are busy" in r.json()["detail"] and "3 conversations" in r.json()["detail"]
+        detail = r.json()["detail"]
+        assert "all avatars are busy" in detail and "3 conversations" in detail

@@ -13,13 +13,20 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import pytest
-
 from conftest import LIVEKIT_KEY, LIVEKIT_SECRET
-from stack.livekit_server import free_port
 from web_session import (
-    ROOT, SHARED_AVATARS, WEB, BotProcess, frame_grids, lip_sync_offsets, run_session, summarize,
+    ROOT,
+    SHARED_AVATARS,
+    WEB,
+    BotProcess,
+    frame_grids,
+    lip_sync_offsets,
+    run_session,
+    summarize,
     write_mic_wav,
 )
+
+from stack.livekit_server import free_port
 
 QUESTION = "Can you tell me a short story about a friendly robot?"
 ARTIFACTS = ROOT / "test-artifacts" / "web"
@@ -45,7 +52,8 @@ def session(livekit, engines, settings, tmp_path_factory):
     }, free_port(), tmp / "bot.log")
     try:
         bot.wait_ready()
-        # a person's own file (not vroid.glb: meshopt-compressed, and TalkingHead 1.7 cannot load it)
+        # a person's own file (not vroid.glb: meshopt-compressed, which TalkingHead 1.7 cannot
+        # load)
         mine = tmp / "my-avatar.glb"
         shutil.copy(SHARED_AVATARS / "brunette-t.glb", mine)
         # 60 s of talk: two or three replies, enough bot words for the lip-sync measure
@@ -111,7 +119,8 @@ def test_muting_the_microphone_stops_transcription(session):
 def test_lip_sync_offset_is_measured_against_the_heard_audio(session, engines):
     def reference(messages):
         return np.concatenate([c.audio for m in messages
-                               for c in engines.tts.synthesize(m["text"], quick_start=m["seq"] == 0)])
+                               for c in engines.tts.synthesize(m["text"],
+                                                               quick_start=m["seq"] == 0)])
 
     frames = frame_grids(session)["60 Hz display"]
     offsets = lip_sync_offsets(session, reference, frames)

@@ -127,8 +127,10 @@ def _locate(capture: np.ndarray, reference: np.ndarray, guess: int, before: int,
     if len(seg) < len(reference) or not np.any(reference):
         return guess, 0.0
     n = 1 << int(np.ceil(np.log2(len(seg) + len(reference))))
-    corr = np.fft.irfft(np.fft.rfft(seg, n) * np.conj(np.fft.rfft(reference, n)), n)[: len(seg) - len(reference) + 1]
-    energy = np.sqrt(np.convolve(seg ** 2, np.ones(len(reference)), "valid")) * np.linalg.norm(reference)
+    spectrum = np.fft.rfft(seg, n) * np.conj(np.fft.rfft(reference, n))
+    corr = np.fft.irfft(spectrum, n)[: len(seg) - len(reference) + 1]
+    window = np.ones(len(reference))
+    energy = np.sqrt(np.convolve(seg ** 2, window, "valid")) * np.linalg.norm(reference)
     score = corr / np.maximum(energy, 1e-9)
     best = int(np.argmax(score))
     return lo + best, float(score[best])
@@ -189,7 +191,7 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
             sched = {w["index"] - c["scheduled"]["words"][0]["index"]: w["start"]
                      for w in c["scheduled"]["words"]} if c["scheduled"]["words"] else {}
             guess, before, prev_wt = session.sample_at(c["scheduled"]["start"]), 0.8 * rate, 0.0
-            for i, (wt, wd) in enumerate(zip(m["wtimes"], m["wdurations"])):
+            for i, (wt, wd) in enumerate(zip(m["wtimes"], m["wdurations"], strict=True)):
                 # the word's own audio, at least 150 ms of it (short words correlate poorly)
                 a, b = int(wt / 1000 * rate), int((wt + max(wd, 150)) / 1000 * rate)
                 guess += (wt - prev_wt) / 1000 * rate
@@ -204,7 +206,8 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
                     out["predicted"].append(_first_frame_at(frames, predicted) - heard)
                 out["text"].append(_first_frame_at(frames, c["arrival"] + c["textOnly"][i]) - heard)
                 near = opens[(opens >= heard - 100) & (opens <= heard + 300)]
-                out["energy"].append(float(near[np.argmin(np.abs(near - heard))] - heard) if len(near) else np.nan)
+                out["energy"].append(float(near[np.argmin(np.abs(near - heard))] - heard)
+                                     if len(near) else np.nan)
     return out
 
 

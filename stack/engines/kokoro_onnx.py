@@ -52,7 +52,8 @@ class KokoroOnnxBackend:
             raise ValueError(f"{model_path} does not output durations; re-run the model download")
         self._outputs = ["audio", DURATION_TENSOR]
 
-    def infer(self, token_ids: list[int], style: np.ndarray, speed: float) -> tuple[np.ndarray, np.ndarray]:
+    def infer(self, token_ids: list[int], style: np.ndarray,
+              speed: float) -> tuple[np.ndarray, np.ndarray]:
         audio, durations = self.session.run(self._outputs, {
             "tokens": np.asarray([token_ids], dtype=np.int64),
             "style": np.asarray(style, dtype=np.float32).reshape(1, 256),

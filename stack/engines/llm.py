@@ -60,7 +60,7 @@ class LlamaLLM:
             model_path=str(model_path),
             # A subclass that decodes on a context of its own keeps this one token-sized.
             n_ctx=n_ctx if own_context else 64,
-            n_gpu_layers=-1 if self.device == "cuda" else 0,  # all layers on the GPU when there is one
+            n_gpu_layers=-1 if self.device == "cuda" else 0,  # all layers on the GPU if any
             n_threads=threads,
             seed=seed,
             verbose=False,

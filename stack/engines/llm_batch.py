@@ -62,7 +62,8 @@ class _Request:
     next_token: int | None = None  # sampled, to be decoded in the next step
     generated: int = 0
     sampler: object = None
-    decoder: object = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    decoder: object = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     held: str = ""  # text that could be the start of a stop string
 
     def cancelled(self) -> bool:

@@ -16,7 +16,8 @@ def resample(audio: np.ndarray, src: int, dst: int = SAMPLE_RATE) -> np.ndarray:
     """Linear-interpolation resampling, e.g. Kokoro's 24 kHz speech for Whisper: enough for
     recognition, not for listening."""
     n = int(round(len(audio) * dst / src))
-    return np.interp(np.linspace(0, len(audio) - 1, n), np.arange(len(audio)), audio).astype(np.float32)
+    positions = np.linspace(0, len(audio) - 1, n)
+    return np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ class WhisperSTT:
                                     "python scripts/download_models.py")
         self.device = resolve_device(device)
         self.compute_type = compute_type or ("float16" if self.device == "cuda" else "int8")
-        self.model = WhisperModel(str(model_dir), device=self.device, compute_type=self.compute_type,
-                                  cpu_threads=threads, local_files_only=True)
+        self.model = WhisperModel(str(model_dir), device=self.device,
+                                  compute_type=self.compute_type, cpu_threads=threads,
+                                  local_files_only=True)
         self.language = language
         self.beam_size = beam_size
 

@@ -21,8 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..lipsync import (FRAME_SAMPLES, SAMPLE_RATE, SpeechTiming, WordPhonemes, align,
-                       build_tokens)
+from ..lipsync import FRAME_SAMPLES, SAMPLE_RATE, SpeechTiming, WordPhonemes, align, build_tokens
 from .g2p import G2P
 
 MAX_TOKENS = 400  # Kokoro's context is 512 tokens; shorter chunks also start playing sooner
@@ -35,7 +34,8 @@ QUICK_START_LEAD_FRAMES = 2  # 50 ms of Kokoro's ~300 ms leading silence kept be
 class KokoroBackend(Protocol):
     name: str
 
-    def infer(self, token_ids: list[int], style: np.ndarray, speed: float) -> tuple[np.ndarray, np.ndarray]:
+    def infer(self, token_ids: list[int], style: np.ndarray,
+              speed: float) -> tuple[np.ndarray, np.ndarray]:
         ...
 
 
@@ -64,10 +64,12 @@ class KokoroTorchBackend:
                             model=str(model_path)).to(device).eval()
         self.device = device
 
-    def infer(self, token_ids: list[int], style: np.ndarray, speed: float) -> tuple[np.ndarray, np.ndarray]:
+    def infer(self, token_ids: list[int], style: np.ndarray,
+              speed: float) -> tuple[np.ndarray, np.ndarray]:
         torch = self.torch
         ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
-        ref = torch.as_tensor(np.asarray(style, dtype=np.float32).reshape(1, 256), device=self.device)
+        ref = torch.as_tensor(np.asarray(style, dtype=np.float32).reshape(1, 256),
+                              device=self.device)
         audio, durations = self.model.forward_with_tokens(ids, ref, speed)
         return (audio.reshape(-1).float().cpu().numpy(),
                 durations.reshape(-1).cpu().numpy().astype(np.int64))
@@ -81,7 +83,7 @@ class VoiceBank:
         self._cache: dict[str, np.ndarray] = {}
 
     def names(self) -> list[str]:
-        return sorted({p.stem for p in self.dir.glob("*.bin")} | {p.stem for p in self.dir.glob("*.pt")})
+        return sorted({p.stem for pattern in ("*.bin", "*.pt") for p in self.dir.glob(pattern)})
 
     def get(self, name: str) -> np.ndarray:
         if name not in self._cache:
@@ -243,7 +245,8 @@ def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: P
     """Build the TTS engine from local files; a missing file is named with the fix."""
     for p in (model_path, config_path, voices_dir):
         if not Path(p).exists():
-            raise FileNotFoundError(f"{p} is missing; fetch it with python scripts/download_models.py")
+            raise FileNotFoundError(
+                f"{p} is missing; fetch it with python scripts/download_models.py")
     if backend == "torch":
         impl: KokoroBackend = KokoroTorchBackend(config_path, model_path, device)
     elif backend == "onnx":

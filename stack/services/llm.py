@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 
 from pipecat.adapters.llm.services.open_ai_adapter import OpenAILLMAdapter
-from pipecat.frames.frames import (Frame, LLMContextFrame, LLMFullResponseEndFrame,
-                                   LLMFullResponseStartFrame)
+from pipecat.frames.frames import (
+    Frame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+)
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
@@ -114,7 +118,8 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
         await self.push_frame(LLMFullResponseEndFrame())
 
     async def run_inference(self, context: LLMContext, max_tokens: int | None = None,
-                            system_instruction: str | None = None, response_schema=None) -> str | None:
+                            system_instruction: str | None = None,
+                            response_schema=None) -> str | None:
         messages = await self._messages(context)
         if system_instruction:
             messages = [{"role": "system", "content": system_instruction},

@@ -23,7 +23,8 @@ from ..turns import SegmentTranscribedFrame, SegmentTranscriptionFrame
 
 class LocalWhisperSTTService(SegmentedSTTService):
     def __init__(self, engine: WhisperSTT, **kwargs):
-        # ttfs: end of speech -> final transcript, p99; Whisper on a short utterance, CPU worst case.
+        # ttfs: end of speech -> final transcript, p99; Whisper on a short utterance, CPU worst
+        # case.
         kwargs.setdefault("ttfs_p99_latency", 1.0)
         super().__init__(sample_rate=SAMPLE_RATE,
                          settings=STTSettings(model=None, language=engine.language), **kwargs)

@@ -16,9 +16,15 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-from pipecat.frames.frames import (BotStoppedSpeakingFrame, ErrorFrame, Frame,
-                                   InterruptionFrame, OutputTransportMessageFrame,
-                                   OutputTransportMessageUrgentFrame, TTSAudioRawFrame)
+from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
+    ErrorFrame,
+    Frame,
+    InterruptionFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+    TTSAudioRawFrame,
+)
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
@@ -38,7 +44,8 @@ class _Turn:
 
 
 class LocalKokoroTTSService(TTSService):
-    def __init__(self, engine: KokoroTTS, *, voice: str | None = None, speed: float = 1.0, **kwargs):
+    def __init__(self, engine: KokoroTTS, *, voice: str | None = None, speed: float = 1.0,
+                 **kwargs):
         super().__init__(
             push_start_frame=True,
             push_stop_frames=True,
