@@ -172,26 +172,31 @@ def align(words: list[WordPhonemes], tokens: Tokens, durations: list[int]) -> Sp
     return out
 
 
-ONSET_LEVEL = 0.01  # RMS (-40 dBFS) of a 5 ms window where the voice counts as audible
-PAUSE_MIN_MS = 150  # quiet this long before a sound makes it an onset (the web client's rule)
+# The onset rule, the one definition both sides use: the bot here, on the audio it sends; the
+# page on the audio it hears (web/public/onset-worklet.js, given these through the protocol
+# schema's "x-onset-rule", generated into web/src/gen/onset.ts).
+ONSET_WINDOW_MS = 5  # the rule looks at windows this long
+ONSET_LEVEL = 0.01  # RMS (-40 dBFS) of a window where the voice counts as audible
+ONSET_SAMPLE_LEVEL = 2 * ONSET_LEVEL  # in the first loud window, the onset is the first sample
+PAUSE_MIN_MS = 150  # quiet this long before a sound makes it an onset
 
 
 def _loud_windows(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
-    win = max(1, sample_rate // 200)
+    win = max(1, sample_rate * ONSET_WINDOW_MS // 1000)
     n = len(audio) // win
     frames = audio[: n * win].reshape(n, win)
     return np.sqrt((frames ** 2).mean(axis=1)) >= ONSET_LEVEL, win
 
 
 def _onset_in(audio: np.ndarray, i: int, win: int, sample_rate: int) -> float:
-    """The first sample of loud window ``i`` above twice ``ONSET_LEVEL`` (its start if none), ms."""
-    first = int(np.argmax(np.abs(audio[i * win:(i + 1) * win]) >= 2 * ONSET_LEVEL))
+    """The first sample of loud window ``i`` at ``ONSET_SAMPLE_LEVEL`` (its start if none), ms."""
+    first = int(np.argmax(np.abs(audio[i * win:(i + 1) * win]) >= ONSET_SAMPLE_LEVEL))
     return (i * win + first) * 1000 / sample_rate
 
 
 def voice_pauses_ms(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[tuple[float, float]]:
     """The quiet stretches a listener with the onset rule hears in ``audio``: (start, end) in ms of
-    every run of 5 ms windows below ``ONSET_LEVEL`` that lasts ``PAUSE_MIN_MS`` or more and ends
+    every run of windows below ``ONSET_LEVEL`` that lasts ``PAUSE_MIN_MS`` or more and ends
     in voice (the end is that voice's onset; the chunk's start counts as quiet). Natural pauses
     hide in stop consonants' durations too, so the visemes alone cannot say where they are; a
     client compares these with the pauses it hears and so tells a pause from a hole in the audio."""

@@ -18,7 +18,17 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .lipsync import OCULUS_VISEMES, SAMPLE_RATE, SpeechTiming, voice_onset_ms, voice_pauses_ms
+from .lipsync import (
+    OCULUS_VISEMES,
+    ONSET_LEVEL,
+    ONSET_SAMPLE_LEVEL,
+    ONSET_WINDOW_MS,
+    PAUSE_MIN_MS,
+    SAMPLE_RATE,
+    SpeechTiming,
+    voice_onset_ms,
+    voice_pauses_ms,
+)
 
 PROTOCOL_VERSION = 1
 
@@ -106,6 +116,15 @@ def json_schema() -> dict:
     schema = MESSAGE_ADAPTER.json_schema(mode="serialization")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"Avatar lip-sync protocol v{PROTOCOL_VERSION}"
+    # Not a message: the numbers both sides must agree on to find the same voice onsets
+    # (``onset_ms``, ``pauses``); the web client's copy is generated from here.
+    schema["x-onset-rule"] = {
+        "description": "A window of windowMs whose RMS reaches level is voice; voice after at "
+        "least pauseMinMs of quiet windows is an onset, at its window's first sample whose "
+        "magnitude reaches sampleLevel.",
+        "windowMs": ONSET_WINDOW_MS, "level": ONSET_LEVEL, "sampleLevel": ONSET_SAMPLE_LEVEL,
+        "pauseMinMs": PAUSE_MIN_MS,
+    }
     return schema
 
 

@@ -1,15 +1,17 @@
 // Runs on the audio thread, so it sees every sample whatever the page's frame rate: posts the
 // context time where the bot's voice starts after a quiet stretch, and how long it was quiet.
-// Same rule as the bot's stack.lipsync.voice_onset_ms and voice_pauses_ms: the first loud sample
-// of the first 5 ms window above `level`, after at least `quietMs` of windows below it.
+// Same rule as the bot's stack.lipsync.voice_onset_ms and voice_pauses_ms, with its numbers
+// (src/gen/onset.ts, passed by src/audio.ts): the first sample reaching `sampleLevel` of the
+// first `windowMs` window whose RMS reaches `level`, after at least `pauseMinMs` of quiet ones.
 class Onset extends AudioWorkletProcessor {
   constructor(options) {
     super();
-    const o = (options && options.processorOptions) || {};
-    this.level = o.level || 0.01;
-    this.quietNeeded = (o.quietMs || 150) / 1000;
+    const rule = options.processorOptions;
+    this.level = rule.level;
+    this.sampleLevel = rule.sampleLevel;
+    this.quietNeeded = rule.pauseMinMs / 1000;
     this.quietFor = 0;
-    this.win = new Float32Array(Math.round(sampleRate / 200));
+    this.win = new Float32Array(Math.round((sampleRate * rule.windowMs) / 1000));
     this.fill = 0;
     this.winStart = 0; // context time of the window's first sample
   }
@@ -34,7 +36,7 @@ class Onset extends AudioWorkletProcessor {
     }
     if (this.quietFor >= this.quietNeeded) {
       let first = 0;
-      while (first < w.length - 1 && Math.abs(w[first]) < 2 * this.level) first++;
+      while (first < w.length - 1 && Math.abs(w[first]) < this.sampleLevel) first++;
       this.port.postMessage({ time: this.winStart + first / sampleRate, quiet: this.quietFor });
     }
     this.quietFor = 0;

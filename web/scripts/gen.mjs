@@ -2,6 +2,7 @@
 // never carries a hand-copied guess:
 //   docs/openapi.json         -> src/gen/api.ts       (HTTP API; python -m stack.server)
 //   docs/protocol.schema.json -> src/gen/protocol.ts  (lip-sync messages; python -m stack.protocol)
+//                                src/gen/onset.ts     (the onset rule's numbers)
 // and copies three.js' Draco decoder into public/draco, so avatars never need a CDN.
 import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
 import { compile } from "json-schema-to-typescript";
@@ -21,6 +22,12 @@ const types = await compile(protocol, "BotMessage", {
   bannerComment: banner, additionalProperties: false, unreachableDefinitions: true,
 });
 await writeFile(new URL("protocol.ts", out), types);
+
+// The onset rule's numbers (stack/lipsync.py), the page's only copy of them.
+const { description, ...rule } = protocol["x-onset-rule"];
+await writeFile(new URL("onset.ts", out), `${banner}/** ${description} */
+export const ONSET_RULE = ${JSON.stringify(rule)} as const;
+`);
 
 await cp(new URL("../node_modules/three/examples/jsm/libs/draco/gltf/", import.meta.url),
   new URL("../public/draco/", import.meta.url), { recursive: true });

@@ -1,6 +1,8 @@
 // Listening to audio tracks in the page: the microphone's level meter, when the bot's voice
 // starts (onsets, on the audio thread) and, in measurement mode, a sample-exact recording of the
 // bot's voice as heard.
+import { ONSET_RULE } from "./gen/onset";
+
 let shared: AudioContext | null = null;
 export function audioContext(): AudioContext {
   shared ??= new AudioContext({ latencyHint: "interactive" });
@@ -79,12 +81,12 @@ export class OnsetDetector {
   private source: MediaStreamAudioSourceNode | null = null;
   private node: AudioWorkletNode | null = null;
 
-  async attach(track: MediaStreamTrack, onOnset: (pageTime: number, quietMs: number) => void, level = 0.01): Promise<void> {
+  async attach(track: MediaStreamTrack, onOnset: (pageTime: number, quietMs: number) => void): Promise<void> {
     this.detach();
     const ctx = audioContext();
     await ctx.audioWorklet.addModule(new URL("onset-worklet.js", document.baseURI).href);
     this.source = ctx.createMediaStreamSource(new MediaStream([track]));
-    this.node = new AudioWorkletNode(ctx, "onset", { processorOptions: { level, quietMs: 150 } });
+    this.node = new AudioWorkletNode(ctx, "onset", { processorOptions: ONSET_RULE });
     this.node.port.onmessage = (e: MessageEvent<{ time: number; quiet: number }>) =>
       onOnset(contextToPage(ctx, e.data.time), e.data.quiet * 1000);
     this.source.connect(this.node);

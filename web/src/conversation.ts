@@ -184,7 +184,7 @@ export class Conversation {
     const el = track.attach(); // the bot's voice plays from the WebRTC track itself
     el.id = "bot-audio";
     document.body.appendChild(el);
-    void this.bot.attach(track.mediaStreamTrack, (t, quietMs) => this.onOnset(t, quietMs), VOICE_LEVEL / 2);
+    void this.bot.attach(track.mediaStreamTrack, (t, quietMs) => this.onOnset(t, quietMs));
     this.delay = new ReceiveDelay(outputLatencyMs());
     if (this.measure) {
       this.log.capture = new Capture(track.mediaStreamTrack);

@@ -12,6 +12,7 @@
 // the bot announced (`ptimes`; the jitter buffer stretches pauses) moves what follows onto it,
 // one inside scheduled voice ends a hole (the sender fell behind) and moves what follows by the
 // hole's length: `align()` again. This module is pure so its rules are unit-tested.
+import { ONSET_RULE } from "../gen/onset";
 import type { SpeechChunkMessage, SpeechStopMessage } from "../gen/protocol";
 
 export type Viseme = SpeechChunkMessage["visemes"][number];
@@ -64,8 +65,8 @@ export const REANCHOR_MS = 250;
  * plays out later than its stats say, rarely sooner). */
 export const ALIGN_EARLY_MS = 400;
 export const ALIGN_LATE_MS = 1000;
-/** The onset rule: voice after at least this much quiet (web/public/onset-worklet.js). */
-export const PAUSE_MIN_MS = 150;
+/** The onset rule: voice after at least this much quiet (stack/lipsync.py, via src/gen/onset.ts). */
+export const PAUSE_MIN_MS = ONSET_RULE.pauseMinMs;
 /** A heard onset ends an announced pause when that pause overlaps the quiet just heard (give or
  * take PAUSE_SLACK_MS) and its own onset is at most RESYNC_MAX_MS away. */
 export const PAUSE_SLACK_MS = 100;
