@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from livekit import api as lkapi
@@ -46,7 +45,7 @@ def bot_token(settings: Settings, room: str) -> str:
                                agent=True)
     return (lkapi.AccessToken(settings.livekit_api_key, settings.livekit_api_secret)
             .with_identity(BOT_IDENTITY).with_name("Avatar").with_kind("agent")
-            .with_grants(grants).with_ttl(timedelta(hours=6)).to_jwt())
+            .with_grants(grants).with_ttl(BOT_TOKEN_TTL).to_jwt())
 
 
 class MetricsObserver(BaseObserver):
@@ -88,18 +87,112 @@ def observe(worker: PipelineWorker) -> None:
             metrics.TURNS.labels(str(bool(interrupted)).lower()).inc()
 
 
-@dataclass
-class BotSession:
-    room: str
-    conversation: Conversation
-    worker: PipelineWorker
-    runner: WorkerRunner
-    transport: AvatarLiveKitTransport | None = None
-    task: asyncio.Task | None = None
-    joined: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 PipelineBuilder = Callable[..., Conversation]
+
+
+JOIN_TIMEOUT_S = 15  # ensure() waits this long for the bot to be in its room
+STOP_TIMEOUT_S = 10  # stop() waits this long for a session to end, then cancels its task
+EMPTY_POLL_S = 0.5  # how often a session checks whether anyone is left in its room
+BOT_TOKEN_TTL = timedelta(hours=6)  # the bot's own LiveKit token; sessions end long before
+
+
+class BotSession:
+    """One conversation: its pipeline and LiveKit transport, the handlers and watchdog that end
+    it when its person leaves, and its run loop. ``on_end`` is called once it has ended."""
+
+    def __init__(self, settings: Settings, room: str, builder: PipelineBuilder,
+                 on_end: Callable[[BotSession], None]):
+        self.settings, self.room, self._on_end = settings, room, on_end
+        self.transport = AvatarLiveKitTransport(
+            settings.livekit_url, bot_token(settings, room), room,
+            # LiveKit's own sender thread plays out up to a second queued here, so a busy event
+            # loop (a CPU shared with the models) does not leave holes in the bot's voice; an
+            # interruption clears the queue, so barge-in does not wait for it.
+            params=LiveKitParams(audio_in_enabled=True, audio_out_enabled=True,
+                                 audio_out_queue_size_ms=1000))
+        self.conversation = builder(transport_input=self.transport.input(),
+                                    transport_output=self.transport.output())
+        self.worker = PipelineWorker(
+            self.conversation.pipeline,
+            params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=24000,
+                                  enable_metrics=True, enable_usage_metrics=True),
+            enable_rtvi=True,
+            idle_timeout_secs=settings.session_idle_seconds,
+            cancel_on_idle_timeout=True,
+        )
+        observe(self.worker)
+        self.runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
+        self.joined = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.transport.add_event_handler("on_connected", self._connected)
+        self.transport.add_event_handler("on_participant_left", self._left)
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"bot:{self.room}")
+        # Once the task is done its frame, and with it the pipeline, is gone: trim then.
+        self.task.add_done_callback(lambda _task: asyncio.get_running_loop().run_in_executor(
+            None, return_freed_memory))
+        metrics.CONVERSATIONS_STARTED.inc()
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def people(self) -> list[str]:
+        """Who is in the room besides the bot (nobody while the bot is not connected)."""
+        try:
+            return [p for p in self.transport.get_participants() if p != BOT_IDENTITY]
+        except AttributeError:  # not connected (yet, or any more)
+            return []
+
+    async def stop(self, reason: str = "stopped") -> None:
+        if not self.running:
+            return
+        await self.worker.cancel(reason=reason)
+        try:
+            await asyncio.wait_for(self.task, timeout=STOP_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            self.task.cancel()
+
+    async def _connected(self, _transport) -> None:
+        self.joined.set()
+
+    async def _left(self, _transport, _participant, _reason) -> None:
+        # One person per conversation: when they leave, the session ends and frees its parts.
+        if not self.people():
+            log.info("the user left room %s: ending its session", self.room)
+            await self.worker.cancel(reason="user left")
+
+    async def _end_when_empty(self) -> None:
+        """Also catches a user who left before the bot saw them join (no event then)."""
+        loop = asyncio.get_running_loop()
+        empty_since = None
+        limit = self.settings.session_empty_seconds
+        while True:
+            await asyncio.sleep(EMPTY_POLL_S)
+            if not self.joined.is_set():
+                continue
+            if self.people():
+                empty_since = None
+            elif empty_since is None:
+                empty_since = loop.time()
+            elif loop.time() - empty_since > limit:
+                log.info("room %s has been empty for %.0f s: ending its session", self.room, limit)
+                await self.worker.cancel(reason="nobody in the room")
+                return
+
+    async def _run(self) -> None:
+        watchdog = asyncio.create_task(self._end_when_empty())
+        try:
+            await self.runner.add_workers(self.worker)
+            await self.runner.run()
+        except Exception:  # a broken session must not take the server down
+            log.exception("bot session for room %s failed", self.room)
+        finally:
+            watchdog.cancel()
+            self.joined.set()
+            self._on_end(self)
+            log.info("bot session for room %s ended", self.room)
 
 
 class BotManager:
@@ -119,119 +212,36 @@ class BotManager:
         """The room's session, started if there is none (or the last one ended)."""
         async with self._lock:
             session = self.sessions.get(room)
-            if session is not None and session.task is not None and not session.task.done():
+            if session is not None and session.running:
                 return session
             if len(self.active_rooms()) >= self.settings.conversation_limit:
                 metrics.CONVERSATIONS_REFUSED.labels("busy").inc()
                 raise AtCapacity(self.settings.conversation_limit)
-            session = self._start(room)
+            session = BotSession(self.settings, room, self.builder, self._forget)
             self.sessions[room] = session
+            session.start()
         try:
-            await asyncio.wait_for(session.joined.wait(), timeout=15)
+            await asyncio.wait_for(session.joined.wait(), timeout=JOIN_TIMEOUT_S)
         except asyncio.TimeoutError:
-            log.warning("bot for room %s has not joined after 15 s", room)
+            log.warning("bot for room %s has not joined after %d s", room, JOIN_TIMEOUT_S)
         return session
 
-    def _start(self, room: str) -> BotSession:
-        s = self.settings
-        transport = AvatarLiveKitTransport(
-            s.livekit_url, bot_token(s, room), room,
-            # LiveKit's own sender thread plays out up to a second queued here, so a busy event
-            # loop (a CPU shared with the models) does not leave holes in the bot's voice; an
-            # interruption clears the queue, so barge-in does not wait for it.
-            params=LiveKitParams(audio_in_enabled=True, audio_out_enabled=True,
-                                 audio_out_queue_size_ms=1000))
-        conversation = self.builder(transport_input=transport.input(),
-                                    transport_output=transport.output())
-        worker = PipelineWorker(
-            conversation.pipeline,
-            params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=24000,
-                                  enable_metrics=True, enable_usage_metrics=True),
-            enable_rtvi=True,
-            idle_timeout_secs=s.session_idle_seconds,
-            cancel_on_idle_timeout=True,
-        )
-        observe(worker)
-        runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
-        session = BotSession(room, conversation, worker, runner, transport)
-        metrics.CONVERSATIONS_STARTED.inc()
-
-        @transport.event_handler("on_connected")
-        async def _connected(_transport):
-            session.joined.set()
-
-        @transport.event_handler("on_participant_left")
-        async def _left(_transport, participant, reason):
-            # One person per conversation: when they leave, the session ends and frees its parts.
-            if not [p for p in transport.get_participants() if p != BOT_IDENTITY]:
-                log.info("the user left room %s: ending its session", room)
-                await worker.cancel(reason="user left")
-
-        async def end_when_empty():
-            """Also catches a user who left before the bot saw them join (no event then)."""
-            loop = asyncio.get_running_loop()
-            empty_since = None
-            while True:
-                await asyncio.sleep(0.5)
-                if not session.joined.is_set():
-                    continue
-                try:
-                    others = [p for p in transport.get_participants() if p != BOT_IDENTITY]
-                except AttributeError:  # not connected (yet, or any more)
-                    others = []
-                if others:
-                    empty_since = None
-                elif empty_since is None:
-                    empty_since = loop.time()
-                elif loop.time() - empty_since > s.session_empty_seconds:
-                    log.info("room %s has been empty for %.0f s: ending its session", room,
-                             s.session_empty_seconds)
-                    await worker.cancel(reason="nobody in the room")
-                    return
-
-        async def run():
-            watchdog = asyncio.create_task(end_when_empty())
-            try:
-                await runner.add_workers(worker)
-                await runner.run()
-            except Exception:  # a broken session must not take the server down
-                log.exception("bot session for room %s failed", room)
-            finally:
-                watchdog.cancel()
-                session.joined.set()
-                if self.sessions.get(room) is session:  # forget it: its pipeline can be freed
-                    del self.sessions[room]
-                log.info("bot session for room %s ended", room)
-
-        session.task = asyncio.create_task(run(), name=f"bot:{room}")
-        # Once the task is done its frame, and with it the pipeline, is gone: trim then.
-        session.task.add_done_callback(lambda _task: asyncio.get_running_loop().run_in_executor(
-            None, return_freed_memory))
-        return session
+    def _forget(self, session: BotSession) -> None:
+        if self.sessions.get(session.room) is session:  # its pipeline can be freed now
+            del self.sessions[session.room]
 
     def in_room(self, room: str, identity: str) -> bool:
         """Whether ``identity`` is connected to ``room`` now, as the room's bot sees it."""
         session = self.sessions.get(room)
-        if session is None or session.transport is None or session.task is None \
-                or session.task.done():
-            return False
-        try:
-            return identity in session.transport.get_participants()
-        except AttributeError:  # not connected
-            return False
+        return session is not None and session.running and identity in session.people()
 
     def active_rooms(self) -> list[str]:
-        return [r for r, s in self.sessions.items() if s.task is not None and not s.task.done()]
+        return [r for r, s in self.sessions.items() if s.running]
 
     async def stop(self, room: str) -> None:
         session = self.sessions.get(room)
-        if session is None or session.task is None or session.task.done():
-            return
-        await session.worker.cancel(reason="stopped")
-        try:
-            await asyncio.wait_for(session.task, timeout=10)
-        except asyncio.TimeoutError:
-            session.task.cancel()
+        if session is not None:
+            await session.stop()
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(r) for r in list(self.sessions)))

@@ -1,7 +1,7 @@
 "use client";
 
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { useEffect, useRef, useState, useSyncExternalStore } from "react";
+import { memo, useEffect, useRef, useState, useSyncExternalStore } from "react";
 import { $api } from "@/api";
 import type { AvatarDriver } from "@/avatar/driver";
 import { type ChatLine, type Connection, Conversation, type Snapshot } from "@/conversation";
@@ -25,7 +25,7 @@ const CONNECTION_WORDS: Record<Connection, string> = {
 };
 const STATE_WORDS = { idle: "Waiting", listening: "Listening", thinking: "Thinking", speaking: "Speaking" };
 const IDLE: Snapshot = {
-  connection: "idle", error: null, warning: null, notice: null, muted: false, micLevel: 0, devices: [], deviceId: null,
+  connection: "idle", error: null, needsKey: false, warning: null, notice: null, muted: false, devices: [], deviceId: null,
   lines: [], speaking: null, avatarState: "idle", latencies: [],
 };
 
@@ -69,12 +69,23 @@ function Talk() {
 
   useEffect(() => {
     if (!driver || !avatarUrl) return;
+    let current = true; // a newer choice supersedes this load: its progress and errors are not shown
     setProgress(0);
     setAvatarError(null);
-    driver.show(avatarUrl, (loaded, total) => setProgress(total ? loaded / total : null))
-      .then(() => setProgress(1))
-      .catch(() => { setProgress(1); setAvatarError("This avatar file could not be loaded. It must be a GLB with ARKit and Oculus viseme blend shapes."); });
+    driver.show(avatarUrl, (loaded, total) => { if (current) setProgress(total ? loaded / total : null); })
+      .then(() => { if (current) setProgress(1); })
+      .catch(() => {
+        if (!current) return;
+        setProgress(1);
+        setAvatarError("This avatar file could not be loaded. It must be a GLB with ARKit and Oculus viseme blend shapes.");
+      });
+    return () => { current = false; };
   }, [driver, avatarUrl]);
+  // A person's own file is a blob: URL; the one it replaces is freed.
+  const chooseAvatar = (url: string) => setAvatarUrl((previous) => {
+    if (previous?.startsWith("blob:")) URL.revokeObjectURL(previous);
+    return url;
+  });
 
   const active = snap.connection !== "idle" && snap.connection !== "failed";
   const start = async () => {
@@ -82,7 +93,7 @@ function Talk() {
     localStorage.setItem("accessKey", accessKey);
     await conversation.start(accessKey, snap.deviceId);
   };
-  const needsKey = snap.error?.includes("access key") ?? false;
+  const needsKey = snap.needsKey;
 
   return (
     <main className="mx-auto flex min-h-full max-w-6xl flex-col gap-4 p-3 md:p-6">
@@ -137,7 +148,7 @@ function Talk() {
               className="rounded-lg bg-slate-700 px-4 py-2 disabled:opacity-40" aria-pressed={snap.muted}>
               {snap.muted ? "Unmute microphone" : "Mute microphone"}
             </button>
-            <Meter level={snap.micLevel} />
+            <Meter conversation={conversation} />
           </div>
 
           <div className="grid gap-2 text-sm sm:grid-cols-2">
@@ -152,7 +163,7 @@ function Talk() {
             <label className="flex flex-col gap-1">
               <span className="text-slate-400">Avatar</span>
               <select data-testid="avatar-choice" className="rounded bg-slate-800 p-2" value={avatarUrl ?? ""}
-                onChange={(e) => setAvatarUrl(e.target.value)}>
+                onChange={(e) => chooseAvatar(e.target.value)}>
                 {avatars.data?.avatars.map((a) => <option key={a.name} value={a.url}>{a.name}</option>)}
                 {avatarUrl?.startsWith("blob:") && <option value={avatarUrl}>Your file</option>}
               </select>
@@ -160,7 +171,7 @@ function Talk() {
             <label className="flex flex-col gap-1">
               <span className="text-slate-400">Your own avatar (GLB file)</span>
               <input type="file" accept=".glb,model/gltf-binary" className="text-xs"
-                onChange={(e) => { const f = e.target.files?.[0]; if (f) setAvatarUrl(URL.createObjectURL(f)); }} />
+                onChange={(e) => { const f = e.target.files?.[0]; if (f) chooseAvatar(URL.createObjectURL(f)); }} />
             </label>
             {(needsKey || accessKey) && (
               <label className="flex flex-col gap-1">
@@ -179,7 +190,12 @@ function Talk() {
   );
 }
 
-function Meter({ level }: { level: number }) {
+const silent = () => 0;
+
+/** Re-renders alone, at the level's pace: the rest of the page does not follow the microphone. */
+function Meter({ conversation }: { conversation: Conversation | null }) {
+  const level = useSyncExternalStore(conversation?.subscribeLevel ?? noSubscribe,
+    conversation?.micLevel ?? silent, silent);
   const width = Math.min(1, level * 8);
   return (
     <div className="h-2 w-28 rounded bg-slate-700" role="meter" aria-label="Microphone level" aria-valuenow={Math.round(width * 100)}>
@@ -188,7 +204,8 @@ function Meter({ level }: { level: number }) {
   );
 }
 
-function Transcript({ lines, speaking }: { lines: ChatLine[]; speaking: Snapshot["speaking"] }) {
+/** Re-renders only when a line is added or the spoken word moves (memo). */
+const Transcript = memo(function Transcript({ lines, speaking }: { lines: ChatLine[]; speaking: Snapshot["speaking"] }) {
   const end = useRef<HTMLDivElement>(null);
   useEffect(() => { end.current?.scrollIntoView({ block: "nearest" }); }, [lines.length]);
   return (
@@ -209,7 +226,7 @@ function Transcript({ lines, speaking }: { lines: ChatLine[]; speaking: Snapshot
       <div ref={end} />
     </div>
   );
-}
+});
 
 function Latency({ rows }: { rows: Snapshot["latencies"] }) {
   if (rows.length === 0) return null;

@@ -31,10 +31,10 @@ export interface TurnLatency {
 export interface Snapshot {
   connection: Connection;
   error: string | null;
+  needsKey: boolean; // the server refused the access key (or got none): ask for it
   warning: string | null;
   notice: string | null; // a problem the bot reported (RTVI error): the conversation goes on
   muted: boolean;
-  micLevel: number;
   devices: MediaDeviceInfo[];
   deviceId: string | null;
   lines: ChatLine[];
@@ -59,7 +59,7 @@ export class Conversation {
   private pendingTurn: { turnId: string; userEnd: number; chunk: ScheduledChunk; onset: number | null } | null = null;
   private listeners = new Set<() => void>();
   private state: Snapshot = {
-    connection: "idle", error: null, warning: null, notice: null, muted: false, micLevel: 0, devices: [],
+    connection: "idle", error: null, needsKey: false, warning: null, notice: null, muted: false, devices: [],
     deviceId: null, lines: [], speaking: null, avatarState: "idle", latencies: [],
   };
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
@@ -73,6 +73,22 @@ export class Conversation {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
   };
+
+  // The microphone level has its own subscription: it moves every frame, and only the meter
+  // should re-render for it, not the page with its transcript.
+  private level = 0;
+  private levelListeners = new Set<() => void>();
+  subscribeLevel = (fn: () => void) => {
+    this.levelListeners.add(fn);
+    return () => this.levelListeners.delete(fn);
+  };
+  micLevel = () => this.level;
+  private setLevel(level: number) {
+    // a meter needs no finer steps than 0.01; silence (muted, stopped) always shows at once
+    if (level === this.level || (level !== 0 && Math.abs(level - this.level) <= 0.01)) return;
+    this.level = level;
+    this.levelListeners.forEach((fn) => fn());
+  }
   snapshot = () => this.state;
   private set(patch: Partial<Snapshot>) {
     this.state = { ...this.state, ...patch };
@@ -81,7 +97,7 @@ export class Conversation {
 
   async start(accessKey: string, deviceId: string | null): Promise<void> {
     if (this.room) return;
-    this.set({ connection: "connecting", error: null, lines: [], latencies: [] });
+    this.set({ connection: "connecting", error: null, needsKey: false, lines: [], latencies: [] });
     let token: { token: string; url: string };
     try {
       // The server names the room and this person: nobody else can join or take it over.
@@ -89,7 +105,10 @@ export class Conversation {
         body: { name: "Guest" },
         headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
       });
-      if (!data) return this.fail(tokenError(response, error));
+      if (!data) {
+        this.set({ needsKey: response.status === 401 || response.status === 403 });
+        return this.fail(tokenError(response, error));
+      }
       token = data;
     } catch {
       return this.fail("The server cannot be reached. Check the address and that the service is running.");
@@ -137,10 +156,13 @@ export class Conversation {
     this.avatar.setState("idle");
     this.mic.detach();
     this.bot.detach();
+    this.botTrack?.detach().forEach((el) => el.remove()); // the bot's <audio> goes with it
+    this.botTrack = null;
     const room = this.room;
     this.room = null;
     await room?.disconnect();
-    this.set({ connection: "idle", speaking: null, avatarState: "idle", micLevel: 0 });
+    this.set({ connection: "idle", speaking: null, avatarState: "idle" });
+    this.setLevel(0);
   }
 
   async setMuted(muted: boolean): Promise<void> {
@@ -270,9 +292,10 @@ export class Conversation {
     if (this.scheduler.speakingAfter(now)) avatarState = "speaking";
     else if (avatarState === "speaking") avatarState = "listening";
     if (avatarState !== this.state.avatarState) this.avatar.setState(avatarState);
+    this.setLevel(micLevel);
     if (speaking?.index !== this.state.speaking?.index || speaking?.turnId !== this.state.speaking?.turnId
-      || Math.abs(micLevel - this.state.micLevel) > 0.01 || avatarState !== this.state.avatarState) {
-      this.set({ speaking, micLevel, avatarState });
+      || avatarState !== this.state.avatarState) {
+      this.set({ speaking, avatarState });
     }
     this.scheduler.prune(now - 60_000);
     if (this.room) this.raf = requestAnimationFrame(this.frame);
