@@ -41,7 +41,8 @@ export interface ScheduledChunk {
   late: number; // ms of the chunk already heard when its message was scheduled (cues dropped)
   anchored: boolean; // placed by its own message (not chained): align() may correct it
   voiced: number | null; // when its voice becomes audible (onset_ms, else its first non-silent viseme)
-  shift: number; // correction applied by align() to this anchored chunk's start, ms
+  aligned: boolean; // its start was put on a heard onset (align(), or an early onset at add())
+  shift: number; // the correction that moved its start onto the heard onset, ms (0: none needed)
   drift: number; // ms its later cues moved since (pauses heard longer or shorter, holes)
   pauses: Pause[]; // its quiet stretches, as the page should hear them
 }
@@ -112,7 +113,7 @@ export class SpeechScheduler {
     const early = anchored && voicedAt !== null
       ? this.onsets.filter((o) => o <= arrival && arrival - o <= EARLY_ONSET_MS).at(-1) : undefined;
     if (early !== undefined) {
-      shift = early - (turn.base + msg.offset_ms + voicedAt!) || Number.EPSILON;
+      shift = early - (turn.base + msg.offset_ms + voicedAt!);
       turn.base += shift;
       this.onsets = this.onsets.filter((o) => o !== early);
     }
@@ -121,7 +122,8 @@ export class SpeechScheduler {
     const timed = estimated ? estimateTimings(msg, this.textLipSync!) : msg;
     const chunk: ScheduledChunk = {
       turnId: msg.turn_id, seq: msg.seq, start, end: start + msg.duration_ms, estimated,
-      late: Math.max(0, arrival - start), anchored, voiced: null, shift, drift: 0,
+      late: Math.max(0, arrival - start), anchored, voiced: null, aligned: early !== undefined,
+      shift, drift: 0,
       pauses: (msg.ptimes ?? []).map((p, i) => ({ start: start + p, end: start + p + msg.pdurations[i], used: false })),
       visemes: timed.visemes.map((v, i) => ({ viseme: v as Viseme, start: start + timed.vtimes[i], duration: timed.vdurations[i] })),
       words: timed.words.map((w, i) => ({ word: w, start: start + timed.wtimes[i], duration: timed.wdurations[i], index: turn.words + i })),
@@ -147,13 +149,15 @@ export class SpeechScheduler {
    * ends a hole in the middle of scheduled voice, moves what was not heard yet by the hole's
    * length. Returns the chunk it moved, or null. */
   align(t: number, quietMs = 0): ScheduledChunk | null {
-    const c = this.chunks.find((x) => x.anchored && x.shift === 0 && x.voiced !== null
+    const c = this.chunks.find((x) => x.anchored && !x.aligned && x.voiced !== null
       && t - x.voiced >= -ALIGN_EARLY_MS && t - x.voiced <= ALIGN_LATE_MS
       && this.live(x));
     if (c) {
-      const shift = t - c.voiced! || Number.EPSILON; // non-zero: marks the chunk as aligned
-      this.move(c.turnId, -Infinity, shift, c.seq);
-      for (const x of this.chunks) if (x.turnId === c.turnId && x.seq >= c.seq) x.shift = shift;
+      const shift = t - c.voiced!;
+      this.move(c.turnId, { from: -Infinity, by: shift, fromSeq: c.seq });
+      for (const x of this.chunks) {
+        if (x.turnId === c.turnId && x.seq >= c.seq) Object.assign(x, { shift, aligned: true });
+      }
       for (const p of c.pauses) if (Math.abs(p.end - c.voiced!) < 1) p.used = true; // this onset's
       return c;
     }
@@ -181,7 +185,7 @@ export class SpeechScheduler {
     if (!best) return null;
     best.p.used = true;
     const shift = t - best.p.end;
-    if (shift !== 0) this.move(best.c.turnId, best.p.end, shift, -1, true);
+    if (shift !== 0) this.move(best.c.turnId, { from: best.p.end, by: shift, drift: true });
     return best.c;
   }
 
@@ -195,7 +199,7 @@ export class SpeechScheduler {
     // the level detector calls a fading sound quiet a little before its viseme ends
     const v = this.visemeAt(q + 40);
     if (v === null || v === "sil") return null;
-    this.move(c.turnId, q, quietMs, -1, true);
+    this.move(c.turnId, { from: q, by: quietMs, drift: true });
     return c;
   }
 
@@ -204,9 +208,11 @@ export class SpeechScheduler {
     return !this.turns.get(c.turnId)?.stopped;
   }
 
-  /** Moves a turn's cues that start at or after `from` (and its chunks from `fromSeq`) by `by`;
-   * `drift`: a correction after the turn's start, counted in each chunk it moves. */
-  private move(turnId: string, from: number, by: number, fromSeq = -1, drift = false): void {
+  /** Moves a turn's cues that start at or after `from` (only in its chunks from `fromSeq` on,
+   * when given) by `by`; `drift`: a correction after the turn's start, counted in each chunk it
+   * moves. */
+  private move(turnId: string, { from, by, fromSeq = -1, drift = false }:
+    { from: number; by: number; fromSeq?: number; drift?: boolean }): void {
     for (const x of this.chunks) {
       if (x.turnId !== turnId || x.seq < fromSeq || x.end <= from) continue;
       if (x.start >= from) x.start += by;
