@@ -3,8 +3,11 @@
 //   docs/openapi.json         -> src/gen/api.ts       (HTTP API; python -m stack.server)
 //   docs/protocol.schema.json -> src/gen/protocol.ts  (lip-sync messages; python -m stack.protocol)
 //                                src/gen/onset.ts     (the onset rule's numbers)
+//                                src/gen/validate-message.js (a validator of incoming messages)
 // and copies three.js' Draco decoder into public/draco, so avatars never need a CDN.
 import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
+import Ajv2020 from "ajv/dist/2020.js";
+import standaloneCode from "ajv/dist/standalone/index.js";
 import { compile } from "json-schema-to-typescript";
 import openapiTS, { astToString } from "openapi-typescript";
 
@@ -22,6 +25,17 @@ const types = await compile(protocol, "BotMessage", {
   bannerComment: banner, additionalProperties: false, unreachableDefinitions: true,
 });
 await writeFile(new URL("protocol.ts", out), types);
+
+// A validator of incoming bot messages against the same schema, compiled here (no code is made
+// at run time in the page): src/gen/validate-message.js and its types.
+const ajv = new Ajv2020({ code: { source: true, esm: true }, strict: false, allErrors: false });
+const validate = ajv.compile(protocol);
+await writeFile(new URL("validate-message.js", out), banner + standaloneCode(ajv, validate));
+await writeFile(new URL("validate-message.d.ts", out), `${banner}import type { SpeechChunkMessage, SpeechStopMessage } from "./protocol";
+/** Whether \`data\` is a bot message of this protocol version, as docs/protocol.schema.json says. */
+export declare function validate(data: unknown): data is SpeechChunkMessage | SpeechStopMessage;
+export default validate;
+`);
 
 // The onset rule's numbers (stack/lipsync.py), the page's only copy of them.
 const { description, ...rule } = protocol["x-onset-rule"];

@@ -8,6 +8,7 @@ import type { AvatarDriver, AvatarState } from "./avatar/driver";
 import { fetchClient } from "./api";
 import type { components } from "./gen/api";
 import type { SpeechChunkMessage, SpeechStopMessage } from "./gen/protocol";
+import validateMessage from "./gen/validate-message";
 import { Capture, LevelMeter, OnsetDetector, outputLatencyMs } from "./audio";
 import { audioStats, ReceiveDelay } from "./lipsync/receiveDelay";
 import { type ScheduledChunk, SpeechScheduler } from "./lipsync/scheduler";
@@ -229,9 +230,10 @@ export class Conversation {
       return;
     }
     if (msg.label === "rtvi-ai") return this.onRtvi(msg.type as string, (msg.data ?? {}) as Record<string, unknown>);
-    if (msg.v !== 1) return; // a protocol version this page does not know
-    if (msg.type === "speech.chunk") this.onChunk(msg as unknown as SpeechChunkMessage, now);
-    else if (msg.type === "speech.stop") this.onStop(msg as unknown as SpeechStopMessage, now);
+    // Checked against docs/protocol.schema.json (another version, a malformed packet: ignored)
+    if (!validateMessage(msg)) return;
+    if (msg.type === "speech.chunk") this.onChunk(msg, now);
+    else this.onStop(msg, now);
   }
 
   private onRtvi(type: string, data: Record<string, unknown>) {
