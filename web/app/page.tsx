@@ -1,19 +1,30 @@
 "use client";
 
-import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { memo, useEffect, useRef, useState, useSyncExternalStore } from "react";
-import { $api } from "@/api";
+import { type AvatarList, fetchClient } from "@/api";
 import type { AvatarDriver } from "@/avatar/driver";
 import { type ChatLine, type Connection, Conversation, type Snapshot } from "@/conversation";
 
-const queryClient = new QueryClient({ defaultOptions: { queries: { retry: 1, refetchOnWindowFocus: false } } });
-
 export default function Page() {
-  return (
-    <QueryClientProvider client={queryClient}>
-      <Talk />
-    </QueryClientProvider>
-  );
+  return <Talk />;
+}
+
+/** GET /avatars once (one retry), through the same typed client as the token request. */
+function useAvatars(): { data: AvatarList | null; isError: boolean } {
+  const [state, setState] = useState<{ data: AvatarList | null; isError: boolean }>({ data: null, isError: false });
+  useEffect(() => {
+    let live = true;
+    const load = async (retries: number): Promise<void> => {
+      const data = await fetchClient.GET("/avatars").then((r) => r.data ?? null, () => null);
+      if (!live) return;
+      if (data) setState({ data, isError: false });
+      else if (retries > 0) await load(retries - 1);
+      else setState({ data: null, isError: true });
+    };
+    void load(1);
+    return () => { live = false; };
+  }, []);
+  return state;
 }
 
 const CONNECTION_WORDS: Record<Connection, string> = {
@@ -37,7 +48,7 @@ function Talk() {
   const [progress, setProgress] = useState<number | null>(0);
   const [avatarError, setAvatarError] = useState<string | null>(null);
   const [accessKey, setAccessKey] = useState("");
-  const avatars = $api.useQuery("get", "/avatars");
+  const avatars = useAvatars();
 
   const snap = useSyncExternalStore(
     conversation?.subscribe ?? noSubscribe, conversation?.snapshot ?? idleSnapshot, idleSnapshot);
@@ -62,8 +73,9 @@ function Talk() {
 
   // The server's default avatar, until the person picks another.
   useEffect(() => {
-    if (!avatarUrl && avatars.data?.default) {
-      setAvatarUrl(avatars.data.avatars.find((a) => a.name === avatars.data.default)?.url ?? null);
+    const list = avatars.data;
+    if (!avatarUrl && list?.default) {
+      setAvatarUrl(list.avatars.find((a) => a.name === list.default)?.url ?? null);
     }
   }, [avatars.data, avatarUrl]);
 

@@ -1,7 +1,8 @@
-// The HTTP API client, typed from the server's committed OpenAPI schema (src/gen/api.ts).
+// The HTTP API client, typed from the server's committed OpenAPI schema (src/gen/api.ts): every
+// request of the page goes through it (token in conversation.ts, avatars in app/page.tsx).
 import createFetchClient from "openapi-fetch";
-import createClient from "openapi-react-query";
-import type { paths } from "./gen/api";
+import type { components, paths } from "./gen/api";
+
+export type AvatarList = components["schemas"]["AvatarList"];
 
 export const fetchClient = createFetchClient<paths>({ baseUrl: typeof window === "undefined" ? "http://localhost" : window.location.origin });
-export const $api = createClient(fetchClient);
