@@ -1,15 +1,18 @@
-// One conversation with the bot: the LiveKit room, the microphone, the bot's voice, the timing
-// messages and what the page shows of them. React subscribes to `snapshot()` (app/page.tsx);
-// everything here is plain TypeScript so the end-to-end test can read it too (window.__avatar).
+// One conversation with the bot: the LiveKit room, the microphone, the bot's voice, and the
+// routing of what arrives to the scheduler, the avatar and the page's state. Its parts live
+// beside it: the token request (token.ts), message checking (messages.ts), the latency panel
+// (latency.ts), audio (audio.ts), mouth timing (lipsync/). React subscribes to `snapshot()`
+// (app/page.tsx); everything here is plain TypeScript so the end-to-end test can read it too
+// (window.__avatar).
 import {
   ConnectionState, LocalAudioTrack, type RemoteAudioTrack, type RemoteTrack, Room, RoomEvent, Track,
 } from "livekit-client";
 import type { AvatarDriver, AvatarState } from "./avatar/driver";
-import { fetchClient } from "./api";
-import type { components } from "./gen/api";
 import type { SpeechChunkMessage, SpeechStopMessage } from "./gen/protocol";
-import validateMessage from "./gen/validate-message";
 import { Capture, LevelMeter, OnsetDetector, outputLatencyMs } from "./audio";
+import { LatencyTracker, type TurnLatency } from "./latency";
+import { parseMessage } from "./messages";
+import { requestToken } from "./token";
 import { audioStats, ReceiveDelay } from "./lipsync/receiveDelay";
 import { type ScheduledChunk, SpeechScheduler } from "./lipsync/scheduler";
 
@@ -23,11 +26,7 @@ export interface ChatLine {
   words?: string[]; // bot lines: the words, so the spoken one can be highlighted
 }
 
-export interface TurnLatency {
-  turnId: string;
-  responseMs: number | null; // end of the user's speech -> first audible bot sample
-  lipSyncMs: number | null; // first mouth shape - first audible sample (+ = mouth late)
-}
+export type { TurnLatency } from "./latency";
 
 export interface Snapshot {
   connection: Connection;
@@ -56,8 +55,7 @@ export class Conversation {
   private statsTimer = 0;
   private raf = 0;
   private lastUserVoice = 0;
-  // the latency panel's current turn: filled in as its first sound is heard and first shown
-  private pendingTurn: { turnId: string; userEnd: number; chunk: ScheduledChunk; onset: number | null } | null = null;
+  private latency = new LatencyTracker();
   private listeners = new Set<() => void>();
   private state: Snapshot = {
     connection: "idle", error: null, needsKey: false, warning: null, notice: null, muted: false, devices: [],
@@ -99,20 +97,10 @@ export class Conversation {
   async start(accessKey: string, deviceId: string | null): Promise<void> {
     if (this.room) return;
     this.set({ connection: "connecting", error: null, needsKey: false, lines: [], latencies: [] });
-    let token: { token: string; url: string };
-    try {
-      // The server names the room and this person: nobody else can join or take it over.
-      const { data, error, response } = await fetchClient.POST("/token", {
-        body: { name: "Guest" },
-        headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
-      });
-      if (!data) {
-        this.set({ needsKey: response.status === 401 || response.status === 403 });
-        return this.fail(tokenError(response, error));
-      }
-      token = data;
-    } catch {
-      return this.fail("The server cannot be reached. Check the address and that the service is running.");
+    const token = await requestToken(accessKey);
+    if (!token.ok) {
+      this.set({ needsKey: token.needsKey });
+      return this.fail(token.error);
     }
 
     const lk = new Room({ adaptiveStream: false, dynacast: false });
@@ -223,15 +211,10 @@ export class Conversation {
 
   private onData(payload: Uint8Array) {
     const now = performance.now();
-    let msg: Record<string, unknown>;
-    try {
-      msg = JSON.parse(new TextDecoder().decode(payload));
-    } catch {
-      return;
-    }
-    if (msg.label === "rtvi-ai") return this.onRtvi(msg.type as string, (msg.data ?? {}) as Record<string, unknown>);
-    // Checked against docs/protocol.schema.json (another version, a malformed packet: ignored)
-    if (!validateMessage(msg)) return;
+    const incoming = parseMessage(payload);
+    if (!incoming) return;
+    if (incoming.kind === "rtvi") return this.onRtvi(incoming.type, incoming.data);
+    const { msg } = incoming;
     if (msg.type === "speech.chunk") this.onChunk(msg, now);
     else this.onStop(msg, now);
   }
@@ -267,7 +250,7 @@ export class Conversation {
     const words = chunk.words.map((w) => w.word);
     if (at < 0) {
       lines.push({ id, role: "bot", text: msg.text, final: false, words });
-      this.pendingTurn = { turnId: msg.turn_id, userEnd: this.lastUserVoice, chunk, onset: null };
+      this.latency.replyStarts(msg.turn_id, this.lastUserVoice, chunk);
     } else {
       const prev = lines[at];
       lines[at] = { ...prev, text: `${prev.text} ${msg.text}`, words: [...(prev.words ?? []), ...words] };
@@ -286,8 +269,8 @@ export class Conversation {
     const now = performance.now();
     const micLevel = this.state.muted ? 0 : this.mic.level();
     if (micLevel > VOICE_LEVEL) this.lastUserVoice = now;
-    const p = this.pendingTurn;
-    if (p?.onset != null && p.chunk.voiced !== null && now >= p.chunk.voiced) this.recordLatency(p.onset, now);
+    const measured = this.latency.frame(now);
+    if (measured) this.set({ latencies: [...this.state.latencies.slice(-9), measured] });
     const heard = this.scheduler.wordAt(now);
     const speaking = heard ? { turnId: heard.turnId, index: heard.word.index } : null;
     let avatarState = this.state.avatarState;
@@ -311,37 +294,6 @@ export class Conversation {
       this.avatar.speak(this.scheduler.visemesAfter(performance.now()));
       if (this.measure) this.log.aligns.push({ at: t, quietMs, turnId: aligned.turnId, seq: aligned.seq, shift: aligned.shift, drift: aligned.drift });
     }
-    if (this.pendingTurn && this.pendingTurn.onset === null && (!aligned || aligned.turnId === this.pendingTurn.turnId)) {
-      this.pendingTurn.onset = t;
-    }
+    this.latency.onsetHeard(t, aligned?.turnId ?? null);
   }
-
-  /** First shape of the turn shown (this frame) vs. its first sound heard. */
-  private recordLatency(onset: number, shown: number) {
-    const t = this.pendingTurn!;
-    this.pendingTurn = null;
-    const entry: TurnLatency = {
-      turnId: t.turnId,
-      responseMs: t.userEnd > 0 ? Math.round(onset - t.userEnd) : null,
-      lipSyncMs: Math.round(shown - onset),
-    };
-    this.set({ latencies: [...this.state.latencies.slice(-9), entry] });
-  }
-}
-
-type ApiError = components["schemas"]["Error"];
-
-function tokenError(response: Response, error: unknown): string {
-  const { status } = response;
-  const body = (error ?? {}) as Partial<ApiError>;
-  const detail = typeof body.detail === "string" ? body.detail : undefined;
-  if (status === 401) return "This server needs an access key. Enter the key your administrator gave you.";
-  if (status === 403) return "Access refused: the access key is wrong.";
-  if (status === 429) return "Too many attempts. Wait a minute and try again.";
-  if (status === 503 && body.code === "busy") {
-    const seconds = Number(response.headers.get("Retry-After")) || 30;
-    return `All avatars are busy right now: everyone this server can talk to at once is already talking. Try again in ${seconds} seconds.`;
-  }
-  if (status === 503) return `The assistant is not ready yet: ${detail ?? "models are loading"}.`;
-  return `The server refused to start a conversation (${status}${detail ? `: ${detail}` : ""}).`;
 }
