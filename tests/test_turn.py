@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stack.livekit_server import LiveKitServer, find_binary, with_turn
+from stack.livekit_config import with_turn
+from stack.livekit_server import LiveKitServer, find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
