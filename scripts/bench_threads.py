@@ -5,7 +5,8 @@ loaded with it and then run together for ``seconds``, each in its own thread, as
 conversation: Whisper transcribes the sample (a 5 s utterance) over and over, the LLM answers a
 question (up to 48 tokens), Kokoro speaks a sentence. Figures per setting: Whisper's time per
 utterance, the LLM's time to first token and tokens/s, Kokoro's time to first audio, medians.
-Settings are run in turn, twice, in alternating order.
+Settings are run in turn, twice, in alternating order. Then Whisper alone with two
+transcriptions at once (two conversations' turns ending together), one worker against two.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 
 import soundfile as sf
+from faster_whisper import WhisperModel
 
 from stack.config import Settings
 from stack.engines.llm import LlamaLLM
@@ -114,4 +116,41 @@ def run_threads_bench(settings: Settings, seconds: float = 15, rounds: int = 2):
                      f"{med(g.get('tps', []), 1, '')} | {med(g.get('tts', []))} |")
     notes = (f"The three engines working at once for {seconds:g} s per setting and round, "
              f"{rounds} rounds, settings alternating; medians.")
+    lines += ["", "| Whisper, two transcriptions at once | utterances done | time each (median) |",
+              "|---|---|---|"]
+    for workers, (done, each) in _stt_workers(settings, audio, seconds, rounds).items():
+        lines.append(f"| {workers} worker{'s' if workers > 1 else ''} (STT_WORKERS) | {done} | "
+                     f"{each * 1000:.0f} ms |")
     return "\n".join(lines), notes
+
+
+def _stt_workers(settings: Settings, audio, seconds: float, rounds: int):
+    """Two threads transcribing over and over, one CPU thread each: 1 worker against 2."""
+    path = settings.models_dir / settings.profile.stt_model
+    got: dict[int, tuple[int, list[float]]] = {1: (0, []), 2: (0, [])}
+    for r in range(rounds):
+        for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
+            model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=1,
+                                 num_workers=workers, local_files_only=True)
+            list(model.transcribe(audio, beam_size=1, language="en")[0])  # warm-up
+            times: list[float] = []
+            deadline = time.monotonic() + seconds
+
+            def transcribe(model=model, times=times, deadline=deadline):
+                while time.monotonic() < deadline:
+                    t = time.perf_counter()
+                    list(model.transcribe(audio, beam_size=1, language="en",
+                                          word_timestamps=True, vad_filter=False,
+                                          condition_on_previous_text=False)[0])
+                    times.append(time.perf_counter() - t)
+
+            pair = [threading.Thread(target=transcribe) for _ in range(2)]
+            for t in pair:
+                t.start()
+            for t in pair:
+                t.join()
+            done, all_times = got[workers]
+            got[workers] = (done + len(times), all_times + times)
+            print(f"round {r + 1} Whisper workers={workers}: {len(times)} in {seconds:g} s",
+                  flush=True)
+    return {w: (done, statistics.median(times)) for w, (done, times) in got.items()}

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # Speech-to-text
     stt_language: str = "en"
     stt_beam_size: int = Field(1, description="1 = greedy: lowest latency.")
+    stt_workers: int | None = Field(
+        None, ge=1, description="Transcriptions Whisper runs at the same time, one model replica "
+        "each; None = the profile's (gpu 4, cpu 2, test 2).")
     stt_threads: int | None = Field(
         None, ge=1, description="CPU threads for Whisper; None = a quarter of the cores. The "
         "three engines' defaults add up to the cores instead of each taking all of them.")
@@ -115,6 +118,11 @@ class Settings(BaseSettings):
         """MAX_CONVERSATIONS, or the profile's when unset."""
         return (self.profile.max_conversations if self.max_conversations is None
                 else self.max_conversations)
+
+    @property
+    def whisper_workers(self) -> int:
+        """STT_WORKERS, or the profile's when unset."""
+        return self.profile.stt_workers if self.stt_workers is None else self.stt_workers
 
     @property
     def thread_budget(self) -> dict[str, int]:

@@ -85,6 +85,7 @@ class Profile:
     llm_temperature: float = 0.7
     llm_parallel: int = 1  # conversations the LLM decodes together (LLM_PARALLEL's default)
     max_conversations: int = 4  # conversations at once per process (MAX_CONVERSATIONS' default)
+    stt_workers: int = 1  # transcriptions at once (STT_WORKERS' default)
     spacy_model: str | None = None  # a spaCy pipeline directory for misaki; None: no tagger
     sample_wav: str | None = None
     # Files made locally after download: (path, the downloaded file it is made from).
@@ -192,6 +193,7 @@ TEST = Profile(
     llm_temperature=0.0,  # a 135M model rambles when sampled
     llm_parallel=4,
     max_conversations=8,
+    stt_workers=2,
     sample_wav="test/beckett.wav",
     derived=(("test/kokoro-v1.0.int8.durations.onnx", "test/kokoro-v1.0.int8.onnx"),),
 )
@@ -248,6 +250,7 @@ CPU = Profile(
     tts_backend="onnx",
     llm_parallel=2,  # two cores' worth: more sequences would only queue behind the same cores
     max_conversations=3,
+    stt_workers=2,
     spacy_model=_SPACY_DIR,
     derived=(("cpu/kokoro-v1.0.int8.durations.onnx", "cpu/kokoro-v1.0.int8.onnx"),
              (_SPACY_DIR, _SPACY_SM.path)),
@@ -286,6 +289,7 @@ GPU = Profile(
     tts_backend="torch",
     llm_parallel=16,  # 16 × 4096 tokens of KV cache: about 3.7 GB for this model
     max_conversations=16,
+    stt_workers=4,
     spacy_model=_SPACY_DIR,
     derived=((_SPACY_DIR, _SPACY_SM.path),),
 )

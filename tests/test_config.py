@@ -47,3 +47,11 @@ def test_thread_budget_adds_up_to_the_cores_unless_set(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert Settings(_env_file=None).thread_budget == {"stt": 1, "llm": 1, "tts": 1}
     assert Settings(stt_threads=3, _env_file=None).thread_budget["stt"] == 3
+
+
+def test_whisper_workers_follow_the_profile_unless_set():
+    from stack.config import Settings
+
+    assert Settings(model_profile="gpu", _env_file=None).whisper_workers == 4
+    assert Settings(model_profile="test", _env_file=None).whisper_workers == 2
+    assert Settings(model_profile="cpu", stt_workers=1, _env_file=None).whisper_workers == 1

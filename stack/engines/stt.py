@@ -38,7 +38,8 @@ class Transcript:
 
 class WhisperSTT:
     def __init__(self, model_dir: Path, *, device: str = "auto", compute_type: str | None = None,
-                 language: str | None = "en", beam_size: int = 1, threads: int = 0):
+                 language: str | None = "en", beam_size: int = 1, threads: int = 0,
+                 workers: int = 1):
         from faster_whisper import WhisperModel
 
         if not (Path(model_dir) / "model.bin").is_file():
@@ -46,9 +47,11 @@ class WhisperSTT:
                                     "python scripts/download_models.py")
         self.device = resolve_device(device)
         self.compute_type = compute_type or ("float16" if self.device == "cuda" else "int8")
+        # ``workers``: transcriptions CTranslate2 runs at the same time (one model replica
+        # each); with one, concurrent calls from several conversations wait for each other.
         self.model = WhisperModel(str(model_dir), device=self.device,
                                   compute_type=self.compute_type, cpu_threads=threads,
-                                  local_files_only=True)
+                                  num_workers=workers, local_files_only=True)
         self.language = language
         self.beam_size = beam_size
 
