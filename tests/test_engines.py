@@ -209,17 +209,18 @@ def test_tts_quick_start_short_first_clause_and_trimmed_lead(engines):
 
 
 def test_tts_a_replys_first_chunk_goes_ahead_of_other_replys_later_chunks(engines):
-    """Three long replies under way, then a new one starts: its first chunk is made right after
-    the chunk being made now, not after the later chunks that were already waiting."""
+    """Four replies under way (their later sentences: not a reply's start), then a new reply
+    starts: its first chunk is made right after the chunk being made now, not after the chunks
+    that were already waiting."""
     done: list[tuple[str, float]] = []
     first_out = threading.Event()
 
     def long_reply(name: str):
-        for _chunk in engines.tts.synthesize(" ".join(SENTENCES * 2)):
+        for _chunk in engines.tts.synthesize(" ".join(SENTENCES)):
             done.append((name, time.monotonic()))
             first_out.set()
 
-    others = [threading.Thread(target=long_reply, args=(n,)) for n in ("a", "b", "c")]
+    others = [threading.Thread(target=long_reply, args=(n,)) for n in ("a", "b", "c", "d")]
     for t in others:
         t.start()
     assert first_out.wait(60)
@@ -231,7 +232,9 @@ def test_tts_a_replys_first_chunk_goes_ahead_of_other_replys_later_chunks(engine
         t.join(180)
     assert first.timing.words[0].word == "Hello"
     in_between = [name for name, t in done if asked < t < answered]
-    assert len(in_between) <= 1, (in_between, len(done))  # at most the chunk already being made
+    # The chunk being made when it asked, and at most one more if that one ended while the new
+    # reply was still turning its text into phonemes; a first-come queue lets all four go first.
+    assert len(in_between) <= 2, (in_between, len(done))
 
 
 def test_tts_cancel_while_waiting_for_the_engine_makes_nothing(engines):
