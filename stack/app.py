@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from . import metrics
 from .bot import BotManager
 from .config import ConfigError, Settings, get_settings
 from .engines.load import load_engines
@@ -40,7 +39,6 @@ def build_app(settings: Settings) -> FastAPI:
     async def on_conversation(room: str) -> None:
         manager: BotManager | None = state["manager"]
         if manager is None:
-            metrics.CONVERSATIONS_REFUSED.labels("loading").inc()
             raise NotLoaded(state["error"] or "models are still loading; retry shortly")
         await manager.ensure(room)
 

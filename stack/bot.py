@@ -215,7 +215,6 @@ class BotManager:
             if session is not None and session.running:
                 return session
             if len(self.active_rooms()) >= self.settings.conversation_limit:
-                metrics.CONVERSATIONS_REFUSED.labels("busy").inc()
                 raise AtCapacity(self.settings.conversation_limit)
             session = BotSession(self.settings, room, self.builder, self._forget)
             self.sessions[room] = session

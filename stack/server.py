@@ -102,6 +102,8 @@ class AtCapacity(Exception):
 class NotLoaded(Exception):
     """The models are not loaded (yet, or they failed: the message says which)."""
 
+    retry_after = 10
+
 
 class Avatar(BaseModel):
     name: str = Field(description="File name without .glb; also the display name.")
@@ -276,10 +278,10 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
             except (AtCapacity, NotLoaded) as e:
                 if not isinstance(req, Rejoin):
                     conversations.forget(room)  # nobody got its key
-                busy = isinstance(e, AtCapacity)
-                return JSONResponse(Error(detail=str(e), code="busy" if busy else "loading")
-                                    .model_dump(), 503,
-                                    headers={"Retry-After": str(e.retry_after if busy else 10)})
+                code = "busy" if isinstance(e, AtCapacity) else "loading"
+                metrics.CONVERSATIONS_REFUSED.labels(code).inc()
+                return JSONResponse(Error(detail=str(e), code=code).model_dump(), 503,
+                                    headers={"Retry-After": str(e.retry_after)})
         return TokenResponse(token=jwt, url=settings.livekit_public_url or settings.livekit_url,
                              expires_in=ttl, room=room, identity=identity, resume=key)
 

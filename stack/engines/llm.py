@@ -33,6 +33,13 @@ class EngineStats:
     queue_seconds: float = 0.0  # their waits for one, summed
     queue_waits: list[float] = field(default_factory=list)  # submit → admitted, seconds (last 1000)
 
+    def admit(self, waited: float) -> None:
+        """A generation starts after waiting ``waited`` seconds for the engine."""
+        self.admitted += 1
+        self.queue_seconds += waited
+        self.queue_waits.append(waited)
+        del self.queue_waits[:-1000]
+
 
 class LlamaLLM:
     """One GGUF model; ``stream(messages)`` yields text pieces using the GGUF's chat template.
@@ -78,7 +85,6 @@ class LlamaLLM:
                                               bos_token=text_of(self.model.token_bos()),
                                               stop_token_ids=[eos])
         self.n_ctx = n_ctx  # per conversation: what ``fit`` budgets for
-        self.threads = threads
         self.seed = seed
         self.last_prompt_tokens = 0  # of the latest generation: what the budget allowed
         self.stats = EngineStats()
@@ -168,10 +174,7 @@ class LlamaLLM:
         submitted = time.monotonic()
         with self._lock:
             stats = self.stats
-            stats.admitted += 1
-            stats.queue_seconds += time.monotonic() - submitted
-            stats.queue_waits.append(time.monotonic() - submitted)
-            del stats.queue_waits[:-1000]
+            stats.admit(time.monotonic() - submitted)
             self._cancel.clear()
             self.last_prompt_tokens = len(prompt)
             stats.prefilled_tokens += len(prompt)  # llama-cpp-python may reuse some: not told

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .llm import EngineStats, LlamaLLM
+from .llm import LlamaLLM
 
 _DONE = object()
 
@@ -111,7 +111,6 @@ class BatchedLlamaLLM(LlamaLLM):
         self._batch = llama_cpp.llama_batch_init(batch_tokens, 0, 1)
         self.parallel = parallel
         self.batch_tokens = batch_tokens
-        self.stats = EngineStats()
         self.last_prefilled_tokens = 0  # of the latest admitted request: read, not reused
         self._slots = [_Slot(seq) for seq in range(parallel)]
         self._waiting: collections.deque[_Request] = collections.deque()
@@ -215,10 +214,11 @@ class BatchedLlamaLLM(LlamaLLM):
             own = [s for s in free if request.session is not None and s.session == request.session]
             # Else a sequence nobody owns if there is one, so a live conversation keeps its cache.
             candidates = own or [s for s in free if s.session is None] or free
-            slot = max(candidates, key=lambda s: (_common_prefix(s.tokens, request.prompt),
-                                                  -s.last_used))
-            keep = _common_prefix(slot.tokens, request.prompt)
-            keep = min(keep, len(request.prompt) - 1)  # the last prompt token gives the logits
+            # longest shared prefix, then least recently used, then the lowest sequence number
+            shared, _, _, slot = max(
+                (_common_prefix(s.tokens, request.prompt), -s.last_used, -s.seq, s)
+                for s in candidates)
+            keep = min(shared, len(request.prompt) - 1)  # the last prompt token gives the logits
             self._llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot.seq, keep, -1)
             del slot.tokens[keep:]
             slot.busy, slot.session, slot.last_used = True, request.session, time.monotonic()
@@ -227,11 +227,7 @@ class BatchedLlamaLLM(LlamaLLM):
             self._active.append(request)
             self.last_prefilled_tokens = len(request.todo)
             self.stats.reused_tokens += keep
-            wait = time.monotonic() - request.submitted
-            self.stats.admitted += 1
-            self.stats.queue_seconds += wait
-            self.stats.queue_waits.append(wait)
-            del self.stats.queue_waits[:-1000]
+            self.stats.admit(time.monotonic() - request.submitted)
 
     def _sampler(self, request: _Request):
         from llama_cpp import _internals
