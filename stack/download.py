@@ -147,7 +147,8 @@ class Downloader:
             raise DownloadError(
                 f"cannot fetch {mf.path} from {mf.source.describe()}: {reason}. "
                 "Check this machine's access to that host (proxy, firewall), then run the same "
-                f"command again; or copy the file there by hand (sha256 {mf.sha256})."
+                "command again; or copy the file there by hand"
+                + (f" (sha256 {mf.sha256})." if mf.sha256 else ".")
             ) from e
         digest = sha256_of(tmp)
         expected = mf.sha256 or (self.lock.get(mf.path) if self.lock.get(mf.path) else digest)

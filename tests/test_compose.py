@@ -174,7 +174,7 @@ def test_the_bot_gets_the_gpu_and_waits_for_the_models_and_livekit(gpu, cpu):
     assert "deploy" not in cbot
     assert cbot["environment"]["DEVICE"] == "cpu" and cbot["environment"]["MODEL_PROFILE"] == "cpu"
     assert cpu["services"]["models"]["command"][3] == "cpu"
-    assert cbot["build"]["args"]["TORCH_INDEX"].endswith("/cpu")
+    assert cbot["build"]["args"]["EXTRAS"] == ""  # no PyTorch: Kokoro runs on ONNX there
     assert "GGML_CUDA" not in cbot["build"]["args"]["LLAMA_CMAKE_ARGS"]
 
 
@@ -250,7 +250,28 @@ def test_dockerfile_bases_are_pinned_and_the_bot_runs_on_cuda():
     assert re.search(r"^FROM \$\{RUNTIME_BASE\} AS bot$", text, re.M)
     assert re.match(r"nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-", args["RUNTIME_BASE"])
     assert re.match(r"nvidia/cuda:12\.\d+\.\d+-cudnn-devel-", args["BUILD_BASE"])
-    assert args["TORCH_INDEX"].endswith("/cu128")  # CUDA 12 like CTranslate2's cuBLAS
+    assert args["EXTRAS"] == "torch"  # Kokoro on PyTorch, from the lock:
+    torch = next(p for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]
+                 if p["name"] == "torch")
+    # a CUDA 12 build, like CTranslate2's cuBLAS (PyPI's torch 2.11 and later: CUDA 13)
+    assert "nvidia-cublas-cu12" in {d["name"] for d in torch["dependencies"]}, torch["version"]
+
+
+def test_every_install_takes_the_locked_versions_and_hashes():
+    """uv.lock is what scripts/setup.sh (tests, CI, scripts/run.sh) and the image install."""
+    text, _ = dockerfile()
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "--require-hashes -r /tmp/requirements.txt" in text and "COPY pyproject.toml uv.lock" in text
+    assert '--require-hashes -r "$REQS"' in setup and "uv export --quiet --locked" in setup
+    # one uv version everywhere
+    assert set(re.findall(r'"uv==([\d.]+)"', text)) == set(re.findall(r'"uv==([\d.]+)"', setup)) != set()
+    # the lock matches pyproject.toml (a changed dependency needs a new lock in the same commit)
+    uv = ROOT / ".venv" / "bin" / "uv"
+    r = subprocess.run([str(uv) if uv.exists() else "uv", "lock", "--check"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    assert all("sdist" in p or "wheels" in p for p in lock["package"] if p["name"] != "avatar-stack")
 
 
 def test_dockerfile_compiles_llama_cpp_with_cuda_at_the_pinned_version():
@@ -398,3 +419,21 @@ def test_coturn_starts_with_the_compose_command_and_answers_the_healthcheck(gpu,
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_dockerfile_pulls_only_its_bases_and_trusts_the_operators_extra_cas():
+    text, args = dockerfile()
+    # a `# syntax=` line makes the builder pull a frontend image from a registry
+    assert not re.search(r"^# syntax=", text, re.M)
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    assert len(stages) == 3
+    for stage in stages:  # every stage that downloads trusts ca-certificates/*.crt
+        assert "COPY ca-certificates/ /usr/local/share/ca-certificates/extra/" in stage
+    assert (ROOT / "ca-certificates" / "README.md").is_file()
+    assert "/ca-certificates/*.crt" in (ROOT / ".gitignore").read_text().split()
+    assert "ca-certificates" not in (ROOT / ".dockerignore").read_text()
+    # the Python of the base is a build argument (Ubuntu 24.04 has 3.12, Debian 12 has 3.11)
+    assert args["PYTHON"] == "python3.12" and "${PYTHON}-venv" in text
+    # what the services' commands read is in the image
+    for path in ("livekit.yaml ./", "coturn/ coturn/", "stack/ stack/", "scripts/ scripts/"):
+        assert f"COPY {path}" in text, path

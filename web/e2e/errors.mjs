@@ -2,14 +2,11 @@
 // no key, a wrong key, the microphone denied, every avatar busy, the server unreachable. Prints a JSON object with
 // the message the page showed for each (tests/test_web_e2e.py checks them).
 // Usage: node e2e/errors.mjs BASE_URL ACCESS_KEY
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 
 const [base, key] = process.argv.slice(2);
 // No --use-fake-ui-for-media-stream: the permission request is refused, as when a person says no.
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--use-fake-device-for-media-stream", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox"],
-});
+const browser = await launchChromium(["--use-fake-device-for-media-stream"]);
 const shown = {};
 try {
   const page = await (await browser.newContext({ viewport: { width: 420, height: 860 } })).newPage();

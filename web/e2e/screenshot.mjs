@@ -3,22 +3,18 @@
 //   node web/e2e/screenshot.mjs http://localhost:8080 docs/screenshot.png
 // Use an avatar you may publish (the default mpfb.glb is CC0; the test avatars are not).
 import { writeFile } from "node:fs/promises";
-import { chromium } from "playwright-core";
+import { launchChromium, waitForAvatar } from "./browser.mjs";
 
 const [base, out = "docs/screenshot.png"] = process.argv.slice(2);
 if (!base) {
   console.error("usage: node web/e2e/screenshot.mjs BASE_URL [OUT.png]");
   process.exit(2);
 }
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--no-sandbox"],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   await page.goto(base);
-  await page.waitForFunction(() => window.__avatar?.driver?.head?.avatar, null, { timeout: 120_000 });
-  await page.waitForSelector('[data-testid="avatar-progress"]', { state: "detached", timeout: 120_000 });
+  await waitForAvatar(page);
   await page.waitForTimeout(5000); // the pose and the rendering resolution settle
   await writeFile(out, await page.screenshot());
   console.log(`wrote ${out}`);

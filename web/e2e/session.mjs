@@ -6,39 +6,26 @@
 //   avatar.png     a screenshot of the avatar
 // Usage: node e2e/session.mjs BASE_URL WAV OUT_DIR [TALK_SECONDS]
 import { mkdir, writeFile } from "node:fs/promises";
-import { chromium } from "playwright-core";
+import { launchChromium, pixelStats, waitForAvatar, watchPage } from "./browser.mjs";
 
 const [base, wav, outDir, talkSeconds = "60"] = process.argv.slice(2);
 const origin = new URL(base);
 await mkdir(outDir, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    `--use-file-for-fake-audio-capture=${wav}`, "--autoplay-policy=no-user-gesture-required",
-    "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--no-sandbox",
-  ],
-});
+const browser = await launchChromium([
+  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+  `--use-file-for-fake-audio-capture=${wav}`, "--autoplay-policy=no-user-gesture-required",
+]);
 const result = { foreignRequests: [], consoleErrors: [], steps: {} };
 const mark = (name) => { result.steps[name] = Date.now(); console.log(`[e2e] ${name}`); };
 try {
   const context = await browser.newContext({ viewport: { width: 420, height: 860 }, deviceScaleFactor: 1, isMobile: true, hasTouch: true });
   const page = await context.newPage();
   // Nothing may leave the operator's network: only this host (page, API, LiveKit) is allowed.
-  page.on("request", (r) => {
-    const u = new URL(r.url());
-    if (!["data:", "blob:"].includes(u.protocol) && u.hostname !== origin.hostname) result.foreignRequests.push(r.url());
-  });
-  page.on("websocket", (ws) => {
-    if (new URL(ws.url()).hostname !== origin.hostname) result.foreignRequests.push(ws.url());
-  });
-  page.on("console", (m) => { if (m.type() === "error") result.consoleErrors.push(m.text()); });
-  page.on("pageerror", (e) => result.consoleErrors.push(String(e.stack ?? e)));
+  watchPage(page, origin, result);
 
   await page.goto(new URL("/?measure=1", base).href);
-  await page.waitForFunction(() => window.__avatar?.driver?.head?.avatar, null, { timeout: 120_000 });
-  await page.waitForSelector('[data-testid="avatar-progress"]', { state: "detached", timeout: 120_000 });
+  await waitForAvatar(page);
   await page.waitForTimeout(5000); // frames to settle the pose and the rendering resolution
   mark("avatar-shown");
   const shot = await page.locator('[data-testid="avatar"]').screenshot();
@@ -131,23 +118,4 @@ async function userLines(page) {
 }
 
 // In the page: how much the screenshot varies (a blank or single-colour canvas does not).
-async function pixelStats(b64) {
-  const img = new Image();
-  img.src = `data:image/png;base64,${b64}`;
-  await img.decode();
-  const c = document.createElement("canvas");
-  c.width = img.width; c.height = img.height;
-  const g = c.getContext("2d");
-  g.drawImage(img, 0, 0);
-  const { data } = g.getImageData(0, 0, c.width, c.height);
-  const colours = new Set();
-  let sum = 0, sq = 0;
-  for (let i = 0; i < data.length; i += 4) {
-    const y = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
-    sum += y; sq += y * y;
-    if (colours.size < 5000) colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
-  }
-  const n = data.length / 4;
-  return { width: c.width, height: c.height, std: Math.sqrt(sq / n - (sum / n) ** 2), colours: colours.size };
-}
 

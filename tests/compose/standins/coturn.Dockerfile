@@ -1,0 +1,7 @@
+# TEST ONLY: stands in for coturn/coturn:4.6.3 with Debian 12's coturn (4.6.1). Like the real
+# image it runs as nobody, and turnserver and turnutils_stunclient are on the PATH.
+FROM avatar-stack-test/debian:bookworm
+LABEL org.opencontainers.image.description="TEST ONLY stand-in for coturn/coturn:4.6.3; never push"
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends coturn >/dev/null \
+    && rm -rf /var/lib/apt/lists/*
+USER nobody:nogroup
