@@ -221,8 +221,29 @@ def _hf(path: str, repo: str, rev: str, filename: str, sha: str = "", size: int 
     return ModelFile(path, sha, size, HFFile(repo, rev, filename), license)
 
 
-def _whisper(dirname: str, repo: str, rev: str, files: tuple[str, ...]) -> tuple[ModelFile, ...]:
-    return tuple(_hf(f"{dirname}/{f}", repo, rev, f, license="MIT") for f in files)
+def _whisper(dirname: str, repo: str, rev: str, files: tuple[str, ...],
+             sizes: dict[str, int] | None = None) -> tuple[ModelFile, ...]:
+    return tuple(_hf(f"{dirname}/{f}", repo, rev, f, size=(sizes or {}).get(f, 0), license="MIT")
+                 for f in files)
+
+
+# Revisions and hashes from the repositories' public pages (as issue 12 gives them), not
+# yet checked against the files as fetched (no machine that ran these tests could reach Hugging
+# Face): the first download checks the sizes and hashes given here and records the others.
+_SMALL_EN_REV = "d1d751a5f8271d482d14ca55d9e2deeebbae577f"
+_DISTIL_LARGE_V3_REV = "c3058b475261292e64a0412df1d2681c06260fab"
+_QWEN_7B_REV = "bb5d59e06d9551d752d08b292a50eb208b07ab1f"
+_QWEN_7B_PARTS = (
+    ("qwen2.5-7b-instruct-q4_k_m-00001-of-00002.gguf",
+     "dfce12e3862a5283ccfb88221b48480e58745165de856439950d0f22590580db"),
+    ("qwen2.5-7b-instruct-q4_k_m-00002-of-00002.gguf",
+     "539cf93f78e887edea1c04e2d7d8cdaca9d01dae9c9025bcb8accbe29df3d72a"),
+)
+_KOKORO_VOICES = {
+    "af_bella": "8cb64e02fcc8de0327a8e13817e49c76c945ecf0052ceac97d3081480e8e48d6",
+    "am_michael": "9a443b79a4b22489a5b0ab7c651a0bcd1a30bef675c28333f06971abbd47bd37",
+    "bf_emma": "d0a423deabf4a52b4f49318c51742c54e21bb89bbbe9a12141e7758ddb5da701",
+}
 
 
 _CT2_FILES = ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")
@@ -232,7 +253,8 @@ CPU = Profile(
     description="Answers in reasonable time on a laptop CPU: Whisper small.en int8, "
     "Qwen2.5-1.5B-Instruct Q4_K_M, Kokoro-82M int8 ONNX.",
     files=(
-        *_whisper("cpu/whisper-small.en", "Systran/faster-whisper-small.en", "main", _CT2_FILES),
+        *_whisper("cpu/whisper-small.en", "Systran/faster-whisper-small.en", _SMALL_EN_REV,
+                  _CT2_FILES, sizes={"model.bin": 483_545_366}),
         _hf("cpu/Qwen2.5-1.5B-Instruct-Q4_K_M.gguf", "bartowski/Qwen2.5-1.5B-Instruct-GGUF", "main",
             "Qwen2.5-1.5B-Instruct-Q4_K_M.gguf", license="Apache-2.0"),
         # Same int8 Kokoro graph, vocabulary and voices as the test profile (PyPI/npm, pinned).
@@ -262,10 +284,12 @@ GPU = Profile(
     "Q4_K_M (all layers on the GPU), Kokoro-82M (PyTorch).",
     files=(
         *_whisper("gpu/faster-distil-whisper-large-v3", "Systran/faster-distil-whisper-large-v3",
-                  "main", ("config.json", "model.bin", "preprocessor_config.json",
-                           "tokenizer.json", "vocabulary.json")),
-        _hf("gpu/Qwen2.5-7B-Instruct-Q4_K_M.gguf", "bartowski/Qwen2.5-7B-Instruct-GGUF", "main",
-            "Qwen2.5-7B-Instruct-Q4_K_M.gguf", license="Apache-2.0"),
+                  _DISTIL_LARGE_V3_REV, ("config.json", "model.bin", "preprocessor_config.json",
+                                         "tokenizer.json", "vocabulary.json"),
+                  sizes={"model.bin": 1_512_927_867}),
+        # Qwen's own GGUF, in two parts: llama.cpp loads a split model from its first part.
+        *(_hf(f"gpu/{name}", "Qwen/Qwen2.5-7B-Instruct-GGUF", _QWEN_7B_REV, name, sha,
+              license="Apache-2.0") for name, sha in _QWEN_7B_PARTS),
         _hf("gpu/kokoro/config.json", _KOKORO_REPO, _KOKORO_REV, "config.json",
             "5abb01e2403b072bf03d04fde160443e209d7a0dad49a423be15196b9b43c17f",
             license="Apache-2.0"),
@@ -275,13 +299,13 @@ GPU = Profile(
         _hf("gpu/kokoro/voices/af_heart.pt", _KOKORO_REPO, _KOKORO_REV, "voices/af_heart.pt",
             "0ab5709b8ffab19bfd849cd11d98f75b60af7733253ad0d67b12382a102cb4ff",
             license="Apache-2.0"),
-        *(_hf(f"gpu/kokoro/voices/{v}.pt", _KOKORO_REPO, _KOKORO_REV, f"voices/{v}.pt",
-              license="Apache-2.0") for v in ("af_bella", "am_michael", "bf_emma")),
+        *(_hf(f"gpu/kokoro/voices/{v}.pt", _KOKORO_REPO, _KOKORO_REV, f"voices/{v}.pt", sha,
+              license="Apache-2.0") for v, sha in _KOKORO_VOICES.items()),
         _SPACY_SM,
         _AVATAR,
     ),
     stt_model="gpu/faster-distil-whisper-large-v3",
-    llm_model="gpu/Qwen2.5-7B-Instruct-Q4_K_M.gguf",
+    llm_model=f"gpu/{_QWEN_7B_PARTS[0][0]}",
     tts_model="gpu/kokoro/kokoro-v1_0.pth",
     tts_config="gpu/kokoro/config.json",
     voices_dir="gpu/kokoro/voices",

@@ -261,17 +261,20 @@ def test_every_install_takes_the_locked_versions_and_hashes():
     """uv.lock is what scripts/setup.sh (tests, CI, scripts/run.sh) and the image install."""
     text, _ = dockerfile()
     setup = (ROOT / "scripts" / "setup.sh").read_text()
-    assert "--require-hashes -r /tmp/requirements.txt" in text and "COPY pyproject.toml uv.lock" in text
+    assert "--require-hashes -r /tmp/requirements.txt" in text
+    assert "COPY pyproject.toml uv.lock" in text
     assert '--require-hashes -r "$REQS"' in setup and "uv export --quiet --locked" in setup
     # one uv version everywhere
-    assert set(re.findall(r'"uv==([\d.]+)"', text)) == set(re.findall(r'"uv==([\d.]+)"', setup)) != set()
+    pinned = [set(re.findall(r'"uv==([\d.]+)"', f)) for f in (text, setup)]
+    assert pinned[0] == pinned[1] != set()
     # the lock matches pyproject.toml (a changed dependency needs a new lock in the same commit)
     uv = ROOT / ".venv" / "bin" / "uv"
     r = subprocess.run([str(uv) if uv.exists() else "uv", "lock", "--check"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
-    assert all("sdist" in p or "wheels" in p for p in lock["package"] if p["name"] != "avatar-stack")
+    assert all("sdist" in p or "wheels" in p
+               for p in lock["package"] if p["name"] != "avatar-stack")
 
 
 def test_dockerfile_compiles_llama_cpp_with_cuda_at_the_pinned_version():

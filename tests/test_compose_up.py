@@ -175,7 +175,8 @@ def composed(tmp_path_factory):
     finally:
         (ARTIFACTS / "compose.log").write_text(stack.compose("logs", "--no-color").stdout)
         stack.compose("down", "-v", "--remove-orphans", timeout=300)
-        left = _run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}"])
+        left = _run(["docker", "ps", "-aq", "--filter",
+                     f"label=com.docker.compose.project={PROJECT}"])
         assert left.stdout.strip() == "", "containers left after down -v"
         wheelhouse.shutdown()
         for path in added:

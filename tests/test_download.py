@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stack.download import Downloader, DownloadError
-from stack.manifest import TEST, ArchiveMember, ModelFile, Profile
+from stack.manifest import GPU, TEST, ArchiveMember, HFFile, ModelFile, Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "download_models.py"
@@ -72,3 +72,13 @@ def test_unreachable_source_is_one_clear_line(tmp_path):
 def test_check_of_unknown_profile_is_refused():
     r = run("--profile", "nope", "--check")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_the_gpu_model_set_is_pinned_to_commits_and_its_llm_loads_from_the_first_part():
+    """A `main` revision would fetch whatever the repository holds on the day of the first start."""
+    for mf in GPU.files:
+        if isinstance(mf.source, HFFile):
+            assert len(mf.source.revision) == 40 and int(mf.source.revision, 16) >= 0, mf.path
+    parts = sorted(mf.path for mf in GPU.files if mf.path.endswith(".gguf"))
+    assert GPU.llm_model == parts[0] and parts[0].endswith("-00001-of-00002.gguf")
+    assert all(mf.sha256 for mf in GPU.files if mf.path.endswith((".gguf", ".pt", ".pth")))
