@@ -3,7 +3,7 @@
 
     python scripts/bench.py --profile test          # CPU, the small registry models
     python scripts/bench.py --profile gpu --device cuda
-    python scripts/bench.py --livekit               # voice to voice through LiveKit
+    python scripts/bench.py --livekit               # voice to voice, ours vs stock, interleaved
     python scripts/bench.py --web                   # lip-sync offset in headless Chromium
     python scripts/bench.py --long 100              # a 100-turn conversation through the pipeline
     python scripts/bench.py --soak 200              # join/leave cycles: memory, threads, tasks
@@ -134,7 +134,10 @@ def main() -> int:
     ap.add_argument("--livekit", action="store_true",
                     help="voice-to-voice turns through a real LiveKit server, ours vs stock "
                     "Pipecat")
-    ap.add_argument("--turns", type=int, default=5, help="turns per pipeline with --livekit")
+    ap.add_argument("--turns", type=int, default=32,
+                    help="turns per pipeline with --livekit (interleaved; the docs' figures: 32)")
+    ap.add_argument("--quick", action="store_true",
+                    help="with --livekit: one round of 8 turns per pipeline, for development")
     ap.add_argument("--web", action="store_true",
                     help="lip-sync offset in headless Chromium: ours vs text-only and energy")
     ap.add_argument("--talk-seconds", type=int, default=90, help="conversation length with --web")
@@ -202,8 +205,7 @@ def main() -> int:
             from bench_livekit import run_livekit_bench
 
             key, title = "livekit", "Voice to voice through LiveKit"
-            table, notes = run_livekit_bench(settings, args.turns)
-            notes = f"{args.turns} turns per pipeline.\n\n{notes}"
+            table, notes = run_livekit_bench(settings, 8 if args.quick else args.turns)
         else:
             from bench_web import run_web_bench
 

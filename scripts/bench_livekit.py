@@ -8,22 +8,40 @@ over the same LiveKit server, on the same model files:
   to llama-cpp-python's OpenAI-compatible server (same GGUF), ``KokoroTTSService`` (kokoro-onnx,
   the same int8 ONNX graph and voices).
 
-A client (tests/lk_client.py) speaks each question into the room and measures, at the client,
-the end of its speech -> the first audible bot sample. The stage breakdown comes from Pipecat's
-own metrics (RTVI ``metrics`` messages): STT processing time, LLM and TTS time to first byte.
+Interleaved, so that the machine's drift hits both alike: rounds of the eight QUESTIONS, each
+round a fresh conversation per pipeline, the two asked the same question one after the other
+(which goes first alternates). A client (tests/lk_client.py) speaks each question and measures,
+at the client, the end of its speech -> the first audible bot sample. Bot, LiveKit client and
+benchmark share one process and one monotonic clock, so the waterfall of each turn (VAD stop,
+end of turn, transcript, LLM first token, first text to TTS, TTS first audio, first audio sent,
+heard) is on the same time line: the bot's moments come from a Pipecat observer (Waterfall).
+The ratio ours/stock of the voice-to-voice medians comes with a bootstrap 95 % interval over the
+paired questions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    LLMTextFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -114,34 +132,83 @@ def _start_llama_server(settings: Settings, tmp: Path) -> tuple[subprocess.Popen
     raise RuntimeError(f"llama_cpp.server did not start; see {tmp / 'llama-server.log'}")
 
 
-def _metrics(messages: list[tuple[float, dict]], since: float) -> dict[str, list[float]]:
-    """ttfb / processing values (s) of RTVI metrics messages, by stage."""
-    out: dict[str, list[float]] = {"stt": [], "llm": [], "tts": []}
-    for t, m in messages:
-        if t < since or m.get("label") != "rtvi-ai" or m.get("type") != "metrics":
-            continue
-        data = m.get("data", {})
-        for kind in ("ttfb", "processing"):
-            for item in data.get(kind, []) or []:
-                name = item.get("processor", "").lower()
-                stage = ("stt" if "stt" in name else "llm" if "llm" in name else
-                         "tts" if "tts" in name else None)
-                if stage and ((stage == "stt") == (kind == "processing")):
-                    out[stage].append(float(item.get("value", 0)))
-    return out
+# The waterfall's moments in the order a turn passes them; "heard" is measured at the client.
+MOMENTS = (
+    ("vad_stop", "VAD: end of speech", VADUserStoppedSpeakingFrame),
+    ("turn_end", "end of turn decided", UserStoppedSpeakingFrame),
+    ("transcript", "final transcript", TranscriptionFrame),
+    ("llm_first", "LLM first token", LLMTextFrame),
+    ("tts_start", "first text to TTS", TTSStartedFrame),
+    ("tts_audio", "TTS first audio", TTSAudioRawFrame),
+    ("sent", "first audio to LiveKit", BotStartedSpeakingFrame),
+    ("heard", "first audible at the client", None),
+)
+ROUND = len(QUESTIONS)
 
 
-async def _run_turns(manager: BotManager, livekit_url: str, room: str, questions: list[np.ndarray]):
-    from livekit import api as lkapi
+class Waterfall(BaseObserver):
+    """When each waterfall frame was first pushed in one conversation, on time.monotonic().
 
-    token = (lkapi.AccessToken(KEY, SECRET).with_identity("bench").with_grants(
-        lkapi.VideoGrants(room_join=True, room=room)).to_jwt())
-    await manager.ensure(room)
-    client = Client()
-    await client.join(livekit_url, token)
-    await client.silence(1.0)
-    results = []
-    for audio in questions:
+    Observers run behind a queue, so the push time is the frame's pipeline-clock stamp, moved
+    onto time.monotonic() by the smallest (now - stamp) seen: the clock's offset plus the least
+    queueing delay."""
+
+    def __init__(self):
+        super().__init__(observe_every_push=False)
+        self.events: list[tuple[str, int]] = []  # (moment, pipeline clock ns)
+        self._offset: int | None = None
+        self._kinds = [(name, cls) for name, _, cls in MOMENTS if cls is not None]
+
+    async def on_push_frame(self, data: FramePushed):
+        offset = time.monotonic_ns() - data.timestamp
+        self._offset = offset if self._offset is None else min(self._offset, offset)
+        for name, cls in self._kinds:
+            if isinstance(data.frame, cls):
+                self.events.append((name, data.timestamp))
+
+    def after(self, t: float) -> dict[str, float]:
+        """Each moment's first time at or after ``t`` (monotonic seconds), relative to ``t``."""
+        found: dict[str, float] = {}
+        for name, stamp in self.events:
+            at = (stamp + (self._offset or 0)) / 1e9 - t
+            if at >= -0.05 and name not in found:
+                found[name] = at
+        return found
+
+
+@dataclass
+class Turn:
+    pipeline: str
+    key: tuple[int, int]  # (round, question): the pairing of the two pipelines' turns
+    v2v: float | None  # s, end of speech at the client -> first audible bot sample there
+    moments: dict[str, float] = field(default_factory=dict)  # s since the end of speech
+    anchor: float | None = None  # ours: first word heard vs arrival + lead_ms + its start
+
+
+class Participant:
+    """One pipeline's conversation in its room: the bot session, its observer, the client."""
+
+    def __init__(self, name: str, manager: BotManager):
+        self.name, self.manager = name, manager
+        self.room = ""
+        self.client: Client | None = None
+        self.waterfall: Waterfall | None = None
+
+    async def start(self, livekit_url: str, room: str) -> None:
+        from livekit import api as lkapi
+
+        self.room = room
+        token = (lkapi.AccessToken(KEY, SECRET).with_identity("bench").with_grants(
+            lkapi.VideoGrants(room_join=True, room=room)).to_jwt())
+        session = await self.manager.ensure(room)
+        self.waterfall = Waterfall()
+        session.worker.add_observer(self.waterfall)
+        self.client = Client()
+        await self.client.join(livekit_url, token)
+        await self.client.silence(1.0)
+
+    async def ask(self, audio: np.ndarray, key: tuple[int, int]) -> Turn:
+        client = self.client
         await client.speak(audio)
         t_end = time.monotonic() + client.source.queued_duration  # last sample leaves the mic
         await client.silence(0.2)
@@ -154,23 +221,108 @@ async def _run_turns(manager: BotManager, livekit_url: str, room: str, questions
             last = max((t for t, _ in client.got.voiced()), default=0)
             if time.monotonic() - last > 1.5:
                 break
-        stages = _metrics(client.got.messages, t_end)
-        # Anchor check: a reply's first word should be heard at arrival + lead_ms + its start.
-        first_chunk = next(((t, m) for t, m in client.got.messages
-                            if t > t_end and m.get("type") == "speech.chunk" and m["seq"] == 0),
-                           None)
-        if first_chunk is not None and first is not None:
-            t, m = first_chunk
-            stages["anchor"] = [first - (t + (m.get("lead_ms", 0) + m["wtimes"][0]) / 1000)]
-        results.append((None if first is None else first - t_end, stages))
-    await client.leave()
-    await manager.stop(room)
+        turn = Turn(self.name, key, None if first is None else first - t_end,
+                    self.waterfall.after(t_end))
+        if first is not None:
+            turn.moments["heard"] = first - t_end
+            # lip-sync anchor: the first word should be heard at arrival + lead_ms + its start
+            chunk = next(((t, m) for t, m in client.got.messages
+                          if t > t_end and m.get("type") == "speech.chunk" and m["seq"] == 0),
+                         None)
+            if chunk is not None:
+                t, m = chunk
+                turn.anchor = first - (t + (m.get("lead_ms", 0) + m["wtimes"][0]) / 1000)
+        return turn
+
+    async def stop(self) -> None:
+        await self.client.leave()
+        await self.manager.stop(self.room)
+
+
+async def _interleaved(pipelines: list[Participant], livekit_url: str,
+                       questions: list[np.ndarray], turns: int) -> list[Turn]:
+    results: list[Turn] = []
+    for r in range((turns + ROUND - 1) // ROUND):
+        for p in pipelines:  # a fresh conversation per round: the history stays short for both
+            await p.start(livekit_url, f"bench-{p.name.split()[0]}-{r}")
+        for i in range(min(ROUND, turns - r * ROUND)):
+            order = pipelines if (r + i) % 2 == 0 else pipelines[::-1]
+            for p in order:
+                results.append(await p.ask(questions[i], (r, i)))
+                print(f"round {r} question {i} {p.name}: "
+                      f"{results[-1].v2v if results[-1].v2v is not None else 'no answer'}",
+                      file=sys.stderr)
+        for p in pipelines:
+            await p.stop()
     return results
 
 
 def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return float(np.percentile(values, q * 100)) if values else float("nan")
+
+
+def ratio_interval(pairs: list[tuple[float, float]], n: int = 4000,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """median(a)/median(b) over paired samples, and its bootstrap 95 % interval (resampling the
+    pairs: both pipelines answered the same question, one after the other)."""
+    a, b = np.array(pairs).T
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(n, len(a)))
+    ratios = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
+    return (float(np.median(a) / np.median(b)), float(np.percentile(ratios, 2.5)),
+            float(np.percentile(ratios, 97.5)))
+
+
+def report(results: list[Turn], load: tuple[float, float]) -> tuple[str, str]:
+    names = list(dict.fromkeys(t.pipeline for t in results))
+
+    def ms(xs: list[float]) -> str:
+        return f"{_pct(xs, .5) * 1000:.0f} / {_pct(xs, .95) * 1000:.0f}" if xs else "n/a"
+
+    lines = ["| pipeline | turns answered | voice to voice p50 / p95 (ms) |", "|---|---|---|"]
+    for name in names:
+        mine = [t for t in results if t.pipeline == name]
+        v2v = [t.v2v for t in mine if t.v2v is not None]
+        lines.append(f"| {name} | {len(v2v)}/{len(mine)} | {ms(v2v)} |")
+    # the waterfall: each moment since the end of speech, and the step from the moment before
+    lines += ["", "| moment, since the end of speech at the client | "
+              + " | ".join(f"{n} p50 / p95 (ms) | {n} step p50 (ms)" for n in names) + " |",
+              "|---|" + "---|---|" * len(names)]
+    for k, (key, label, _) in enumerate(MOMENTS):
+        earlier = [x for x, _, _ in MOMENTS[:k]]
+        cells = []
+        for name in names:
+            mine = [t.moments for t in results if t.pipeline == name and key in t.moments]
+            steps = [m[key] - max((m[x] for x in earlier if x in m), default=0.0) for m in mine]
+            cells += [ms([m[key] for m in mine]),
+                      f"{_pct(steps, .5) * 1000:.0f}" if steps else "n/a"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    notes = [f"{len(results) // max(len(names), 1)} turns per pipeline, interleaved question by "
+             f"question in rounds of {ROUND} different questions (a fresh conversation each "
+             f"round). Load average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end, "
+             f"on {os.cpu_count()} cores shared by the bot, LiveKit, the client and, for stock, "
+             "llama-cpp-python's server.",
+             "Voice to voice: at the client, the last sample of the question leaving its "
+             "microphone track -> the first audible sample of the bot's answer arriving. "
+             "Waterfall: when each moment first happened after the end of speech (Pipecat frames "
+             "seen by an observer, on the same clock); a step is the time from the latest earlier "
+             "moment."]
+    if len(names) == 2:
+        v2v = {(t.pipeline, t.key): t.v2v for t in results if t.v2v is not None}
+        pairs = [(v2v[(names[0], k)], v2v[(names[1], k)])
+                 for (n, k) in v2v if n == names[0] and (names[1], k) in v2v]
+        if len(pairs) >= 3:
+            r, lo, hi = ratio_interval(pairs)
+            notes.append(f"Ratio {names[0]}/{names[1]} of the voice-to-voice medians: **{r:.2f}** "
+                         f"(bootstrap 95 % interval {lo:.2f} … {hi:.2f}, {len(pairs)} paired "
+                         "questions).")
+    anchor = [t.anchor for t in results if t.anchor is not None and t.pipeline == names[0]]
+    if anchor:
+        notes.append(f"Lip-sync anchor ({names[0]}): the first word was heard "
+                     f"{_pct(anchor, .5) * 1000:+.0f} ms (p50), {_pct(anchor, .95) * 1000:+.0f} ms "
+                     "(p95) from arrival + lead_ms + its start time; the rest is the receive path "
+                     "(network, jitter buffer), which the browser measures itself.")
+    return "\n".join(lines), " ".join(notes)
 
 
 def run_livekit_bench(settings: Settings, turns: int) -> tuple[str, str]:
@@ -185,38 +337,14 @@ def run_livekit_bench(settings: Settings, turns: int) -> tuple[str, str]:
     try:
         engines = load_engines(s)
         questions = [resample(np.concatenate([c.audio for c in engines.tts.synthesize(
-            q, voice="am_michael")]), 24000, 16000) for q in (QUESTIONS * 4)[:turns]]
-        ours = BotManager(s, engines)
-        stock = BotManager(s, None, builder=stock_builder(s, llm_url, _voices_npz(s, tmp)))
-        rows = {}
-        for name, manager in (("ours", ours), ("stock Pipecat", stock)):
-            rows[name] = asyncio.run(_run_turns(manager, livekit.url, f"bench-{name[:5]}",
-                                                questions))
+            q, voice="am_michael")]), 24000, 16000) for q in QUESTIONS]
+        pipelines = [Participant("ours", BotManager(s, engines)),
+                     Participant("stock Pipecat", BotManager(
+                         s, None, builder=stock_builder(s, llm_url, _voices_npz(s, tmp))))]
+        load_start = os.getloadavg()[0]
+        results = asyncio.run(_interleaved(pipelines, livekit.url, questions, turns))
+        load_end = os.getloadavg()[0]
     finally:
         llama.terminate()
         livekit.stop()
-
-    def fmt(xs: list[float]) -> str:
-        return f"{_pct(xs, .5) * 1000:.0f} / {_pct(xs, .95) * 1000:.0f}" if xs else "n/a"
-
-    lines = ["| pipeline | voice to voice p50 / p95 (ms) | STT p50 / p95 | LLM TTFB p50 / p95 | "
-             "TTS TTFB p50 / p95 | turns answered |", "|---|---|---|---|---|---|"]
-    anchor = [x for _, st in rows.get("ours", []) for x in st.get("anchor", [])]
-    p50 = {}
-    for name, results in rows.items():
-        v2v = [r for r, _ in results if r is not None]
-        stage = {k: [x for _, st in results for x in st[k]] for k in ("stt", "llm", "tts")}
-        p50[name] = _pct(v2v, .5) if v2v else None
-        lines.append(f"| {name} | {fmt(v2v)} | {fmt(stage['stt'])} | {fmt(stage['llm'])} | "
-                     f"{fmt(stage['tts'])} | {len(v2v)}/{len(results)} |")
-    notes = ("Voice to voice: at the client, the last sample of the question leaving its "
-             "microphone track -> the first audible sample of the bot's answer arriving. Stage "
-             "times are Pipecat's metrics (STT: processing; LLM/TTS: time to first byte).")
-    if p50.get("ours") and p50.get("stock Pipecat"):
-        notes += f" Ratio ours/stock (p50): {p50['ours'] / p50['stock Pipecat']:.2f}."
-    if anchor:
-        notes += (" Lip-sync anchor (ours): the first word was heard "
-                  f"{_pct(anchor, .5) * 1000:+.0f} ms (p50), {_pct(anchor, .95) * 1000:+.0f} ms "
-                  "(p95) from arrival + lead_ms + its start time; the rest is the receive path "
-                  "(network, jitter buffer), which the browser measures itself.")
-    return "\n".join(lines), notes
+    return report(results, (load_start, load_end))

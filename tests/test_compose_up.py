@@ -190,6 +190,10 @@ def test_every_service_is_healthy_and_the_bot_is_not_root(composed):
     assert uid == "10001"
     r = httpx.get(f"{composed.base}/ready", timeout=10)
     assert r.status_code == 200 and r.json()["ready"] is True, r.text
+    # what a failure prints: each service's state and its last log lines
+    report = composed.diagnose()
+    assert "--- bot: running" in report and "--- models: exited" in report
+    assert re.search(r"profile test: \d+ file\(s\) fetched", report), report
     # the CPU image carries no PyTorch (Kokoro runs on ONNX there)
     probe = composed.compose("exec", "-T", "bot", "python", "-c",
                              "import importlib.util as u; print(u.find_spec('torch') is None)")
