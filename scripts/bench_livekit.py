@@ -134,7 +134,7 @@ def _start_llama_server(settings: Settings, tmp: Path) -> tuple[subprocess.Popen
 
 # The waterfall's moments in the order a turn passes them; "heard" is measured at the client.
 MOMENTS = (
-    ("vad_stop", "VAD: end of speech", VADUserStoppedSpeakingFrame),
+    ("vad_stop", "VAD stop (after stop_secs of silence)", VADUserStoppedSpeakingFrame),
     ("turn_end", "end of turn decided", UserStoppedSpeakingFrame),
     ("transcript", "final transcript", TranscriptionFrame),
     ("llm_first", "LLM first token", LLMTextFrame),
@@ -257,6 +257,13 @@ async def _interleaved(pipelines: list[Participant], livekit_url: str,
     return results
 
 
+def _trimmed(audio: np.ndarray, rate: int = 16000) -> np.ndarray:
+    """The question without Kokoro's trailing silence (about 0.3 s): the last sample the client
+    sends is then the end of speech, which the VAD stop must follow."""
+    loud = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
+    return audio[: loud[-1] + rate // 50] if len(loud) else audio
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q * 100)) if values else float("nan")
 
@@ -336,8 +343,8 @@ def run_livekit_bench(settings: Settings, turns: int) -> tuple[str, str]:
                                         livekit_api_secret=SECRET, session_empty_seconds=30))
     try:
         engines = load_engines(s)
-        questions = [resample(np.concatenate([c.audio for c in engines.tts.synthesize(
-            q, voice="am_michael")]), 24000, 16000) for q in QUESTIONS]
+        questions = [_trimmed(resample(np.concatenate([c.audio for c in engines.tts.synthesize(
+            q, voice="am_michael")]), 24000, 16000)) for q in QUESTIONS]
         pipelines = [Participant("ours", BotManager(s, engines)),
                      Participant("stock Pipecat", BotManager(
                          s, None, builder=stock_builder(s, llm_url, _voices_npz(s, tmp))))]
