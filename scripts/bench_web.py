@@ -7,10 +7,14 @@ the page. Three ways to drive the mouth are measured on the same words in the sa
 - ours, prediction only: the same without the onset correction of the turn's start;
 - TalkingHead's text-only lip-sync of the same words, started when the message arrives;
 - audio energy: the mouth opens when the level of the heard audio crosses a threshold.
+
+Beside it, the response time at the page (its latency panel), ours and Pipecat's stock services
+(scripts/bench_stock_app.py) behind the same API and page.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from web_session import (  # noqa: E402
+    BOT_ARGS,
     SHARED_AVATARS,
     WINDOW_MS,
     BotProcess,
@@ -49,18 +54,27 @@ def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
     voice = np.concatenate([c.audio for c in engines.tts.synthesize(QUESTION, voice="am_michael")])
     write_mic_wav(tmp / "q.wav", voice, 24000, lead_s=0.5, tail_s=25)
     livekit = LiveKitServer(find_binary(), tmp, KEY, SECRET)
-    bot = BotProcess({"MODEL_PROFILE": settings.model_profile,
-                      "MODELS_DIR": str(settings.models_dir),
-                      "DEVICE": settings.device, "DEV_MODE": "true", "LIVEKIT_URL": livekit.url,
-                      "LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET,
-                      "AVATARS_DIR": str(SHARED_AVATARS), "DEFAULT_AVATAR": "brunette-t"},
-                     free_port(), tmp / "bot.log")
+    env = {"MODEL_PROFILE": settings.model_profile, "MODELS_DIR": str(settings.models_dir),
+           "DEVICE": settings.device, "DEV_MODE": "true", "LIVEKIT_URL": livekit.url,
+           "LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET,
+           "AVATARS_DIR": str(SHARED_AVATARS), "DEFAULT_AVATAR": "brunette-t"}
+    sessions = {}
+    load = [os.getloadavg()[0]]
     try:
-        bot.wait_ready()
-        session = run_session(bot.url, tmp / "q.wav", tmp / "session", talk_s)
+        # ours, then Pipecat's stock services behind the same API and page (no timing messages:
+        # the page measures their replies' response time, not their lip-sync)
+        for name, args in (("ours", BOT_ARGS), ("stock Pipecat", ("scripts/bench_stock_app.py",))):
+            bot = BotProcess(env, free_port(), tmp / f"{name.split()[0]}.log", args=args)
+            try:
+                bot.wait_ready()
+                sessions[name] = run_session(bot.url, tmp / "q.wav",
+                                             tmp / f"session-{name.split()[0]}", talk_s)
+            finally:
+                bot.stop()
+            load.append(os.getloadavg()[0])
     finally:
-        bot.stop()
         livekit.stop()
+    session = sessions["ours"]
 
     cache: dict[tuple, np.ndarray] = {}
 
@@ -84,13 +98,13 @@ def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
                         f"{s['p95']:+.0f} | {s['in_window']:.0%} |")
     # Response time where the person is: the page's own latency panel (end of their speech by
     # the microphone level -> the first audible sample of the reply), the last ten turns.
-    response = [t["responseMs"] for t in session.result.get("snapshot", {}).get(
-        "latencies", []) if t.get("responseMs") is not None]
-    if response:
-        rows += ["", "| response time at the page | turns | p50 (ms) | p95 (ms) |",
-                 "|---|---|---|---|",
-                 f"| ours, the page's latency panel | {len(response)} | "
-                 f"{np.percentile(response, 50):.0f} | {np.percentile(response, 95):.0f} |"]
+    rows += ["", "| response time at the page | turns | p50 (ms) | p95 (ms) |", "|---|---|---|---|"]
+    for name, run in sessions.items():
+        response = [t["responseMs"] for t in run.result.get("snapshot", {}).get("latencies", [])
+                    if t.get("responseMs") is not None]
+        figures = (f"{np.percentile(response, 50):.0f} | {np.percentile(response, 95):.0f}"
+                   if response else "n/a | n/a")
+        rows.append(f"| {name}, the page's latency panel | {len(response)} | {figures} |")
     fps = 1000 / np.median(np.diff(frame_grids(session)["frames rendered here"]))
     notes = (f"Offset = mouth shape shown − audio heard, per bot word (+ = mouth late). Audio "
              f"heard: each word found on its own in the page's recording of the received track "
@@ -100,5 +114,9 @@ def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
              f"{WINDOW_MS[0]:+.0f} … {WINDOW_MS[1]:+.0f} ms. Energy: words whose audio raises no "
              f"level onset count as outside. This browser rendered {fps:.0f} frames/s "
              f"(software WebGL on a CPU the bot shares); \"60 Hz display\" shows each shape on the "
-             f"next frame of a 60 Hz display instead, as a machine with a GPU does.")
+             f"next frame of a 60 Hz display instead, as a machine with a GPU does. Response "
+             f"time: the page's latency panel, {talk_s} s of conversation per pipeline (ours, "
+             f"then stock Pipecat's services behind the same API and page), one after the other; "
+             f"load average (1 min) {' → '.join(f'{x:.1f}' for x in load)} on "
+             f"{os.cpu_count()} cores shared by the browser, LiveKit and the bot.")
     return "\n".join(rows), notes

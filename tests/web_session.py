@@ -50,12 +50,14 @@ BOT_ARGS = ("-m", "stack.app")
 
 
 class BotProcess:
-    """``python -m stack.app`` with the given settings, until ``/ready`` answers 200."""
+    """``python -m stack.app`` (or ``args``) with the given settings, until ``/ready`` answers
+    200."""
 
-    def __init__(self, env: dict[str, str], port: int, log: Path):
+    def __init__(self, env: dict[str, str], port: int, log: Path,
+                 args: tuple[str, ...] = BOT_ARGS):
         self.url = f"http://127.0.0.1:{port}"
         self._log = open(log, "wb")
-        self.proc = subprocess.Popen([sys.executable, *BOT_ARGS], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT,
                                      env={**os.environ, **env, "HTTP_PORT": str(port),
                                           "HTTP_HOST": "127.0.0.1"},
                                      stdout=self._log, stderr=subprocess.STDOUT)
@@ -64,14 +66,14 @@ class BotProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"stack.app exited with {self.proc.returncode}")
+                raise RuntimeError(f"the bot exited with {self.proc.returncode}")
             try:
                 if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise TimeoutError("stack.app not ready")
+        raise TimeoutError("the bot is not ready")
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -59,7 +59,9 @@ try {
   });
   await page.waitForSelector('[data-role="user"]', { timeout: 90_000 });
   mark("user-transcript");
-  await page.waitForSelector('[data-testid="bot-word"]', { timeout: 90_000 });
+  // a reply: its words with timings, or (a bot that sends no timing messages) its response time
+  await page.waitForFunction(() => document.querySelector('[data-testid="bot-word"]')
+    || window.__avatar.conversation.snapshot().latencies.length, null, { timeout: 90_000 });
   mark("bot-reply");
   await page.waitForTimeout(Number(talkSeconds) * 1000);
   mark("talked");
@@ -117,5 +119,4 @@ async function userLines(page) {
   return page.locator('[data-role="user"]').allTextContents();
 }
 
-// In the page: how much the screenshot varies (a blank or single-colour canvas does not).
 

@@ -294,6 +294,6 @@ export class Conversation {
       this.avatar.speak(this.scheduler.visemesAfter(performance.now()));
       if (this.measure) this.log.aligns.push({ at: t, quietMs, turnId: aligned.turnId, seq: aligned.seq, shift: aligned.shift, drift: aligned.drift });
     }
-    this.latency.onsetHeard(t, aligned?.turnId ?? null);
+    this.latency.onsetHeard(t, aligned?.turnId ?? null, this.lastUserVoice);
   }
 }
