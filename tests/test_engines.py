@@ -129,6 +129,14 @@ def test_llm_one_oversized_message_keeps_its_end_and_is_answered(engines):
     assert answer.strip() and llm.last_prompt_tokens <= llm.n_ctx - 24
 
 
+def test_llm_a_system_prompt_over_the_budget_is_an_error_naming_the_settings(engines):
+    llm = engines.llm
+    long_system = {"role": "system", "content": " ".join(["Be kind and brief."] * 1500)}
+    for messages in ([long_system], [long_system, {"role": "user", "content": "Hello?"}]):
+        with pytest.raises(ValueError, match="LLM_CONTEXT_TOKENS - LLM_MAX_TOKENS"):
+            llm.fit(messages, 256)
+
+
 SENTENCES = [
     "Hello there! The capital of France is Paris.",
     "I would love to help you plan a trip to the mountains next summer.",

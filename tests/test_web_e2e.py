@@ -161,3 +161,31 @@ def test_errors_are_shown_in_plain_words(livekit, settings, tmp_path):
     assert "Microphone access was denied" in shown["micDenied"]
     assert "All avatars are busy" in shown["busy"] and "30 seconds" in shown["busy"]
     assert "server cannot be reached" in shown["unreachable"]
+
+
+def test_a_failed_answer_is_spoken_as_an_apology_and_explained_in_the_page(
+        livekit, settings, engines, tmp_path):
+    """Every generation fails (a context window too small for the system prompt: an operator's
+    mistake): the person hears the apology and the page says what went wrong."""
+    wav = tmp_path / "question.wav"
+    voice = np.concatenate([c.audio for c in engines.tts.synthesize(QUESTION, voice="am_michael")])
+    write_mic_wav(wav, voice, 24000, lead_s=0.5, tail_s=25)
+    bot = BotProcess({
+        "MODEL_PROFILE": "test", "MODELS_DIR": str(settings.models_dir), "DEVICE": "cpu",
+        "DEV_MODE": "true", "LIVEKIT_URL": livekit.url, "LIVEKIT_API_KEY": LIVEKIT_KEY,
+        "LIVEKIT_API_SECRET": LIVEKIT_SECRET, "AVATARS_DIR": str(SHARED_AVATARS),
+        "DEFAULT_AVATAR": "brunette-t", "LLM_CONTEXT_TOKENS": "280", "LLM_MAX_TOKENS": "256",
+    }, free_port(), tmp_path / "bot.log")
+    try:
+        bot.wait_ready()
+        r = subprocess.run(["node", "e2e/page.mjs", bot.url, "", str(tmp_path / "avatar.png"),
+                            str(wav), "120"], cwd=WEB, capture_output=True, text=True,
+                           timeout=300)
+    finally:
+        bot.stop()
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "error" not in result, result["error"]
+    notice = result["notices"][0]
+    assert "problem with that turn" in notice and "LLM_CONTEXT_TOKENS" in notice, notice
+    assert _words(" ".join(result["botWords"]))[:4] == ["sorry", "i", "lost", "my"]

@@ -124,10 +124,11 @@ class LlamaLLM:
         budget = self.n_ctx - max_tokens
         system = [m for m in messages if m["role"] == "system"]
         rest = [m for m in messages if m["role"] != "system"]
+        over = ValueError(f"the system prompt alone is over the budget of {budget} tokens "
+                          "(LLM_CONTEXT_TOKENS - LLM_MAX_TOKENS)")
         if not rest:
             if len(self.prompt_tokens(system)) > budget:
-                raise ValueError(f"the system prompt alone is over the budget of {budget} "
-                                 "tokens (LLM_CONTEXT_TOKENS - LLM_MAX_TOKENS)")
+                raise over
             return messages, 0
 
         def size(start: int) -> int:
@@ -159,9 +160,11 @@ class LlamaLLM:
             text = self.model.detokenize(tokens[len(tokens) - keep:] if keep else []).decode(
                 "utf-8", errors="ignore")
             shortened = system + [{**message, "content": text}]
-            if keep == 0 or len(self.prompt_tokens(shortened)) <= budget:
+            if len(self.prompt_tokens(shortened)) <= budget:
                 return shortened, last
-            keep -= 16
+            if keep == 0:  # not even an empty message fits: never send an over-budget prompt
+                raise over
+            keep = max(0, keep - 16)
 
     # --- generation ---------------------------------------------------------------------
 
