@@ -180,9 +180,13 @@ class Waterfall(BaseObserver):
 class Turn:
     pipeline: str
     key: tuple[int, int]  # (round, question): the pairing of the two pipelines' turns
-    v2v: float | None  # s, end of speech at the client -> first audible bot sample there
     moments: dict[str, float] = field(default_factory=dict)  # s since the end of speech
     anchor: float | None = None  # ours: first word heard vs arrival + lead_ms + its start
+
+    @property
+    def v2v(self) -> float | None:
+        """s, end of speech at the client -> first audible bot sample there (None: no answer)."""
+        return self.moments.get("heard")
 
 
 class Participant:
@@ -221,8 +225,7 @@ class Participant:
             last = max((t for t, _ in client.got.voiced()), default=0)
             if time.monotonic() - last > 1.5:
                 break
-        turn = Turn(self.name, key, None if first is None else first - t_end,
-                    self.waterfall.after(t_end))
+        turn = Turn(self.name, key, self.waterfall.after(t_end))
         if first is not None:
             turn.moments["heard"] = first - t_end
             # lip-sync anchor: the first word should be heard at arrival + lead_ms + its start

@@ -32,6 +32,22 @@ QUESTION = "Can you tell me a short story about a friendly robot?"
 ARTIFACTS = ROOT / "test-artifacts" / "web"
 
 
+def _bot(settings, livekit, log: Path, **env: str) -> BotProcess:
+    """``python -m stack.app`` on the `test` models and the test LiveKit, plus ``env``."""
+    return BotProcess({
+        "MODEL_PROFILE": "test", "MODELS_DIR": str(settings.models_dir), "DEVICE": "cpu",
+        "LIVEKIT_URL": livekit.url, "LIVEKIT_API_KEY": LIVEKIT_KEY,
+        "LIVEKIT_API_SECRET": LIVEKIT_SECRET, "AVATARS_DIR": str(SHARED_AVATARS), **env,
+    }, free_port(), log)
+
+
+def _question_wav(engines, path: Path) -> Path:
+    """QUESTION spoken, as the fake microphone's file (it loops: one question per 30 s)."""
+    voice = np.concatenate([c.audio for c in engines.tts.synthesize(QUESTION, voice="am_michael")])
+    write_mic_wav(path, voice, 24000, lead_s=0.5, tail_s=25)
+    return path
+
+
 @pytest.fixture(scope="module")
 def session(livekit, engines, settings, tmp_path_factory):
     if not (WEB / "out" / "index.html").is_file():
@@ -41,15 +57,8 @@ def session(livekit, engines, settings, tmp_path_factory):
     if not shutil.which("chromium") and not Path("/usr/bin/chromium").exists():
         pytest.fail("Chromium is missing: run scripts/test.sh (apt-get install chromium)")
     tmp = tmp_path_factory.mktemp("web")
-    wav = tmp / "question.wav"
-    voice = np.concatenate([c.audio for c in engines.tts.synthesize(QUESTION, voice="am_michael")])
-    write_mic_wav(wav, voice, 24000, lead_s=0.5, tail_s=25)  # the file loops: one question per 30 s
-    bot = BotProcess({
-        "MODEL_PROFILE": "test", "MODELS_DIR": str(settings.models_dir), "DEVICE": "cpu",
-        "DEV_MODE": "true", "LIVEKIT_URL": livekit.url, "LIVEKIT_API_KEY": LIVEKIT_KEY,
-        "LIVEKIT_API_SECRET": LIVEKIT_SECRET, "AVATARS_DIR": str(SHARED_AVATARS),
-        "DEFAULT_AVATAR": "brunette-t",
-    }, free_port(), tmp / "bot.log")
+    wav = _question_wav(engines, tmp / "question.wav")
+    bot = _bot(settings, livekit, tmp / "bot.log", DEV_MODE="true", DEFAULT_AVATAR="brunette-t")
     try:
         bot.wait_ready()
         # a person's own file (not vroid.glb: meshopt-compressed, which TalkingHead 1.7 cannot
@@ -142,12 +151,7 @@ def test_errors_are_shown_in_plain_words(livekit, settings, tmp_path):
     """A server with an access key that holds one conversation: no key, a wrong key, a refused
     microphone, every avatar busy, no server."""
     key = "correct horse battery staple"
-    bot = BotProcess({
-        "MODEL_PROFILE": "test", "MODELS_DIR": str(settings.models_dir), "DEVICE": "cpu",
-        "ACCESS_KEY": key, "LIVEKIT_URL": livekit.url, "LIVEKIT_API_KEY": LIVEKIT_KEY,
-        "LIVEKIT_API_SECRET": LIVEKIT_SECRET, "AVATARS_DIR": str(SHARED_AVATARS),
-        "MAX_CONVERSATIONS": "1",
-    }, free_port(), tmp_path / "bot.log")
+    bot = _bot(settings, livekit, tmp_path / "bot.log", ACCESS_KEY=key, MAX_CONVERSATIONS="1")
     try:
         bot.wait_ready()
         out = subprocess.run(["node", "e2e/errors.mjs", bot.url, key], cwd=WEB, check=True,
@@ -167,15 +171,9 @@ def test_a_failed_answer_is_spoken_as_an_apology_and_explained_in_the_page(
         livekit, settings, engines, tmp_path):
     """Every generation fails (a context window too small for the system prompt: an operator's
     mistake): the person hears the apology and the page says what went wrong."""
-    wav = tmp_path / "question.wav"
-    voice = np.concatenate([c.audio for c in engines.tts.synthesize(QUESTION, voice="am_michael")])
-    write_mic_wav(wav, voice, 24000, lead_s=0.5, tail_s=25)
-    bot = BotProcess({
-        "MODEL_PROFILE": "test", "MODELS_DIR": str(settings.models_dir), "DEVICE": "cpu",
-        "DEV_MODE": "true", "LIVEKIT_URL": livekit.url, "LIVEKIT_API_KEY": LIVEKIT_KEY,
-        "LIVEKIT_API_SECRET": LIVEKIT_SECRET, "AVATARS_DIR": str(SHARED_AVATARS),
-        "DEFAULT_AVATAR": "brunette-t", "LLM_CONTEXT_TOKENS": "280", "LLM_MAX_TOKENS": "256",
-    }, free_port(), tmp_path / "bot.log")
+    wav = _question_wav(engines, tmp_path / "question.wav")
+    bot = _bot(settings, livekit, tmp_path / "bot.log", DEV_MODE="true",
+               DEFAULT_AVATAR="brunette-t", LLM_CONTEXT_TOKENS="280", LLM_MAX_TOKENS="256")
     try:
         bot.wait_ready()
         r = subprocess.run(["node", "e2e/page.mjs", bot.url, "", str(tmp_path / "avatar.png"),
