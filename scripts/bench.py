@@ -136,6 +136,12 @@ def main() -> int:
                     "Pipecat")
     ap.add_argument("--turns", type=int, default=32,
                     help="turns per pipeline with --livekit (interleaved; the docs' figures: 32)")
+    ap.add_argument("--baseline", action="store_true",
+                    help="with --livekit: also ours with the streaming rules before 2026-11-26, "
+                    "interleaved with the others (before/after in the same run)")
+    ap.add_argument("--variant", action="append", default=[],
+                    help='with --livekit: also ours with these settings on its own engines, '
+                    'e.g. --variant "stt_threads=2 tts_threads=2" (repeatable)')
     ap.add_argument("--quick", action="store_true",
                     help="with --livekit: one round of 8 turns per pipeline, for development")
     ap.add_argument("--web", action="store_true",
@@ -205,7 +211,10 @@ def main() -> int:
             from bench_livekit import run_livekit_bench
 
             key, title = "livekit", "Voice to voice through LiveKit"
-            table, notes = run_livekit_bench(settings, 8 if args.quick else args.turns)
+            table, notes = run_livekit_bench(
+                settings, 8 if args.quick else args.turns, baseline=args.baseline,
+                variants=args.variant,
+                dump_to=ROOT / "test-artifacts" / "bench-livekit.json")
         else:
             from bench_web import run_web_bench
 

@@ -10,7 +10,7 @@ over the same LiveKit server, on the same model files:
 
 Interleaved, so that the machine's drift hits both alike: rounds of the eight QUESTIONS, each
 round a fresh conversation per pipeline, the two asked the same question one after the other
-(which goes first alternates). A client (tests/lk_client.py) speaks each question and measures,
+(which goes first rotates). A client (tests/lk_client.py) speaks each question and measures,
 at the client, the end of its speech -> the first audible bot sample. Bot, LiveKit client and
 benchmark share one process and one monotonic clock, so the waterfall of each turn (VAD stop,
 end of turn, transcript, LLM first token, first text to TTS, TTS first audio, first audio sent,
@@ -22,6 +22,8 @@ paired questions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -52,8 +54,9 @@ from stack.bot import BotManager  # noqa: E402
 from stack.config import Settings  # noqa: E402
 from stack.engines.load import load_engines  # noqa: E402
 from stack.engines.stt import resample  # noqa: E402
+from stack.engines.tts import MAX_TOKENS, ChunkPlan  # noqa: E402
 from stack.livekit_server import LiveKitServer, find_binary, free_port  # noqa: E402
-from stack.pipeline import Conversation  # noqa: E402
+from stack.pipeline import Conversation, build_pipeline  # noqa: E402
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -66,6 +69,12 @@ QUESTIONS = [
     "How far away is the moon?",
 ]
 KEY, SECRET = "APIbench", "b" * 40
+MAX_ANSWER_TOKENS = 48
+# The streaming rules before 2026-11-26, for --baseline: the first chunk up to 60 phonemes, the
+# rest of the first sentence (up to MAX_TOKENS) as the second, Kokoro's own ~350 ms of silence
+# before each later chunk, and nothing spoken before the LLM's first sentence is complete.
+BASELINE_TTS = dict(plan=lambda: ChunkPlan(first_tokens=60, growth=MAX_TOKENS,
+                                           later_lead_frames=None), early_start=False)
 
 
 def stock_builder(settings: Settings, llm_url: str, voices_npz: Path):
@@ -182,6 +191,8 @@ class Turn:
     key: tuple[int, int]  # (round, question): the pairing of the two pipelines' turns
     moments: dict[str, float] = field(default_factory=dict)  # s since the end of speech
     anchor: float | None = None  # ours: first word heard vs arrival + lead_ms + its start
+    gap: float | None = None  # ours: s the answer's voice stopped, synthesis behind playback
+    first_text: str | None = None  # ours: the words of the answer's first chunk
 
     @property
     def v2v(self) -> float | None:
@@ -197,6 +208,7 @@ class Participant:
         self.room = ""
         self.client: Client | None = None
         self.waterfall: Waterfall | None = None
+        self.gaps = None  # ours: the TTS service's gap per completed answer
 
     async def start(self, livekit_url: str, room: str) -> None:
         from livekit import api as lkapi
@@ -205,6 +217,7 @@ class Participant:
         token = (lkapi.AccessToken(KEY, SECRET).with_identity("bench").with_grants(
             lkapi.VideoGrants(room_join=True, room=room)).to_jwt())
         session = await self.manager.ensure(room)
+        self.gaps = getattr(session.conversation.tts, "gaps_s", None)
         self.waterfall = Waterfall()
         session.worker.add_observer(self.waterfall)
         self.client = Client()
@@ -213,6 +226,7 @@ class Participant:
 
     async def ask(self, audio: np.ndarray, key: tuple[int, int]) -> Turn:
         client = self.client
+        answers = len(self.gaps) if self.gaps is not None else 0
         await client.speak(audio)
         t_end = time.monotonic() + client.source.queued_duration  # last sample leaves the mic
         await client.silence(0.2)
@@ -235,6 +249,9 @@ class Participant:
             if chunk is not None:
                 t, m = chunk
                 turn.anchor = first - (t + (m.get("lead_ms", 0) + m["wtimes"][0]) / 1000)
+                turn.first_text = m["text"]
+        if self.gaps is not None and len(self.gaps) > answers:
+            turn.gap = self.gaps[-1]
         return turn
 
     async def stop(self) -> None:
@@ -246,10 +263,11 @@ async def _interleaved(pipelines: list[Participant], livekit_url: str,
                        questions: list[np.ndarray], turns: int) -> list[Turn]:
     results: list[Turn] = []
     for r in range((turns + ROUND - 1) // ROUND):
-        for p in pipelines:  # a fresh conversation per round: the history stays short for both
-            await p.start(livekit_url, f"bench-{p.name.split()[0]}-{r}")
+        for k, p in enumerate(pipelines):  # a fresh conversation per round: short histories
+            await p.start(livekit_url, f"bench-{k}-{r}")
         for i in range(min(ROUND, turns - r * ROUND)):
-            order = pipelines if (r + i) % 2 == 0 else pipelines[::-1]
+            first = (r * ROUND + i) % len(pipelines)  # which goes first rotates
+            order = pipelines[first:] + pipelines[:first]
             for p in order:
                 results.append(await p.ask(questions[i], (r, i)))
                 print(f"round {r} question {i} {p.name}: "
@@ -289,11 +307,15 @@ def report(results: list[Turn], load: tuple[float, float]) -> tuple[str, str]:
     def ms(xs: list[float]) -> str:
         return f"{_pct(xs, .5) * 1000:.0f} / {_pct(xs, .95) * 1000:.0f}" if xs else "n/a"
 
-    lines = ["| pipeline | turns answered | voice to voice p50 / p95 (ms) |", "|---|---|---|"]
+    lines = ["| pipeline | turns answered | voice to voice p50 / p95 (ms) | answers with a gap "
+             "in their voice | gap p95 (ms) |", "|---|---|---|---|---|"]
     for name in names:
         mine = [t for t in results if t.pipeline == name]
         v2v = [t.v2v for t in mine if t.v2v is not None]
-        lines.append(f"| {name} | {len(v2v)}/{len(mine)} | {ms(v2v)} |")
+        gaps = [t.gap for t in mine if t.gap is not None]
+        gapped = (f"{sum(g > 0.02 for g in gaps)}/{len(gaps)}", f"{_pct(gaps, .95) * 1000:.0f}"
+                  ) if gaps else ("n/a", "n/a")
+        lines.append(f"| {name} | {len(v2v)}/{len(mine)} | {ms(v2v)} | {gapped[0]} | {gapped[1]} |")
     # the waterfall: each moment since the end of speech, and the step from the moment before
     lines += ["", "| moment, since the end of speech at the client | "
               + " | ".join(f"{n} p50 / p95 (ms) | {n} step p50 (ms)" for n in names) + " |",
@@ -317,15 +339,23 @@ def report(results: list[Turn], load: tuple[float, float]) -> tuple[str, str]:
              "Waterfall: when each moment first happened after the end of speech (Pipecat frames "
              "seen by an observer, on the same clock); a step is the time from the latest earlier "
              "moment."]
-    if len(names) == 2:
-        v2v = {(t.pipeline, t.key): t.v2v for t in results if t.v2v is not None}
-        pairs = [(v2v[(names[0], k)], v2v[(names[1], k)])
-                 for (n, k) in v2v if n == names[0] and (names[1], k) in v2v]
+    v2v = {(t.pipeline, t.key): t.v2v for t in results if t.v2v is not None}
+    for other in names[1:]:
+        pairs = [(v2v[(names[0], k)], v2v[(other, k)])
+                 for (n, k) in v2v if n == names[0] and (other, k) in v2v]
         if len(pairs) >= 3:
             r, lo, hi = ratio_interval(pairs)
-            notes.append(f"Ratio {names[0]}/{names[1]} of the voice-to-voice medians: **{r:.2f}** "
+            notes.append(f"Ratio {names[0]}/{other} of the voice-to-voice medians: **{r:.2f}** "
                          f"(bootstrap 95 % interval {lo:.2f} … {hi:.2f}, {len(pairs)} paired "
                          "questions).")
+    if "ours, before" in names:
+        notes.append("ours, before: the same engines with the streaming rules of 2026-11-25 "
+                     "(nothing spoken before the LLM's first sentence is complete, a first chunk "
+                     "of up to 60 phonemes, then the rest of that sentence as one chunk, ~350 ms "
+                     "of silence before each later chunk).")
+    notes.append(f"Answers of at most {MAX_ANSWER_TOKENS} tokens, for every pipeline. Gap: how "
+                 "long an answer's voice stopped because Kokoro fell behind playback "
+                 "(our TTS service measures it; stock's has no such measure).")
     anchor = [t.anchor for t in results if t.anchor is not None and t.pipeline == names[0]]
     if anchor:
         notes.append(f"Lip-sync anchor ({names[0]}): the first word was heard "
@@ -335,15 +365,28 @@ def report(results: list[Turn], load: tuple[float, float]) -> tuple[str, str]:
     return "\n".join(lines), " ".join(notes)
 
 
-def run_livekit_bench(settings: Settings, turns: int) -> tuple[str, str]:
+def dump(results: list[Turn], path: Path) -> None:
+    """Every turn, for a look at what the medians hide (which answers were slow, and why)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([dataclasses.asdict(t) for t in results], indent=1))
+
+
+def run_livekit_bench(settings: Settings, turns: int, baseline: bool = False,
+                      variants: list[str] = (), dump_to: Path | None = None) -> tuple[str, str]:
+    """``variants``: more of ours, each "key=value key=value" of Settings on its own engines
+    (e.g. "stt_threads=2"), named by it in the tables."""
     binary = find_binary()
     if binary is None:
         raise SystemExit("livekit-server not found: run scripts/test.sh once (it builds it)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     livekit = LiveKitServer(binary, tmp, KEY, SECRET)
     llama, llm_url = _start_llama_server(settings, tmp)
+    # Answers of up to MAX_ANSWER_TOKENS: the tiny test model sometimes repeats a sentence until
+    # its limit (256), and minute-long answers would only stretch the run (the measure ends at
+    # the first audio).
     s = settings.model_copy(update=dict(livekit_url=livekit.url, livekit_api_key=KEY,
-                                        livekit_api_secret=SECRET, session_empty_seconds=30))
+                                        livekit_api_secret=SECRET, session_empty_seconds=30,
+                                        llm_max_tokens=MAX_ANSWER_TOKENS))
     try:
         engines = load_engines(s)
         questions = [_trimmed(resample(np.concatenate([c.audio for c in engines.tts.synthesize(
@@ -351,9 +394,18 @@ def run_livekit_bench(settings: Settings, turns: int) -> tuple[str, str]:
         pipelines = [Participant("ours", BotManager(s, engines)),
                      Participant("stock Pipecat", BotManager(
                          s, None, builder=stock_builder(s, llm_url, _voices_npz(s, tmp))))]
+        if baseline:
+            pipelines.append(Participant("ours, before", BotManager(s, None, builder=lambda **kw:
+                build_pipeline(engines, s, tts_options=BASELINE_TTS, **kw))))
+        for variant in variants:
+            vs = Settings(**{**s.model_dump(), **dict(kv.split("=", 1) for kv in variant.split())},
+                          _env_file=None)
+            pipelines.append(Participant(f"ours, {variant}", BotManager(vs, load_engines(vs))))
         load_start = os.getloadavg()[0]
         results = asyncio.run(_interleaved(pipelines, livekit.url, questions, turns))
         load_end = os.getloadavg()[0]
+        if dump_to is not None:
+            dump(results, dump_to)
     finally:
         llama.terminate()
         livekit.stop()

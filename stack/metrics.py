@@ -46,6 +46,10 @@ STAGE = Histogram(
     "avatar_stage_seconds", "Each stage of an answer: stt (Whisper's processing of a "
     "segment), llm_first_token, tts_first_audio.", ["stage"], buckets=_LATENCY_BUCKETS,
     registry=REGISTRY)
+TTS_GAPS = Histogram(
+    "avatar_tts_gap_seconds", "Per answer: how long its voice stopped mid-answer because "
+    "synthesis fell behind playback (0 for most answers; a machine too slow for its profile "
+    "shows here).", buckets=(0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0), registry=REGISTRY)
 ERRORS = Counter("avatar_errors", "Errors reported in a conversation, by the service that "
                  "reported them (stt, llm, tts, other).", ["source"], registry=REGISTRY)
 

@@ -36,9 +36,11 @@ class Conversation:
 
 def build_pipeline(engines: Engines, settings: Settings, *,
                    transport_input: FrameProcessor | None = None,
-                   transport_output: FrameProcessor | None = None) -> Conversation:
+                   transport_output: FrameProcessor | None = None,
+                   tts_options: dict | None = None) -> Conversation:
     """One conversation's pipeline. Without transports (tests) audio frames are pushed in by
-    hand."""
+    hand. ``tts_options``: LocalKokoroTTSService's streaming rules, for the benchmark's
+    baseline."""
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(
         context,
@@ -55,7 +57,8 @@ def build_pipeline(engines: Engines, settings: Settings, *,
                                max_tokens=settings.llm_max_tokens,
                                temperature=settings.temperature,
                                repeat_penalty=settings.llm_repeat_penalty)
-    tts = LocalKokoroTTSService(engines.tts, voice=settings.tts_voice, speed=settings.tts_speed)
+    tts = LocalKokoroTTSService(engines.tts, voice=settings.tts_voice, speed=settings.tts_speed,
+                                **(tts_options or {}))
     processors = [stt, aggregators.user(), llm, tts]
     if transport_input is not None:
         processors.insert(0, transport_input)

@@ -10,6 +10,15 @@ from conftest import BECKETT
 
 from stack.config import Settings
 from stack.engines.stt import resample
+from stack.engines.tts import (
+    CHUNK_GROWTH,
+    FIRST_CHUNK_TOKENS,
+    FIRST_CLAUSE_TOKENS,
+    LATER_LEAD_FRAMES,
+    MAX_TOKENS,
+    ChunkPlan,
+    split_words,
+)
 from stack.lipsync import FRAME_SAMPLES, SAMPLE_RATE
 
 
@@ -201,19 +210,39 @@ def test_tts_unknown_voice_is_a_clear_error(engines):
 
 
 def test_tts_quick_start_short_first_clause_and_trimmed_lead(engines):
-    text = "Well, that is a really interesting question, and I am happy to answer it in detail."
+    text = "Well, that is nice, and I am happy to answer your question in great detail."
     normal = list(engines.tts.synthesize(text))
     quick = list(engines.tts.synthesize(text, quick_start=True))
     assert len(quick) > len(normal)
     # cut at the first clause end past a dozen phonemes ("Well," alone would be too short)
-    assert [w.word for w in quick[0].timing.words] == ["Well", "that", "is", "a", "really",
-                                                       "interesting", "question"]
+    assert [w.word for w in quick[0].timing.words] == ["Well", "that", "is", "nice"]
     assert quick[0].durations[0] == 2 < normal[0].durations[0]  # 50 ms of leading silence
     assert quick[0].timing.words[0].start_ms == 50
+    assert all(c.durations[0] <= LATER_LEAD_FRAMES for c in quick[1:])  # 200 ms between
     for c in quick:
         assert len(c.audio) == sum(c.durations) * FRAME_SAMPLES
     said = [w.word for c in quick for w in c.timing.words]
     assert said == [w.word for w in normal[0].timing.words]
+
+
+def test_tts_a_reply_starts_small_and_its_chunks_grow_with_what_was_made(engines):
+    """The chunk sizes of one reply, over its sentences (one plan): the first short, each later
+    one at most CHUNK_GROWTH x the phonemes made before it (plus a sentence's last few words,
+    which never make a chunk of their own), cut at sentence or clause ends where there are."""
+    plan = ChunkPlan()
+    chunks = [g for sentence in SENTENCES + ["Neat!", "Cats sleep a lot."]
+              for g in split_words(engines.tts.g2p(sentence), plan=plan)]
+    sizes = [sum(len(w.phonemes) + 1 for w in g) for g in chunks]
+    assert sizes[0] <= FIRST_CHUNK_TOKENS
+    for k in range(1, len(sizes)):
+        allowed = max(FIRST_CHUNK_TOKENS, int(CHUNK_GROWTH * sum(sizes[:k])))
+        assert sizes[k] <= min(MAX_TOKENS, allowed) + FIRST_CLAUSE_TOKENS, (k, sizes)
+    assert max(sizes) > 3 * sizes[0], sizes  # they grow
+    ends = [g[-1].phonemes[-1] for g in chunks]
+    assert sum(e in ".!?,;:" for e in ends) >= len(ends) - 2, [g[-1].text for g in chunks]
+    assert [w.text for g in chunks for w in g] == [
+        w.text for s in SENTENCES + ["Neat!", "Cats sleep a lot."] for w in engines.tts.g2p(s)]
+    assert plan.made == len(chunks)
 
 
 def test_tts_a_replys_first_chunk_goes_ahead_of_other_replys_later_chunks(engines):

@@ -15,10 +15,12 @@ from pipecat.frames.frames import (
     TTSStoppedFrame,
     UserStartedSpeakingFrame,
 )
+from pipecat.services.tts_service import TextAggregationMode
 from pipecat.tests.utils import SleepFrame, run_test
 
 from stack.pipeline import build_pipeline
 from stack.protocol import MESSAGE_ADAPTER, SpeechChunkMessage
+from stack.services.tts import ReplyStartAggregator
 
 CHUNK = 320  # 20 ms at 16 kHz, what a transport delivers
 
@@ -62,6 +64,8 @@ async def test_pipeline_answers_beckett_with_audio_and_exact_timings(engines, se
 
     finished = [t for t in stopped if audio[t]]
     assert finished, "the bot answered at least once to the end"
+    # each answer's playback gaps are recorded (its voice stopped: Kokoro behind playback)
+    assert len(conversation.tts.gaps_s) >= len(finished) and min(conversation.tts.gaps_s) >= 0
     for turn in finished:
         msgs = messages[turn]
         assert [m.seq for m in msgs] == list(range(len(msgs)))
@@ -149,3 +153,38 @@ async def test_an_empty_reply_is_an_apology_and_an_error_and_the_next_turn_works
     said = [" ".join(words) for words in turns.values()]
     assert len(said) == 2 and _words(said[0]) == _words(APOLOGY), said  # heard, not silence
     assert _words(said[1]) and _words(said[1]) != _words(APOLOGY)  # the next turn is answered
+
+
+async def _aggregate(aggregator, reply: str) -> list[str]:
+    """What the TTS service would speak, in order, for a reply streamed as an LLM does: words
+    with their space in front, punctuation on its own."""
+    out = []
+    for token in re.findall(r" ?\w+|[^\w ]", reply):
+        async for a in aggregator.aggregate(token):
+            out.append(a.text)
+    rest = await aggregator.flush()
+    return out + ([rest.text] if rest else [])
+
+
+async def test_a_replys_first_words_go_to_speech_before_its_first_sentence_ends():
+    aggregator = ReplyStartAggregator(aggregation_type=TextAggregationMode.SENTENCE)
+    # at the first clause end past three words; then whole sentences
+    assert await _aggregate(aggregator, "Well, that is nice, and I am happy. Cats sleep a lot."
+                            ) == ["Well, that is nice,", "and I am happy.", "Cats sleep a lot."]
+    # no clause end: after six words; a new reply (after the flush) starts early again
+    assert await _aggregate(aggregator, "Cats have a special organ called the Jacobson organ. "
+                            "Neat!") == ["Cats have a special organ called",
+                                         "the Jacobson organ.", "Neat!"]
+    # a short first sentence is a sentence; text with a possible sentence end is never cut early
+    assert await _aggregate(aggregator, "Sure! I can help with that.") == [
+        "Sure!", "I can help with that."]
+    assert await _aggregate(aggregator, "It is 3.5 km from the big old station.") == [
+        "It is 3.5 km from the big old station."]
+    assert await _aggregate(aggregator, "It costs 3,000 dollars, I think.") == [
+        "It costs 3,000 dollars,", "I think."]
+    # an interruption starts a new reply
+    async for _ in aggregator.aggregate("Cats sleep a lot, and"):
+        pass
+    await aggregator.handle_interruption()
+    assert await _aggregate(aggregator, "Dogs bark at night, mostly.") == [
+        "Dogs bark at night,", "mostly."]

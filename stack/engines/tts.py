@@ -27,8 +27,13 @@ from .g2p import G2P
 MAX_TOKENS = 400  # Kokoro's context is 512 tokens; shorter chunks also start playing sooner
 _SENTENCE_END = frozenset(".!?…;:")
 _CLAUSE_END = frozenset(",—")
-FIRST_CHUNK_TOKENS = 60  # ~8 words: the first audio of a reply comes quickly
-QUICK_START_LEAD_FRAMES = 2  # 50 ms of Kokoro's ~300 ms leading silence kept before a reply
+FIRST_CHUNK_TOKENS = 30  # ~6 words: the first audio of a reply comes after ~1 s on one core
+FIRST_CLAUSE_TOKENS = 12  # a first clause shorter than this (~3 words) waits for more
+CHUNK_GROWTH = 0.8  # a later chunk: at most 0.8 x the phonemes its reply made before it
+QUICK_START_LEAD_FRAMES = 2  # 50 ms of Kokoro's ~350 ms leading silence kept before a reply
+# ...and 200 ms before each later chunk: with the end of the chunk before (its punctuation and
+# end token) a natural pause between sentences, and not a gap where a chunk ends mid-sentence.
+LATER_LEAD_FRAMES = 8
 
 
 class KokoroBackend(Protocol):
@@ -105,37 +110,96 @@ class VoiceBank:
         return pack[min(max(n_phonemes - 1, 0), len(pack) - 1)]
 
 
-def split_words(words: list[WordPhonemes], max_tokens: int = MAX_TOKENS,
-                first_max_tokens: int | None = None) -> list[list[WordPhonemes]]:
-    """Group words into chunks of at most ``max_tokens`` phonemes, preferring sentence ends.
+@dataclass
+class ChunkPlan:
+    """How many phonemes the next chunk of one reply may hold, carried across its sentences.
 
-    ``first_max_tokens`` makes the first chunk short, cut at the first clause end (or word) past
-    a few words: the first audio of a reply then comes after a fraction of the sentence's
+    The first chunk is short: its synthesis is what a person waits for. Each later one may hold
+    at most ``CHUNK_GROWTH`` times the phonemes the reply has made so far, so that it is ready
+    before the audio already made has played: on one CPU thread Kokoro takes ~0.4 s plus ~30 ms
+    per phoneme for audio that lasts ~55 ms per phoneme (python scripts/bench.py --engines has
+    the machine's rate). Sizes grow about 1.8 times per chunk, up to ``MAX_TOKENS``. Until now a
+    reply's second chunk was the rest of its first sentence, however long."""
+
+    first_tokens: int = FIRST_CHUNK_TOKENS
+    growth: float = CHUNK_GROWTH
+    later_lead_frames: int | None = LATER_LEAD_FRAMES  # None: Kokoro's own (~350 ms)
+    made: int = 0  # chunks planned so far
+    tokens: int = 0  # their phonemes
+    limit: int = 0  # the next chunk's
+
+    def __post_init__(self):
+        self.limit = self.limit or self.first_tokens
+
+    def took(self, tokens: int) -> None:
+        self.made += 1
+        self.tokens += tokens
+        self.limit = min(MAX_TOKENS, max(self.first_tokens, int(self.tokens * self.growth)))
+
+
+def _tokens(words: list[WordPhonemes]) -> int:
+    return sum(len(w.phonemes) + 1 for w in words)
+
+
+def _best_cut(words: list[WordPhonemes], min_tokens: int) -> int:
+    """Where to end a chunk that is full: after its last sentence end, else its last clause end,
+    else (a clause longer than the chunk) after its last word; never leaving it shorter than
+    ``min_tokens`` (a tiny chunk costs Kokoro's fixed time and plays too briefly to cover the
+    next one's)."""
+    for ends in (_SENTENCE_END, _CLAUSE_END):
+        for i in range(len(words) - 1, 0, -1):
+            if words[i - 1].phonemes[-1:] in ends and _tokens(words[:i]) >= min_tokens:
+                return i
+    return len(words)
+
+
+def _to_sentence_end(words: list[WordPhonemes]) -> list[int]:
+    """For each word, the phonemes from it to the end of its sentence."""
+    left, run = [0] * len(words), 0
+    for i in range(len(words) - 1, -1, -1):
+        if words[i].phonemes[-1:] in _SENTENCE_END:
+            run = 0
+        run += len(words[i].phonemes) + 1
+        left[i] = run
+    return left
+
+
+def split_words(words: list[WordPhonemes], max_tokens: int = MAX_TOKENS,
+                plan: ChunkPlan | None = None) -> list[list[WordPhonemes]]:
+    """Group words into chunks of at most ``max_tokens`` phonemes (or the sizes ``plan`` allows),
+    cut where a speaker would pause: a sentence end, else a clause end, else a word. The last few
+    words of a sentence stay with the chunk before them rather than make a chunk of their own.
+
+    With a ``plan`` that has made nothing yet (a reply's start), the first clause past a few words
+    also goes out on its own: the first audio then comes after a fraction of the sentence's
     synthesis time."""
     chunks: list[list[WordPhonemes]] = []
     current: list[WordPhonemes] = []
-    size = 0
-    last_break = 0  # index in current after the last sentence end
-    for w in words:
-        limit = first_max_tokens if first_max_tokens and not chunks else max_tokens
-        n = len(w.phonemes) + 1
-        if current and size + n > limit:
-            cut = last_break or len(current)
-            chunks.append(current[:cut])
-            current = current[cut:]
-            size = sum(len(x.phonemes) + 1 for x in current)
-            last_break = 0
+    left = _to_sentence_end(words)
+
+    def starting() -> bool:
+        return plan is not None and plan.made == 0
+
+    def close(cut: int) -> None:
+        nonlocal current
+        chunks.append(current[:cut])
+        if plan is not None:
+            plan.took(_tokens(current[:cut]))
+        current = current[cut:]
+
+    for i, w in enumerate(words):
+        limit = plan.limit if plan is not None else max_tokens
+        over = _tokens(current) + len(w.phonemes) + 1 - limit
+        if current and over > 0 and (left[i] > FIRST_CLAUSE_TOKENS or over > FIRST_CLAUSE_TOKENS):
+            close(_best_cut(current, FIRST_CLAUSE_TOKENS if starting()
+                            else max(FIRST_CLAUSE_TOKENS, limit // 3)))
         current.append(w)
-        size += n
         end = w.phonemes[-1:]
-        if first_max_tokens and not chunks and (
-                end in _SENTENCE_END or (end in _CLAUSE_END and size >= 12)):
-            chunks.append(current)  # the first clause goes out on its own
-            current, size, last_break = [], 0, 0
-        elif end in _SENTENCE_END:
-            last_break = len(current)
+        if starting() and (end in _SENTENCE_END or (
+                end in _CLAUSE_END and _tokens(current) >= FIRST_CLAUSE_TOKENS)):
+            close(len(current))  # the first clause goes out on its own
     if current:
-        chunks.append(current)
+        close(len(current))
     return chunks
 
 
@@ -193,21 +257,24 @@ class KokoroTTS:
             return json.load(f)["vocab"]
 
     def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0, *,
-                   quick_start: bool = False,
+                   quick_start: bool = False, plan: ChunkPlan | None = None,
                    cancel: threading.Event | None = None) -> Iterator[SpeechChunk]:
         """``quick_start``, for the start of a reply: the first chunk is a short clause and its
         leading silence is cut to ``QUICK_START_LEAD_FRAMES``, so it is heard sooner, and it
-        goes ahead of other replies' later chunks. ``cancel`` stops before the next chunk,
-        also while it waits for the engine."""
-        words = self.g2p(text)
-        groups = split_words(words, first_max_tokens=FIRST_CHUNK_TOKENS if quick_start else None)
-        for i, group in enumerate(groups):
-            first = quick_start and i == 0
-            lead = QUICK_START_LEAD_FRAMES if first else None
+        goes ahead of other replies' later chunks. ``plan``: the reply's chunk sizes so far
+        (its earlier sentences); a fresh plan is a quick start. ``cancel`` stops before the
+        next chunk, also while it waits for the engine."""
+        if plan is None and quick_start:
+            plan = ChunkPlan()
+        starts_reply = plan is not None and plan.made == 0
+        for i, group in enumerate(split_words(self.g2p(text), plan=plan)):
+            first = starts_reply and i == 0
             if cancel is not None and cancel.is_set():
                 return
-            chunk = self.synthesize_words(group, voice or self.default_voice, speed,
-                                          max_lead_frames=lead, first=first, cancel=cancel)
+            later_lead = plan.later_lead_frames if plan is not None else LATER_LEAD_FRAMES
+            chunk = self.synthesize_words(
+                group, voice or self.default_voice, speed, first=first,
+                max_lead_frames=QUICK_START_LEAD_FRAMES if first else later_lead, cancel=cancel)
             if chunk is not None:
                 yield chunk
 

@@ -13,7 +13,9 @@ On interruption a ``speech.stop`` message goes out at once (urgent) so the mouth
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+import re
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
 from pipecat.frames.frames import (
@@ -28,15 +30,80 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
+from pipecat.utils.string import SENTENCE_ENDING_PUNCTUATION
+from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
+from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 
-from ..engines.tts import KokoroTTS, SpeechChunk
+from .. import metrics
+from ..engines.tts import ChunkPlan, KokoroTTS, SpeechChunk
 from ..lipsync import SAMPLE_RATE
 from ..protocol import SpeechStopMessage, chunk_message
 from .threaded import iterate_in_thread
 
+FIRST_WORDS = 6  # a reply's first words go to Kokoro once there are this many (~30 phonemes)
+CLAUSE_MIN_WORDS = 3  # ...or at a clause end after at least this many
+_CLAUSE_MARKS = frozenset(",;:—")
+
+
+class ReplyStartAggregator(SimpleTextAggregator):
+    """Sentences, as Pipecat aggregates them, except at the start of a reply: its first words go
+    to synthesis at the first clause end (or after ``FIRST_WORDS`` words) instead of waiting for
+    the LLM to finish the sentence; Kokoro's first chunk is no longer than that anyway
+    (``stack.engines.tts.ChunkPlan``). A reply starts after a flush (the LLM's response ended)
+    or an interruption."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._reply_started = False
+
+    async def aggregate(self, text: str):
+        async for aggregation in super().aggregate(text):
+            self._reply_started = True
+            yield aggregation
+        if not self._reply_started:
+            early = self._first_words()
+            if early is not None:
+                self._reply_started = True
+                yield early
+
+    def _first_words(self) -> Aggregation | None:
+        buffered = self._text
+        # Never across a possible sentence end: the sentence rules (and their look-ahead) own
+        # any text with one.
+        if any(c in SENTENCE_ENDING_PUNCTUATION for c in buffered):
+            return None
+        words = buffered.split()
+        # Whole words only: the last one is whole once a space follows it or a clause mark ends
+        # it (after a letter: "3," may go on as "3,000").
+        last = words[-1] if words else ""
+        if not buffered[-1:].isspace() and not (
+                last[-1:] in _CLAUSE_MARKS and last[-2:-1].isalpha()):
+            words = words[:-1]
+        clause = next((i + 1 for i, w in enumerate(words)
+                       if w[-1] in _CLAUSE_MARKS and i + 1 >= CLAUSE_MIN_WORDS), None)
+        if clause is None and len(words) < FIRST_WORDS:
+            return None
+        cut = clause or FIRST_WORDS
+        end = [m.end() for m in re.finditer(r"\S+", buffered)][cut - 1]
+        self._text = buffered[end:].lstrip()
+        return Aggregation(text=" ".join(words[:cut]), type=TextType.SENTENCE)
+
+    async def flush(self) -> Aggregation | None:
+        self._reply_started = False
+        return await super().flush()
+
+    async def handle_interruption(self):
+        self._reply_started = False
+        await super().handle_interruption()
+
+    async def reset(self):
+        self._reply_started = False
+        await super().reset()
+
 
 @dataclass
 class _Turn:
+    plan: ChunkPlan  # chunk sizes over the turn's sentences
     offset_samples: int = 0  # where the next chunk starts in the turn's audio
     seq: int = 0
     started: float | None = None  # loop time the turn's first audio was handed on
@@ -44,8 +111,12 @@ class _Turn:
 
 
 class LocalKokoroTTSService(TTSService):
+    """``plan`` makes each answer's chunk plan and ``early_start`` lets its first words go before
+    its first sentence is complete: both the product's by default; the benchmark's baseline
+    passes the earlier rules (scripts/bench_livekit.py)."""
+
     def __init__(self, engine: KokoroTTS, *, voice: str | None = None, speed: float = 1.0,
-                 **kwargs):
+                 plan: Callable[[], ChunkPlan] = ChunkPlan, early_start: bool = True, **kwargs):
         super().__init__(
             push_start_frame=True,
             push_stop_frames=True,
@@ -57,27 +128,35 @@ class LocalKokoroTTSService(TTSService):
             settings=TTSSettings(model=None, voice=voice or engine.default_voice, language="en"),
             **kwargs,
         )
+        if early_start:  # Pipecat 1.x takes no aggregator argument: its own is replaced
+            self._text_aggregator = ReplyStartAggregator(
+                aggregation_type=self._text_aggregation_mode,
+                language=self.text_aggregation_language)
+        self._plan = plan
         self._engine = engine
         self._speed = speed
+        self.gaps_s: deque[float] = deque(maxlen=100)  # per answer: voice stopped, waiting
         self._turns: dict[str, _Turn] = {}
         self._audible_turn: str | None = None  # announced to the browser, maybe still playing
 
     def can_generate_metrics(self) -> bool:
         return True
 
-    def _chunks(self, text: str, voice: str, quick_start: bool) -> AsyncIterator[SpeechChunk]:
+    def _chunks(self, text: str, voice: str, plan: ChunkPlan) -> AsyncIterator[SpeechChunk]:
         """Kokoro's chunks as they are made, from a worker thread. Interrupted, it never waits
         for the chunk being synthesized (that would hold the interruption back)."""
         return iterate_in_thread(lambda stop: self._engine.synthesize(
-            text, voice=voice, speed=self._speed, quick_start=quick_start, cancel=stop))
+            text, voice=voice, speed=self._speed, plan=plan, cancel=stop))
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
-        turn = self._turns.setdefault(context_id, _Turn())
+        turn = self._turns.get(context_id)
+        if turn is None:
+            turn = self._turns[context_id] = _Turn(self._plan())
         voice = self._settings.voice if isinstance(self._settings.voice, str) else None
         try:
             await self.start_tts_usage_metrics(text)
             async for chunk in self._chunks(text, voice or self._engine.default_voice,
-                                            quick_start=turn.seq == 0):
+                                            turn.plan):
                 await self.stop_ttfb_metrics()
                 samples = len(chunk.audio)
                 offset_s = turn.offset_samples / SAMPLE_RATE
@@ -120,4 +199,7 @@ class LocalKokoroTTSService(TTSService):
 
     async def on_audio_context_completed(self, context_id: str):
         await super().on_audio_context_completed(context_id)
-        self._turns.pop(context_id, None)
+        turn = self._turns.pop(context_id, None)
+        if turn is not None and turn.seq:
+            self.gaps_s.append(turn.stall_s)
+            metrics.TTS_GAPS.observe(turn.stall_s)
