@@ -126,19 +126,23 @@ class ChunkPlan:
     later_lead_frames: int | None = LATER_LEAD_FRAMES  # None: Kokoro's own (~350 ms)
     made: int = 0  # chunks planned so far
     tokens: int = 0  # their phonemes
-    limit: int = 0  # the next chunk's
 
-    def __post_init__(self):
-        self.limit = self.limit or self.first_tokens
+    @property
+    def limit(self) -> int:
+        """The next chunk's phonemes at most."""
+        return min(MAX_TOKENS, max(self.first_tokens, int(self.tokens * self.growth)))
 
     def took(self, tokens: int) -> None:
         self.made += 1
         self.tokens += tokens
-        self.limit = min(MAX_TOKENS, max(self.first_tokens, int(self.tokens * self.growth)))
+
+
+def _word_tokens(w: WordPhonemes) -> int:
+    return len(w.phonemes) + 1  # its phonemes and the space (or mark) after it
 
 
 def _tokens(words: list[WordPhonemes]) -> int:
-    return sum(len(w.phonemes) + 1 for w in words)
+    return sum(_word_tokens(w) for w in words)
 
 
 def _best_cut(words: list[WordPhonemes], min_tokens: int) -> int:
@@ -159,7 +163,7 @@ def _to_sentence_end(words: list[WordPhonemes]) -> list[int]:
     for i in range(len(words) - 1, -1, -1):
         if words[i].phonemes[-1:] in _SENTENCE_END:
             run = 0
-        run += len(words[i].phonemes) + 1
+        run += _word_tokens(words[i])
         left[i] = run
     return left
 
@@ -189,7 +193,7 @@ def split_words(words: list[WordPhonemes], max_tokens: int = MAX_TOKENS,
 
     for i, w in enumerate(words):
         limit = plan.limit if plan is not None else max_tokens
-        over = _tokens(current) + len(w.phonemes) + 1 - limit
+        over = _tokens(current) + _word_tokens(w) - limit
         if current and over > 0 and (left[i] > FIRST_CLAUSE_TOKENS or over > FIRST_CLAUSE_TOKENS):
             close(_best_cut(current, FIRST_CLAUSE_TOKENS if starting()
                             else max(FIRST_CLAUSE_TOKENS, limit // 3)))
@@ -267,11 +271,11 @@ class KokoroTTS:
         if plan is None and quick_start:
             plan = ChunkPlan()
         starts_reply = plan is not None and plan.made == 0
+        later_lead = plan.later_lead_frames if plan is not None else LATER_LEAD_FRAMES
         for i, group in enumerate(split_words(self.g2p(text), plan=plan)):
             first = starts_reply and i == 0
             if cancel is not None and cancel.is_set():
                 return
-            later_lead = plan.later_lead_frames if plan is not None else LATER_LEAD_FRAMES
             chunk = self.synthesize_words(
                 group, voice or self.default_voice, speed, first=first,
                 max_lead_frames=QUICK_START_LEAD_FRAMES if first else later_lead, cancel=cancel)

@@ -72,7 +72,8 @@ class ReplyStartAggregator(SimpleTextAggregator):
         # any text with one.
         if any(c in SENTENCE_ENDING_PUNCTUATION for c in buffered):
             return None
-        words = buffered.split()
+        matches = list(re.finditer(r"\S+", buffered))
+        words = [m.group() for m in matches]
         # Whole words only: the last one is whole once a space follows it or a clause mark ends
         # it (after a letter: "3," may go on as "3,000").
         last = words[-1] if words else ""
@@ -84,8 +85,7 @@ class ReplyStartAggregator(SimpleTextAggregator):
         if clause is None and len(words) < FIRST_WORDS:
             return None
         cut = clause or FIRST_WORDS
-        end = [m.end() for m in re.finditer(r"\S+", buffered)][cut - 1]
-        self._text = buffered[end:].lstrip()
+        self._text = buffered[matches[cut - 1].end():].lstrip()
         return Aggregation(text=" ".join(words[:cut]), type=TextType.SENTENCE)
 
     async def flush(self) -> Aggregation | None:
