@@ -289,3 +289,107 @@ def test_missing_model_files_name_the_file_and_the_fix(settings, tmp_path):
     message = str(err.value)
     assert str(tmp_path / "test" / "whisper-tiny.en" / "model.bin") in message
     assert f"download_models.py --profile test --models-dir {tmp_path}" in message
+
+
+# --- sharing the cores (stack/engines/cores.py) ------------------------------------------
+
+
+def test_cores_urgent_work_gets_all_cores_only_when_no_other_speech_work_runs():
+    from stack.engines.cores import CoreShare
+
+    cores = CoreShare(2)
+    with cores.urgent() as wide:
+        assert wide
+        with cores.urgent() as second:  # another conversation's turn ended meanwhile
+            assert not second
+    with cores.busy():  # a later chunk of some reply
+        with cores.urgent() as wide:
+            assert not wide
+    with cores.urgent() as wide:
+        assert wide
+    assert cores.wide_runs == 2
+    for off in (CoreShare(2, enabled=False), CoreShare(1)):  # a GPU; a single core
+        with off.urgent() as wide:
+            assert not wide
+
+
+def test_cores_the_llm_waits_while_wide_work_runs_and_never_longer_than_its_limit():
+    from stack.engines.cores import CoreShare
+
+    cores = CoreShare(2, max_llm_pause_s=30)
+    stepped = threading.Event()
+
+    def llm():
+        cores.llm_step()
+        stepped.set()
+
+    with cores.urgent() as wide:
+        assert wide
+        t = threading.Thread(target=llm)
+        t.start()
+        assert not stepped.wait(0.3) and cores.llm_waiting
+    assert stepped.wait(5)  # the wide work ended: the LLM goes on
+    t.join()
+    cores.llm_step()  # nothing wide runs: no wait
+    assert cores.llm_pauses == 1
+
+    cores = CoreShare(2, max_llm_pause_s=0.05)
+    with cores.urgent():
+        cores.llm_step()  # waits 50 ms, then gives up
+        assert cores.llm_pauses == 1
+        for _ in range(3):  # ...and then runs as long again without waiting
+            cores.llm_step()
+        assert cores.llm_pauses == 1
+
+
+def test_stt_a_turn_transcribed_while_nothing_else_runs_uses_all_cores_alike(engines, beckett):
+    assert engines.cores.enabled  # the test profile on this machine's CPU (2 cores or more)
+    wide = engines.stt.transcribe(beckett)
+    assert engines.stt.last_wide
+    with engines.cores.busy():  # e.g. another reply's chunk being made
+        narrow = engines.stt.transcribe(beckett)
+    assert not engines.stt.last_wide
+    assert wide.text == narrow.text and [w.word for w in wide.words] == [
+        w.word for w in narrow.words]
+
+
+def test_tts_a_replys_first_chunk_on_all_cores_is_the_same_audio_and_the_llm_waits_for_it(
+        engines, monkeypatch):
+    """While a first chunk is made on all the cores the LLM pauses before its next token, and
+    goes on after: its text is the same as without the pause, the audio the same as on
+    Kokoro's own thread budget."""
+    text = "Hello there, how can I help?"
+    messages = [{"role": "user", "content": "Tell me about the history of bread."}]
+    expected = engines.llm.complete(messages, max_tokens=48, temperature=0)
+    with engines.cores.busy():  # not wide: the first chunk on Kokoro's own thread budget
+        narrow = next(iter(engines.tts.synthesize(text, quick_start=True)))
+    cores = engines.cores
+    wide_runs, pauses = cores.wide_runs, cores.llm_pauses
+    infer = engines.tts.backend.infer
+    llm_waited: list[bool] = []
+
+    def infer_once_the_llm_waits(*args, **kw):
+        deadline = time.monotonic() + 30
+        while not cores.llm_waiting and time.monotonic() < deadline:
+            time.sleep(0.01)
+        llm_waited.append(cores.llm_waiting)
+        return infer(*args, **kw)
+
+    monkeypatch.setattr(engines.tts.backend, "infer", infer_once_the_llm_waits)
+    pieces: list[str] = []
+    started = threading.Event()
+
+    def generate():
+        for piece in engines.llm.stream(messages, max_tokens=48, temperature=0):
+            pieces.append(piece)
+            started.set()
+
+    t = threading.Thread(target=generate)
+    t.start()
+    assert started.wait(60)
+    wide = next(iter(engines.tts.synthesize(text, quick_start=True)))
+    t.join(60)
+    assert llm_waited == [True]  # the LLM was paused while the chunk was made
+    assert cores.wide_runs == wide_runs + 1 and cores.llm_pauses == pauses + 1
+    assert np.array_equal(wide.audio, narrow.audio) and wide.durations == narrow.durations
+    assert "".join(pieces) == expected
