@@ -353,10 +353,6 @@ def report(results: list[Turn], load: tuple[float, float]) -> tuple[str, str]:
                      "(nothing spoken before the LLM's first sentence is complete, a first chunk "
                      "of up to 60 phonemes, then the rest of that sentence as one chunk, ~350 ms "
                      "of silence before each later chunk).")
-    for name in names:
-        if name.startswith("ours, ") and "=" in name:
-            notes.append(f"{name}: ours on engines of its own with these settings (.env.example "
-                         "names each).")
     notes.append(f"Answers of at most {MAX_ANSWER_TOKENS} tokens, for every pipeline. Gap: how "
                  "long an answer's voice stopped because Kokoro fell behind playback "
                  "(our TTS service measures it; stock's has no such measure).")

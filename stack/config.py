@@ -42,11 +42,6 @@ class Settings(BaseSettings):
         None, ge=1, description="CPU threads for Whisper; None = a quarter of the cores. The "
         "three engines' defaults add up to the cores instead of each taking all of them.")
 
-    urgent_work_on_all_cores: bool = Field(
-        True, description="On a CPU: transcribing a finished turn and a reply's first audio use "
-        "all the cores when no other speech work runs, the LLM waiting meanwhile (at most 1 s at "
-        "a time). See stack/engines/cores.py.")
-
     # LLM
     llm_context_tokens: int = 4096
     llm_max_tokens: int = 256

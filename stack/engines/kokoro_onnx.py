@@ -34,38 +34,27 @@ class KokoroOnnxBackend:
     name = "onnx"
 
     def __init__(self, model_path: Path, *, threads: int | None = None, device: str = "cpu",
-                 spin: bool = True, wide_threads: int | None = None):
-        """``wide_threads``: a second session on that many threads, for the work that may use
-        all the cores (stack/engines/cores.py); none when it would not have more threads."""
+                 spin: bool = True):
         import onnxruntime as ort
 
-        self._ort = ort
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = self._session(model_path, threads, spin, providers)
-        outputs = [o.name for o in self.session.get_outputs()]
-        if DURATION_TENSOR not in outputs:
-            raise ValueError(f"{model_path} does not output durations; re-run the model download")
-        self.wide_session = None
-        if providers == ["CPUExecutionProvider"] and wide_threads and threads \
-                and wide_threads > threads:
-            self.wide_session = self._session(model_path, wide_threads, spin, providers)
-        self._outputs = ["audio", DURATION_TENSOR]
-
-    def _session(self, model_path: Path, threads: int | None, spin: bool, providers: list[str]):
-        opts = self._ort.SessionOptions()
+        opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
         if not spin:  # idle threads sleep instead of spinning: the cores go to the other models
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        return self._ort.InferenceSession(str(model_path), opts, providers=providers)
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(model_path), opts, providers=providers)
+        outputs = [o.name for o in self.session.get_outputs()]
+        if DURATION_TENSOR not in outputs:
+            raise ValueError(f"{model_path} does not output durations; re-run the model download")
+        self._outputs = ["audio", DURATION_TENSOR]
 
-    def infer(self, token_ids: list[int], style: np.ndarray, speed: float,
-              wide: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        session = self.wide_session if wide and self.wide_session is not None else self.session
-        audio, durations = session.run(self._outputs, {
+    def infer(self, token_ids: list[int], style: np.ndarray,
+              speed: float) -> tuple[np.ndarray, np.ndarray]:
+        audio, durations = self.session.run(self._outputs, {
             "tokens": np.asarray([token_ids], dtype=np.int64),
             "style": np.asarray(style, dtype=np.float32).reshape(1, 256),
             "speed": np.asarray([speed], dtype=np.float32),

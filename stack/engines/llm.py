@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cores import CoreShare
 from .device import resolve_device
 
 REFILL = 0.25  # when the window is full, free this share of it at once (see LlamaLLM.fit)
@@ -56,8 +55,7 @@ class LlamaLLM:
     dozens of spoken turns."""
 
     def __init__(self, model_path: Path, *, device: str = "auto", n_ctx: int = 4096,
-                 threads: int | None = None, seed: int = 0, own_context: bool = True,
-                 cores: CoreShare | None = None):
+                 threads: int | None = None, seed: int = 0, own_context: bool = True):
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -92,7 +90,6 @@ class LlamaLLM:
         self.stats = EngineStats()
         self._lock = threading.Lock()
         self._cancel = threading.Event()
-        self.cores = cores or CoreShare(enabled=False)  # waits while urgent work has the cores
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -190,7 +187,6 @@ class LlamaLLM:
                 stopping_criteria=rendered.stopping_criteria)
             try:
                 while True:
-                    self.cores.llm_step()
                     started = time.perf_counter()
                     chunk = next(chunks, None)
                     stats.decode_seconds += time.perf_counter() - started

@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cores import CoreShare
 from .llm import LlamaLLM
 
 _DONE = object()
@@ -84,13 +83,12 @@ class BatchedLlamaLLM(LlamaLLM):
 
     def __init__(self, model_path: Path, *, device: str = "auto", n_ctx: int = 4096,
                  threads: int | None = None, seed: int = 0, parallel: int = 4,
-                 batch_tokens: int = 512, unified_kv: bool = True,
-                 cores: CoreShare | None = None):
+                 batch_tokens: int = 512, unified_kv: bool = True):
         import llama_cpp
         from llama_cpp import _internals
 
         super().__init__(model_path, device=device, n_ctx=n_ctx, threads=threads, seed=seed,
-                         own_context=False, cores=cores)
+                         own_context=False)
         self._llama_cpp = llama_cpp
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx * parallel
@@ -197,7 +195,6 @@ class BatchedLlamaLLM(LlamaLLM):
                     if self._active:
                         break
                     self._wake.wait()
-            self.cores.llm_step()
             try:
                 self._step()
             except Exception as e:  # never leave a caller waiting on a dead scheduler

@@ -3,12 +3,10 @@ only need the models import this, not the pipeline)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from ..config import Settings
 from ..download import check_profile
-from .cores import CoreShare
 from .device import resolve_device
 from .llm import LlamaLLM
 from .llm_batch import BatchedLlamaLLM
@@ -22,7 +20,6 @@ class Engines:
     llm: LlamaLLM
     tts: KokoroTTS
     device: str
-    cores: CoreShare | None = None
 
 
 def load_engines(settings: Settings) -> Engines:
@@ -45,29 +42,24 @@ def load_engines(settings: Settings) -> Engines:
         backend = profile.tts_backend
     spacy_model = root / profile.spacy_model if profile.spacy_model else None
     threads = settings.thread_budget
-    cores = CoreShare(os.cpu_count() or 1,
-                      enabled=device == "cpu" and settings.urgent_work_on_all_cores)
     return Engines(
         stt=WhisperSTT(root / profile.stt_model, device=device, language=settings.stt_language,
                        beam_size=settings.stt_beam_size, threads=threads["stt"],
-                       workers=settings.whisper_workers, cores=cores),
-        llm=load_llm(settings, device, cores),
+                       workers=settings.whisper_workers),
+        llm=load_llm(settings, device),
         tts=load_tts(backend=backend, model_path=root / profile.tts_model,
                      config_path=root / profile.tts_config, voices_dir=root / profile.voices_dir,
                      default_voice=settings.tts_voice or profile.default_voice,
-                     spacy_model=spacy_model, device=device, threads=threads["tts"],
-                     cores=cores),
+                     spacy_model=spacy_model, device=device, threads=threads["tts"]),
         device=device,
-        cores=cores,
     )
 
 
-def load_llm(settings: Settings, device: str, cores: CoreShare | None = None) -> LlamaLLM:
+def load_llm(settings: Settings, device: str) -> LlamaLLM:
     """The LLM engine: batched when more than one conversation may generate at once."""
     path = settings.models_dir / settings.profile.llm_model
     threads = settings.thread_budget["llm"]
     if settings.llm_sequences == 1:
-        return LlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens, threads=threads,
-                        cores=cores)
+        return LlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens, threads=threads)
     return BatchedLlamaLLM(path, device=device, n_ctx=settings.llm_context_tokens,
-                           threads=threads, parallel=settings.llm_sequences, cores=cores)
+                           threads=threads, parallel=settings.llm_sequences)

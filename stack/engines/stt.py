@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .cores import CoreShare
 from .device import resolve_device
 
 SAMPLE_RATE = 16_000
@@ -40,7 +39,7 @@ class Transcript:
 class WhisperSTT:
     def __init__(self, model_dir: Path, *, device: str = "auto", compute_type: str | None = None,
                  language: str | None = "en", beam_size: int = 1, threads: int = 0,
-                 workers: int = 1, cores: CoreShare | None = None):
+                 workers: int = 1):
         from faster_whisper import WhisperModel
 
         if not (Path(model_dir) / "model.bin").is_file():
@@ -53,16 +52,6 @@ class WhisperSTT:
         self.model = WhisperModel(str(model_dir), device=self.device,
                                   compute_type=self.compute_type, cpu_threads=threads,
                                   num_workers=workers, local_files_only=True)
-        # A second replica on all the cores, for a turn transcribed while nothing else runs
-        # (stack/engines/cores.py); on a GPU, or with every core in the budget, there is none.
-        self.cores = cores or CoreShare(enabled=False)
-        self.wide_model = None
-        if self.device == "cpu" and self.cores.enabled and self.cores.cores > threads > 0:
-            self.wide_model = WhisperModel(str(model_dir), device=self.device,
-                                           compute_type=self.compute_type,
-                                           cpu_threads=self.cores.cores, num_workers=1,
-                                           local_files_only=True)
-        self.last_wide = False  # whether the latest transcription ran on all the cores
         self.language = language
         self.beam_size = beam_size
 
@@ -71,18 +60,13 @@ class WhisperSTT:
         audio = np.asarray(audio)
         if audio.dtype == np.int16:
             audio = audio.astype(np.float32) / 32768.0
-        # A person waits on every transcription: urgent work (wide when the cores are free).
-        with self.cores.urgent() as wide:
-            model = self.wide_model if wide and self.wide_model is not None else self.model
-            self.last_wide = model is self.wide_model
-            # Latency first: greedy decoding, no cross-segment conditioning (each turn stands
-            # alone), no internal VAD (the pipeline's VAD already cut the utterance).
-            segments, info = model.transcribe(
-                audio.astype(np.float32), language=self.language, beam_size=self.beam_size,
-                word_timestamps=word_timestamps, condition_on_previous_text=False,
-                vad_filter=False,
-            )
-            segments = list(segments)  # decoding happens here, while iterating
+        # Latency first: greedy decoding, no cross-segment conditioning (each turn stands alone),
+        # no internal VAD (the pipeline's VAD already cut the utterance).
+        segments, info = self.model.transcribe(
+            audio.astype(np.float32), language=self.language, beam_size=self.beam_size,
+            word_timestamps=word_timestamps, condition_on_previous_text=False, vad_filter=False,
+        )
+        segments = list(segments)
         words = [Word(w.word.strip(), w.start, w.end, w.probability)
                  for s in segments for w in (s.words or [])]
         text = " ".join(s.text.strip() for s in segments).strip()

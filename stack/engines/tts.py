@@ -22,7 +22,6 @@ from typing import Protocol
 import numpy as np
 
 from ..lipsync import FRAME_SAMPLES, SAMPLE_RATE, SpeechTiming, WordPhonemes, align, build_tokens
-from .cores import CoreShare
 from .g2p import G2P
 
 MAX_TOKENS = 400  # Kokoro's context is 512 tokens; shorter chunks also start playing sooner
@@ -40,9 +39,8 @@ LATER_LEAD_FRAMES = 8
 class KokoroBackend(Protocol):
     name: str
 
-    def infer(self, token_ids: list[int], style: np.ndarray, speed: float,
-              wide: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """``wide``: the call may use all the CPU's cores (a backend may ignore it)."""
+    def infer(self, token_ids: list[int], style: np.ndarray,
+              speed: float) -> tuple[np.ndarray, np.ndarray]:
         ...
 
 
@@ -71,8 +69,8 @@ class KokoroTorchBackend:
                             model=str(model_path)).to(device).eval()
         self.device = device
 
-    def infer(self, token_ids: list[int], style: np.ndarray, speed: float,
-              wide: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def infer(self, token_ids: list[int], style: np.ndarray,
+              speed: float) -> tuple[np.ndarray, np.ndarray]:
         torch = self.torch
         ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
         ref = torch.as_tensor(np.asarray(style, dtype=np.float32).reshape(1, 256),
@@ -245,7 +243,7 @@ class FirstChunksFirst:
 
 class KokoroTTS:
     def __init__(self, backend: KokoroBackend, vocab: dict[str, int], voices: VoiceBank,
-                 g2p: G2P, default_voice: str, cores: CoreShare | None = None):
+                 g2p: G2P, default_voice: str):
         self.backend = backend
         self.vocab = vocab
         self.voices = voices
@@ -255,9 +253,6 @@ class KokoroTTS:
         # One inference at a time per model: onnxruntime and torch are not re-entrant per session,
         # and concurrent calls would only share the same cores/GPU anyway.
         self._queue = FirstChunksFirst()
-        # A reply's first chunk is urgent work (on all the cores when they are free), the
-        # rest is not: stack/engines/cores.py.
-        self.cores = cores or CoreShare(enabled=False)
         voices.get(default_voice)
 
     @staticmethod
@@ -298,8 +293,7 @@ class KokoroTTS:
         if not self._queue.acquire(first, cancel):
             return None
         try:
-            with self.cores.urgent() if first else self.cores.busy() as wide:
-                audio, durations = self.backend.infer(tokens.ids, style, speed, wide=bool(wide))
+            audio, durations = self.backend.infer(tokens.ids, style, speed)
         finally:
             self._queue.release()
         durations = [int(d) for d in durations]
@@ -318,8 +312,7 @@ class KokoroTTS:
 
 def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: Path,
              default_voice: str, spacy_model: Path | None = None, device: str = "cpu",
-             threads: int | None = None, spin: bool = True,
-             cores: CoreShare | None = None) -> KokoroTTS:
+             threads: int | None = None, spin: bool = True) -> KokoroTTS:
     """Build the TTS engine from local files; a missing file is named with the fix."""
     for p in (model_path, config_path, voices_dir):
         if not Path(p).exists():
@@ -330,9 +323,8 @@ def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: P
     elif backend == "onnx":
         from .kokoro_onnx import KokoroOnnxBackend
 
-        impl = KokoroOnnxBackend(model_path, threads=threads, device=device, spin=spin,
-                                 wide_threads=cores.cores if cores and cores.enabled else None)
+        impl = KokoroOnnxBackend(model_path, threads=threads, device=device, spin=spin)
     else:
         raise ValueError(f"unknown TTS backend {backend!r} (torch or onnx)")
     return KokoroTTS(impl, KokoroTTS.load_vocab(config_path), VoiceBank(voices_dir),
-                     G2P(spacy_model), default_voice, cores)
+                     G2P(spacy_model), default_voice)
