@@ -143,7 +143,8 @@ def main() -> int:
                     help='with --livekit: also ours with these settings on its own engines, '
                     'e.g. --variant "stt_threads=2 tts_threads=2" (repeatable)')
     ap.add_argument("--quick", action="store_true",
-                    help="with --livekit: one round of 8 turns per pipeline, for development")
+                    help="with --livekit: one round of 8 turns per pipeline; with --web: ours "
+                    "only (no stock response time); for development")
     ap.add_argument("--web", action="store_true",
                     help="lip-sync offset in headless Chromium: ours vs text-only and energy")
     ap.add_argument("--talk-seconds", type=int, default=90, help="conversation length with --web")
@@ -219,7 +220,9 @@ def main() -> int:
             from bench_web import run_web_bench
 
             key, title = "web", "Lip-sync in the browser"
-            table, notes = run_web_bench(settings, args.talk_seconds)
+            table, notes = run_web_bench(
+                settings, args.talk_seconds, stock=not args.quick,
+                dump_to=ROOT / "test-artifacts" / "bench-web.json")
             notes = f"\n\n{notes}"
         print(write_section(args.out, f"{key}:{args.profile}", f"{title}, `{args.profile}` profile",
                             f"{stamp} {notes}", table))

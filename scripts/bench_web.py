@@ -14,6 +14,7 @@ Beside it, the response time at the page (its latency panel), ours and Pipecat's
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from web_session import (  # noqa: E402
     SHARED_AVATARS,
     WINDOW_MS,
     BotProcess,
+    budget_rows,
     frame_grids,
     lip_sync_offsets,
     run_session,
@@ -48,7 +50,10 @@ METHODS = {"ours": "ours (model durations, heard-onset anchor)",
            "energy": "audio energy threshold (mouth opens on the level)"}
 
 
-def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
+def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
+                  dump_to: Path | None = None) -> tuple[str, str]:
+    """``stock``: also the response time of Pipecat's stock services (a second session);
+    ``dump_to``: every word's offset parts (the error budget) as JSON, for a closer look."""
     engines = load_engines(settings)
     tmp = Path(tempfile.mkdtemp(prefix="bench-web-"))
     voice = np.concatenate([c.audio for c in engines.tts.synthesize(QUESTION, voice="am_michael")])
@@ -63,7 +68,9 @@ def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
     try:
         # ours, then Pipecat's stock services behind the same API and page (no timing messages:
         # the page measures their replies' response time, not their lip-sync)
-        for name, args in (("ours", BOT_ARGS), ("stock Pipecat", ("scripts/bench_stock_app.py",))):
+        runs = [("ours", BOT_ARGS)] + ([("stock Pipecat", ("scripts/bench_stock_app.py",))]
+                                       if stock else [])
+        for name, args in runs:
             bot = BotProcess(env, free_port(), tmp / f"{name.split()[0]}.log", args=args)
             try:
                 bot.wait_ready()
@@ -88,14 +95,22 @@ def run_web_bench(settings: Settings, talk_s: int) -> tuple[str, str]:
 
     rows = ["| mouth driven by | shown on | words | p50 (ms) | p5 … p95 (ms) | inside IS-191 |",
             "|---|---|---|---|---|---|"]
+    budgets = {}
     for grid, frames in frame_grids(session).items():
         offsets = lip_sync_offsets(session, reference, frames)
+        budgets[grid] = offsets["budget"]
         for key, label in METHODS.items():
             s = summarize(offsets[key])
             matched = (f"{s['matched']}/{s['words']}" if s["matched"] != s["words"]
                        else str(s["words"]))
             rows.append(f"| {label} | {grid} | {matched} | {s['p50']:+.0f} | {s['p5']:+.0f} … "
                         f"{s['p95']:+.0f} | {s['in_window']:.0%} |")
+    rows += ["", "Where the offsets come from (ours, 60 Hz display): "
+             "scheduled + lead + frame = the offset; prediction + onset + later = scheduled.", ""]
+    rows += budget_rows(budgets["60 Hz display"])
+    if dump_to is not None:
+        dump_to.parent.mkdir(parents=True, exist_ok=True)
+        dump_to.write_text(json.dumps({"session": str(session.out), **budgets}, indent=0))
     # Response time where the person is: the page's own latency panel (end of their speech by
     # the microphone level -> the first audible sample of the reply), the last ten turns.
     rows += ["", "| response time at the page | turns | p50 (ms) | p95 (ms) |", "|---|---|---|---|"]

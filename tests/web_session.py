@@ -164,6 +164,8 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
       the threshold gets no onset (nan: outside any window).
 
     ``reference(messages)`` returns a turn's audio (24 kHz) as the bot synthesized it.
+
+    ``budget``: for each word of ``ours``, where its offset comes from (``BUDGET_PARTS``).
     """
     r, cap = session.result, session.capture
     rate = r["sampleRate"]
@@ -176,7 +178,7 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
     turns: dict[str, list[dict]] = {}
     for c in r["chunks"]:
         turns.setdefault(c["msg"]["turn_id"], []).append(c)
-    out: dict[str, list[float]] = {"ours": [], "predicted": [], "text": [], "energy": []}
+    out: dict[str, list] = {"ours": [], "predicted": [], "text": [], "energy": [], "budget": []}
     for chunks in turns.values():
         chunks.sort(key=lambda c: c["msg"]["seq"])
         if [c["msg"]["seq"] for c in chunks] != list(range(len(chunks))):
@@ -190,9 +192,12 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
             if c["scheduled"] is None or len(cap) == 0:
                 continue
             ref = resample(ref, 24000, rate)
-            sched = {w["index"] - c["scheduled"]["words"][0]["index"]: w["start"]
+            # when each word's first mouth shape is due: where it is heard, less the page's lead
+            lead = c.get("mouthLeadMs", 0)
+            sched = {w["index"] - c["scheduled"]["words"][0]["index"]: w["start"] - lead
                      for w in c["scheduled"]["words"]} if c["scheduled"]["words"] else {}
             guess, before, prev_wt = session.sample_at(c["scheduled"]["start"]), 0.8 * rate, 0.0
+            first_word: tuple[float, float] | None = None  # (scheduled, heard) of the chunk's first
             for i, (wt, wd) in enumerate(zip(m["wtimes"], m["wdurations"], strict=True)):
                 # the word's own audio, at least 150 ms of it (short words correlate poorly)
                 a, b = int(wt / 1000 * rate), int((wt + max(wd, 150)) / 1000 * rate)
@@ -203,14 +208,74 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
                 heard = float(session.heard_time(found))
                 guess, before, prev_wt = found, 0.15 * rate, wt
                 if i in sched:
-                    out["ours"].append(_first_frame_at(frames, sched[i]) - heard)
+                    shown = _first_frame_at(frames, sched[i])
+                    out["ours"].append(shown - heard)
                     predicted = sched[i] - c["scheduled"]["shift"]
                     out["predicted"].append(_first_frame_at(frames, predicted) - heard)
+                    out["budget"].append(_budget(c, wt, sched[i], shown, heard, first_word))
+                    first_word = first_word or (sched[i] + lead, heard)
                 out["text"].append(_first_frame_at(frames, c["arrival"] + c["textOnly"][i]) - heard)
                 near = opens[(opens >= heard - 100) & (opens <= heard + 300)]
                 out["energy"].append(float(near[np.argmin(np.abs(near - heard))] - heard)
                                      if len(near) else np.nan)
     return out
+
+
+BUDGET_PARTS = {
+    "message": "message ahead of its word's audio (heard − arrival; < 0: the word was heard "
+               "before its message came)",
+    "delay_error": "receive delay: the page's estimate − the one observed (a chunk's first word, "
+                   "anchored chunks)",
+    "prediction": "where the word was placed when its message came − where it was heard (a "
+                  "chained chunk's place includes the turn's corrections before it)",
+    "onset": "onset correction of the chunk's start (its shift: heard onset − prediction)",
+    "later": "later corrections of the chunk (pauses heard longer or shorter, holes, the "
+             "jitter buffer squeezing or stretching the audio)",
+    "within": "within the chunk: scheduled − heard distance from its first word (model "
+              "durations vs playout that stretches or squeezes the audio)",
+    "scheduled": "scheduled − heard, after all corrections",
+    "lead": "mouth lead: shapes shown this much before their sound (web/src/lipsync/scheduler.ts)",
+    "frame": "frame quantisation: shown − due",
+}
+
+
+def _budget(c: dict, wt: float, due: float, shown: float, heard: float,
+            first_word: tuple[float, float] | None) -> dict[str, float]:
+    """One word's offset split into its parts (ms): ``scheduled`` + ``lead`` + ``frame`` = the
+    offset; ``prediction`` + ``onset`` + ``later`` = ``scheduled`` (``later`` is the chunk's, the
+    same for all its words); the others explain the prediction. ``due``: when its first shape
+    is due on screen (its scheduled time less the lead)."""
+    sc, m = c["scheduled"], c["msg"]
+    lead = c.get("mouthLeadMs", 0)
+    scheduled = due + lead
+    observed_delay = heard - (c["arrival"] + m["lead_ms"] + wt)
+    return {
+        "message": heard - c["arrival"],
+        "delay_error": (c["receiveDelay"] - observed_delay
+                        if sc["anchored"] and first_word is None else np.nan),
+        "prediction": scheduled - sc["shift"] - sc["drift"] - heard,
+        "onset": sc["shift"],
+        "later": sc["drift"],
+        "within": ((scheduled - first_word[0]) - (heard - first_word[1])
+                   if first_word is not None else np.nan),
+        "scheduled": scheduled - heard,
+        "lead": -lead,
+        "frame": shown - due,
+    }
+
+
+def budget_rows(budget: list[dict[str, float]]) -> list[str]:
+    """The error budget as markdown rows: each part's words, p50 and p5 … p95."""
+    rows = ["| part of the offset (ours, ms) | words | p50 | p5 … p95 |", "|---|---|---|---|"]
+    for key, label in BUDGET_PARTS.items():
+        a = np.array([b[key] for b in budget], dtype=np.float64)
+        a = a[~np.isnan(a)]
+        if not len(a):
+            rows.append(f"| {label} | 0 | n/a | n/a |")
+            continue
+        p5, p50, p95 = np.percentile(a, [5, 50, 95])
+        rows.append(f"| {label} | {len(a)} | {p50:+.0f} | {p5:+.0f} … {p95:+.0f} |")
+    return rows
 
 
 def summarize(offsets: list[float]) -> dict:

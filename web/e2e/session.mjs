@@ -98,7 +98,7 @@ try {
       })(),
     }));
     return {
-      snapshot: c.snapshot(), chunks: textChunks, aligns: c.log.aligns, frames: d.frames, mouth: window.__mouth,
+      snapshot: c.snapshot(), chunks: textChunks, aligns: c.log.aligns, stretches: c.log.stretches, frames: d.frames, mouth: window.__mouth,
       sampleRate: cap?.sampleRate ?? 0, blockTimes, pcm: btoa(bin),
     };
   });

@@ -13,8 +13,8 @@ import { Capture, LevelMeter, OnsetDetector, outputLatencyMs } from "./audio";
 import { LatencyTracker, type TurnLatency } from "./latency";
 import { parseMessage } from "./messages";
 import { requestToken } from "./token";
-import { audioStats, ReceiveDelay } from "./lipsync/receiveDelay";
-import { type ScheduledChunk, SpeechScheduler } from "./lipsync/scheduler";
+import { audioStats, PlayoutStretch, ReceiveDelay } from "./lipsync/receiveDelay";
+import { MOUTH_LEAD_MS, mouthCues, type ScheduledChunk, SpeechScheduler } from "./lipsync/scheduler";
 
 export type Connection = "idle" | "connecting" | "connected" | "reconnecting" | "failed";
 
@@ -49,6 +49,7 @@ export class Conversation {
   private room: Room | null = null;
   private scheduler: SpeechScheduler;
   private delay = new ReceiveDelay();
+  private playout = new PlayoutStretch();
   private mic = new LevelMeter();
   private bot = new OnsetDetector();
   private botTrack: RemoteAudioTrack | null = null;
@@ -62,7 +63,7 @@ export class Conversation {
     deviceId: null, lines: [], speaking: null, avatarState: "idle", latencies: [],
   };
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
-  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[] };
+  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; turnId: string }[] };
 
   constructor(private readonly avatar: AvatarDriver, private readonly measure = false) {
     this.scheduler = new SpeechScheduler(avatar.textLipSync);
@@ -134,7 +135,8 @@ export class Conversation {
       }
     }
     await this.refreshDevices();
-    this.statsTimer = window.setInterval(() => this.pollStats(), 500);
+    // often: a jitter buffer's squeeze is followed from the next poll on (PlayoutStretch)
+    this.statsTimer = window.setInterval(() => this.pollStats(), 200);
     this.raf = requestAnimationFrame(this.frame);
   }
 
@@ -197,6 +199,7 @@ export class Conversation {
     document.body.appendChild(el);
     void this.bot.attach(track.mediaStreamTrack, (t, quietMs) => this.onOnset(t, quietMs));
     this.delay = new ReceiveDelay(outputLatencyMs());
+    this.playout = new PlayoutStretch();
     if (this.measure) {
       this.log.capture = new Capture(track.mediaStreamTrack);
       void this.log.capture.start();
@@ -206,7 +209,17 @@ export class Conversation {
 
   private async pollStats() {
     const report = await this.botTrack?.getRTCStatsReport();
-    if (report) this.delay.update(audioStats(report));
+    if (!report) return;
+    const stats = audioStats(report);
+    this.delay.update(stats);
+    const now = performance.now();
+    const byMs = this.playout.update(stats);
+    const moved = Math.abs(byMs) >= 1 ? this.scheduler.stretch(now, byMs) : null;
+    if (moved) {
+      this.avatar.stopSpeaking();
+      this.avatar.speak(mouthCues(this.scheduler.visemesAfter(now)));
+      if (this.measure) this.log.stretches.push({ at: now, byMs, turnId: moved.turnId });
+    }
   }
 
   private onData(payload: Uint8Array) {
@@ -241,9 +254,9 @@ export class Conversation {
   private onChunk(msg: SpeechChunkMessage, arrival: number) {
     const receiveDelay = this.delay.ms;
     const chunk = this.scheduler.add(msg, arrival, receiveDelay);
-    if (this.measure) this.log.chunks.push({ msg, arrival, scheduled: chunk, receiveDelay });
+    if (this.measure) this.log.chunks.push({ msg, arrival, scheduled: chunk, receiveDelay, mouthLeadMs: MOUTH_LEAD_MS });
     if (!chunk) return;
-    this.avatar.speak(chunk.visemes);
+    this.avatar.speak(mouthCues(chunk.visemes));
     const lines = this.state.lines.slice();
     const id = `b-${msg.turn_id}`;
     const at = lines.findIndex((l) => l.id === id);
@@ -291,7 +304,7 @@ export class Conversation {
     const aligned = this.scheduler.align(t, quietMs);
     if (aligned) {
       this.avatar.stopSpeaking();
-      this.avatar.speak(this.scheduler.visemesAfter(performance.now()));
+      this.avatar.speak(mouthCues(this.scheduler.visemesAfter(performance.now())));
       if (this.measure) this.log.aligns.push({ at: t, quietMs, turnId: aligned.turnId, seq: aligned.seq, shift: aligned.shift, drift: aligned.drift });
     }
     this.latency.onsetHeard(t, aligned?.turnId ?? null, this.lastUserVoice);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULT_RECEIVE_DELAY_MS, ReceiveDelay } from "./receiveDelay";
+import { DEFAULT_RECEIVE_DELAY_MS, PlayoutStretch, ReceiveDelay } from "./receiveDelay";
 
 describe("ReceiveDelay", () => {
   it("uses a typical delay until two stats reports have come", () => {
@@ -29,5 +29,23 @@ describe("ReceiveDelay", () => {
     d.update({ jitterBufferDelay: 30, jitterBufferEmittedCount: 1000 });
     d.update({ jitterBufferDelay: 30, jitterBufferEmittedCount: 1000 });
     expect(d.ms).toBeCloseTo(30);
+  });
+});
+
+describe("PlayoutStretch", () => {
+  it("turns the jitter buffer's squeezed and stretched samples into ms heard sooner or later", () => {
+    const p = new PlayoutStretch();
+    expect(p.update({ removedSamplesForAcceleration: 4800, insertedSamplesForDeceleration: 0, clockRate: 48_000 })).toBe(0);
+    // 960 samples squeezed out since the last sample: what follows is heard 20 ms sooner
+    expect(p.update({ removedSamplesForAcceleration: 5760, insertedSamplesForDeceleration: 0, clockRate: 48_000 })).toBeCloseTo(-20);
+    // 480 stretched in: 10 ms later
+    expect(p.update({ removedSamplesForAcceleration: 5760, insertedSamplesForDeceleration: 480, clockRate: 48_000 })).toBeCloseTo(10);
+    expect(p.update({ removedSamplesForAcceleration: 5760, insertedSamplesForDeceleration: 480, clockRate: 48_000 })).toBe(0);
+  });
+
+  it("is silent where the browser does not report it", () => {
+    const p = new PlayoutStretch();
+    p.update({ jitterBufferDelay: 1 });
+    expect(p.update({ jitterBufferDelay: 2 })).toBe(0);
   });
 });

@@ -6,6 +6,11 @@ export interface AudioStats {
   jitterBufferEmittedCount?: number;
   totalPlayoutDelay?: number; // s, summed over played samples (media-playout stats)
   totalSamplesCount?: number;
+  // NetEQ's time-stretching (inbound-rtp), in samples at clockRate: audio it squeezed out to
+  // shrink the jitter buffer (heard sooner from then on), or stretched in to grow it (later).
+  removedSamplesForAcceleration?: number;
+  insertedSamplesForDeceleration?: number;
+  clockRate?: number; // the audio codec's (Opus: 48 kHz)
 }
 
 /** Default until the first two stats reports: a typical Chrome jitter buffer plus playout. */
@@ -37,6 +42,21 @@ export class ReceiveDelay {
   }
 }
 
+/** How much later (ms; < 0: sooner) the received audio is heard since the last stats sample,
+ * because the jitter buffer stretched or squeezed it: the scheduled mouth follows it. */
+export class PlayoutStretch {
+  private last: AudioStats | null = null;
+
+  update(s: AudioStats): number {
+    const p = this.last;
+    this.last = s;
+    if (!p || s.removedSamplesForAcceleration === undefined || p.removedSamplesForAcceleration === undefined) return 0;
+    const inserted = (s.insertedSamplesForDeceleration ?? 0) - (p.insertedSamplesForDeceleration ?? 0);
+    const removed = s.removedSamplesForAcceleration - p.removedSamplesForAcceleration;
+    return ((inserted - removed) / (s.clockRate ?? 48_000)) * 1000;
+  }
+}
+
 function ratio(a?: number, a0?: number, n?: number, n0?: number): number | null {
   if (a === undefined || a0 === undefined || n === undefined || n0 === undefined) return null;
   return n > n0 ? (a - a0) / (n - n0) : null;
@@ -49,6 +69,10 @@ export function audioStats(report: RTCStatsReport): AudioStats {
     if (s.type === "inbound-rtp" && s.kind === "audio") {
       out.jitterBufferDelay = s.jitterBufferDelay;
       out.jitterBufferEmittedCount = s.jitterBufferEmittedCount;
+      out.removedSamplesForAcceleration = s.removedSamplesForAcceleration;
+      out.insertedSamplesForDeceleration = s.insertedSamplesForDeceleration;
+    } else if (s.type === "codec" && typeof s.mimeType === "string" && s.mimeType.startsWith("audio/")) {
+      out.clockRate = s.clockRate;
     } else if (s.type === "media-playout") {
       out.totalPlayoutDelay = s.totalPlayoutDelay;
       out.totalSamplesCount = s.totalSamplesCount;

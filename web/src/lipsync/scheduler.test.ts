@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { SpeechChunkMessage } from "../gen/protocol";
-import { estimateTimings, REANCHOR_MS, SpeechScheduler } from "./scheduler";
+import { estimateTimings, MOUTH_LEAD_MS, mouthCues, REANCHOR_MS, SpeechScheduler } from "./scheduler";
 
 // "Hello world" as the bot sends it: words and visemes tiling 1000 ms of audio.
 function chunk(over: Partial<SpeechChunkMessage> = {}): SpeechChunkMessage {
@@ -222,5 +222,58 @@ describe("SpeechScheduler", () => {
     const t = estimateTimings(chunk({ text: "Well — yes!" }), () => ({ visemes: ["E"], times: [0], durations: [1] }));
     expect(t.words).toEqual(["Well", "yes!"]);
     expect(t.wtimes).toEqual([0, 500]);
+  });
+
+  it("shows each mouth shape MOUTH_LEAD_MS before it is heard, inside the broadcast window", () => {
+    const s = new SpeechScheduler();
+    const c = s.add(chunk(), 1000, 60)!;
+    const shown = mouthCues(c.visemes);
+    expect(shown.map((v) => v.viseme)).toEqual(c.visemes.map((v) => v.viseme));
+    expect(shown.map((v) => v.start)).toEqual(c.visemes.map((v) => v.start - MOUTH_LEAD_MS));
+    expect(shown.map((v) => v.duration)).toEqual(c.visemes.map((v) => v.duration));
+    // the schedule itself stays where the sound is heard: "kk" is heard from 1260 on
+    expect(s.visemeAt(1265)).toBe("kk");
+    // shown on a 60 Hz display's next frame (0-17 ms later), the shape stays inside IS-191
+    // (-45 ... +15 ms, mouth - sound)
+    for (const frameDelay of [0, 8, 16.7]) {
+      const offset = shown[1].start + frameDelay - c.visemes[1].start;
+      expect(offset).toBeGreaterThanOrEqual(-45);
+      expect(offset).toBeLessThanOrEqual(15);
+    }
+  });
+
+  it("follows the jitter buffer squeezing the audio mid-turn: what is not heard yet comes sooner", () => {
+    const s = new SpeechScheduler();
+    const c = s.add(chunk(), 1000, 60)!; // heard 1160 ... 2160, words at 1260 and 1660
+    const next = s.add(chunk({ seq: 1, offset_ms: 1000, lead_ms: 900 }), 1260, 60)!; // 2160 ...
+    expect(s.stretch(1500, -20)).toBe(c);
+    expect(c.words.map((w) => w.start)).toEqual([1260, 1640]); // "Hello" was heard already
+    expect(next.start).toBe(2140);
+    expect(next.words.map((w) => w.start)).toEqual([2240, 2640]);
+    expect(c.drift).toBe(-20);
+    // stretched back later; once the turn is stopped, nothing moves
+    s.stretch(1600, 20);
+    expect(next.start).toBe(2160);
+    s.stop(stop(), 1700);
+    expect(s.stretch(1800, -20)).toBeNull();
+    expect(next.start).toBe(2160);
+  });
+
+  it("ignores a stretch while no turn is under way", () => {
+    const s = new SpeechScheduler();
+    const c = s.add(chunk(), 1000, 60)!;
+    expect(s.stretch(5000, -20)).toBeNull(); // long after the turn was heard
+    expect(c.start).toBe(1160);
+  });
+
+  it("follows a steady drift between the bot's clock and the page's: small squeezes add up", () => {
+    // The jitter buffer makes up for a sender whose clock runs fast by squeezing a little audio
+    // now and then: 2 ms every 200 ms here (1 %), over a 2 s chunk.
+    const s = new SpeechScheduler();
+    const long = chunk({ duration_ms: 2000, samples: 48000, wtimes: [100, 1500], wdurations: [400, 400] });
+    const c = s.add(long, 1000, 60)!; // heard 1160 ... 3160
+    for (let t = 1200; t < 2600; t += 200) s.stretch(t, -2);
+    expect(c.words[1].start).toBe(1160 + 1500 - 14);
+    expect(c.end).toBe(3160 - 14);
   });
 });

@@ -75,6 +75,19 @@ export const RESYNC_MAX_MS = 600;
 /** Holes longer than this are not waited for: the sender keeps a second of audio queued, so a
  * longer quiet inside a turn is a lost turn or a stray sound, not a delay. */
 export const STALL_MAX_MS = 1200;
+/** Mouth shapes are shown this much before their sound is heard. Broadcast sync (ATSC IS-191)
+ * accepts a mouth up to 45 ms early but only 15 ms late: its centre is 15 ms early. A display
+ * shows a shape on its next frame, 0-17 ms (8 on average) after its time at 60 Hz. Aiming 25 ms
+ * early puts the shown shape near the window's centre, where the scheduling's own spread (a few
+ * tens of ms, docs/benchmarks.md) stays inside it; speech itself moves the lips before the sound. */
+export const MOUTH_LEAD_MS = 25;
+
+/** The cues as the avatar should show them: `leadMs` before they are heard. The schedule itself
+ * stays on the heard timeline (onsets and pauses are matched there). */
+export function mouthCues(cues: VisemeCue[], leadMs = MOUTH_LEAD_MS): VisemeCue[] {
+  return cues.map((c) => ({ ...c, start: c.start - leadMs }));
+}
+
 /** A message can arrive after its audio began (the page's main thread was busy): an onset heard
  * up to this long before an anchored chunk's message, matched by nothing, is that chunk's. */
 export const EARLY_ONSET_MS = 1000;
@@ -200,6 +213,17 @@ export class SpeechScheduler {
     const v = this.visemeAt(q + 40);
     if (v === null || v === "sil") return null;
     this.move(c.turnId, { from: q, by: quietMs, drift: true });
+    return c;
+  }
+
+  /** The received audio is heard `byMs` later (< 0: sooner) from `at` on: the jitter buffer
+   * stretched or squeezed it (PlayoutStretch). Moves what the live turn has not yet had heard
+   * by as much; returns a chunk of that turn, or null when no turn is under way. */
+  stretch(at: number, byMs: number): ScheduledChunk | null {
+    if (byMs === 0) return null;
+    const c = this.chunks.find((x) => x.end > at && this.live(x) && x.visemes.length > 0);
+    if (!c) return null;
+    this.move(c.turnId, { from: at, by: byMs, drift: true });
     return c;
   }
 
