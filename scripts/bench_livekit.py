@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -125,6 +126,11 @@ def _voices_npz(settings: Settings, tmp: Path) -> Path:
 
 
 def _start_llama_server(settings: Settings, tmp: Path) -> tuple[subprocess.Popen, str]:
+    missing = [m for m in ("sse_starlette", "starlette_context", "openai")
+               if importlib.util.find_spec(m) is None]
+    if missing:  # stock Pipecat's side needs the `bench` extra, which scripts/setup.sh installs
+        raise SystemExit(f"stock Pipecat's reference pipeline needs {', '.join(missing)}: "
+                         "install the bench extra (EXTRAS=\"test bench\" bash scripts/setup.sh)")
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model",

@@ -3,7 +3,8 @@
 # virtual environment (.venv) with the project installed, and the LiveKit server built from its
 # Go module. Re-running is cheap: llama-cpp-python's wheel and livekit-server are built once and
 # kept under ~/.cache/avatar-stack. EXTRAS picks the optional dependencies, space-separated
-# (default: test; `torch` alone for a GPU machine without the tests).
+# (default: test and bench, so a checkout that ran the tests can also run every benchmark, stock
+# Pipecat's reference pipeline included; `torch` alone for a GPU machine without the tests).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -36,7 +37,7 @@ echo "== installing Python dependencies (the versions and hashes of uv.lock)"
 # lock (upgrading is a deliberate `uv lock --upgrade` + the tests, in one commit).
 REQS=.venv/requirements.lock.txt
 .venv/bin/uv export --quiet --locked --no-emit-project --no-emit-package llama-cpp-python \
-  $(for extra in ${EXTRAS:-test}; do printf -- '--extra %s ' "$extra"; done) -o "$REQS"
+  $(for extra in ${EXTRAS:-test bench}; do printf -- '--extra %s ' "$extra"; done) -o "$REQS"
 .venv/bin/uv pip install --quiet --python .venv/bin/python --require-hashes -r "$REQS"
 .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e . \
   "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
