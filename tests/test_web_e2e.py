@@ -145,9 +145,10 @@ def test_lip_sync_offset_is_measured_against_the_heard_audio(session, engines):
     # delay, a unit mix-up) puts the median hundreds of ms off.
     assert abs(ours["p50"]) < 100, ours
     assert ours["p95_abs"] <= text["p95_abs"], (ours, text)
-    # Inside the broadcast window (IS-191) for most words: `bench.py --web` runs gave 99 %, 97 %
-    # ... with the jitter buffer followed and the mouth lead (docs/benchmarks.md); 60-74 % before
-    # them. A regression to that fails here; a shorter session's few words leave some margin.
+    # Inside the broadcast window (IS-191) for most words: three `bench.py --web` runs in a row
+    # gave 97, 94 and 95 % with the mouth lead and the jitter buffer followed (docs/benchmarks.md),
+    # 60-74 % before them. A regression to that fails here; the floor sits below the runs because
+    # this session is shorter (fewer words, so one bad chunk weighs more).
     assert ours["in_window"] >= 0.8, ours
 
 
