@@ -192,10 +192,9 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
             if c["scheduled"] is None or len(cap) == 0:
                 continue
             ref = resample(ref, 24000, rate)
-            # when each word's first mouth shape is due: where it is heard, less the page's lead
-            lead = c.get("mouthLeadMs", 0)
-            sched = {w["index"] - c["scheduled"]["words"][0]["index"]: w["start"] - lead
+            sched = {w["index"] - c["scheduled"]["words"][0]["index"]: w["start"]
                      for w in c["scheduled"]["words"]} if c["scheduled"]["words"] else {}
+            lead = c.get("mouthLeadMs", 0)  # the page shows each shape this much before its sound
             guess, before, prev_wt = session.sample_at(c["scheduled"]["start"]), 0.8 * rate, 0.0
             first_word: tuple[float, float] | None = None  # (scheduled, heard) of the chunk's first
             for i, (wt, wd) in enumerate(zip(m["wtimes"], m["wdurations"], strict=True)):
@@ -208,12 +207,13 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
                 heard = float(session.heard_time(found))
                 guess, before, prev_wt = found, 0.15 * rate, wt
                 if i in sched:
-                    shown = _first_frame_at(frames, sched[i])
+                    due = sched[i] - lead  # when the word's first mouth shape is due on screen
+                    shown = _first_frame_at(frames, due)
                     out["ours"].append(shown - heard)
-                    predicted = sched[i] - c["scheduled"]["shift"]
+                    predicted = due - c["scheduled"]["shift"]
                     out["predicted"].append(_first_frame_at(frames, predicted) - heard)
-                    out["budget"].append(_budget(c, wt, sched[i], shown, heard, first_word))
-                    first_word = first_word or (sched[i] + lead, heard)
+                    out["budget"].append(_budget(c, wt, sched[i], lead, shown, heard, first_word))
+                    first_word = first_word or (sched[i], heard)
                 out["text"].append(_first_frame_at(frames, c["arrival"] + c["textOnly"][i]) - heard)
                 near = opens[(opens >= heard - 100) & (opens <= heard + 300)]
                 out["energy"].append(float(near[np.argmin(np.abs(near - heard))] - heard)
@@ -239,15 +239,13 @@ BUDGET_PARTS = {
 }
 
 
-def _budget(c: dict, wt: float, due: float, shown: float, heard: float,
+def _budget(c: dict, wt: float, scheduled: float, lead: float, shown: float, heard: float,
             first_word: tuple[float, float] | None) -> dict[str, float]:
     """One word's offset split into its parts (ms): ``scheduled`` + ``lead`` + ``frame`` = the
     offset; ``prediction`` + ``onset`` + ``later`` = ``scheduled`` (``later`` is the chunk's, the
-    same for all its words); the others explain the prediction. ``due``: when its first shape
-    is due on screen (its scheduled time less the lead)."""
+    same for all its words); the others explain the prediction. ``scheduled``: when the page
+    expects the word to be heard; ``lead``: how much earlier it shows the word's shape."""
     sc, m = c["scheduled"], c["msg"]
-    lead = c.get("mouthLeadMs", 0)
-    scheduled = due + lead
     observed_delay = heard - (c["arrival"] + m["lead_ms"] + wt)
     return {
         "message": heard - c["arrival"],
@@ -260,7 +258,7 @@ def _budget(c: dict, wt: float, due: float, shown: float, heard: float,
                    if first_word is not None else np.nan),
         "scheduled": scheduled - heard,
         "lead": -lead,
-        "frame": shown - due,
+        "frame": shown - (scheduled - lead),
     }
 
 

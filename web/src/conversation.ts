@@ -216,8 +216,7 @@ export class Conversation {
     const byMs = this.playout.update(stats);
     const moved = Math.abs(byMs) >= 1 ? this.scheduler.stretch(now, byMs) : null;
     if (moved) {
-      this.avatar.stopSpeaking();
-      this.avatar.speak(mouthCues(this.scheduler.visemesAfter(now)));
+      this.requeueMouth(now);
       if (this.measure) this.log.stretches.push({ at: now, byMs, turnId: moved.turnId });
     }
   }
@@ -299,12 +298,18 @@ export class Conversation {
     if (this.room) this.raf = requestAnimationFrame(this.frame);
   };
 
+  /** After the schedule moved (an onset, the jitter buffer): the mouth shapes queued in the
+   * avatar are replaced by the ones still to come. */
+  private requeueMouth(now: number) {
+    this.avatar.stopSpeaking();
+    this.avatar.speak(mouthCues(this.scheduler.visemesAfter(now)));
+  }
+
   /** The bot's voice starts being heard: correct the predicted place of its chunk. */
   private onOnset(t: number, quietMs: number) {
     const aligned = this.scheduler.align(t, quietMs);
     if (aligned) {
-      this.avatar.stopSpeaking();
-      this.avatar.speak(mouthCues(this.scheduler.visemesAfter(performance.now())));
+      this.requeueMouth(performance.now());
       if (this.measure) this.log.aligns.push({ at: t, quietMs, turnId: aligned.turnId, seq: aligned.seq, shift: aligned.shift, drift: aligned.drift });
     }
     this.latency.onsetHeard(t, aligned?.turnId ?? null, this.lastUserVoice);
