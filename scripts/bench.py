@@ -161,6 +161,9 @@ def main() -> int:
     ap.add_argument("--questions", type=int, default=3, help="questions per conversation "
                     "with --concurrent")
     ap.add_argument("--rounds", type=int, default=1, help="rounds per engine with --concurrent")
+    ap.add_argument("--stt", action="store_true",
+                    help="Whisper on its whole 30 s window against the short window: word error "
+                    "rate and time (scripts/bench_stt.py)")
     ap.add_argument("--threads", action="store_true",
                     help="the three engines busy at once under several thread settings")
     args = ap.parse_args()
@@ -170,6 +173,13 @@ def main() -> int:
     settings = Settings(**kw, _env_file=None)
     stamp = (f"Machine: {machine()}. Profile: `{args.profile}`. Commit: `{commit()}`. "
              f"Date: {datetime.now(timezone.utc):%Y-%m-%d}.")
+    if args.stt:
+        from bench_stt import run_stt_bench
+
+        table, notes = run_stt_bench(settings)
+        print(write_section(args.out, f"stt-window:{args.profile}",
+                            f"Whisper's window, `{args.profile}`", f"{stamp} {notes}", table))
+        return 0
     if args.threads:
         from bench_threads import run_threads_bench
 

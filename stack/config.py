@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     stt_threads: int | None = Field(
         None, ge=1, description="CPU threads for Whisper; None = a quarter of the cores. The "
         "three engines' defaults add up to the cores instead of each taking all of them.")
+    stt_short_window: bool = Field(
+        True, description="Encode each utterance with 3 s of Whisper's window after it instead "
+        "of all 30 s: the same words, a fraction of the time (docs/benchmarks.md); false = the "
+        "whole window, as Whisper was trained.")
 
     # LLM
     llm_context_tokens: int = 4096

@@ -9,6 +9,7 @@ import pytest
 from conftest import BECKETT
 
 from stack.config import Settings
+from stack.engines import stt as stt_module
 from stack.engines.stt import resample
 from stack.engines.tts import (
     CHUNK_GROWTH,
@@ -37,6 +38,61 @@ def test_stt_transcribes_beckett(engines, beckett):
 def test_stt_accepts_int16_pcm(engines, beckett):
     pcm = (beckett * 32767).astype(np.int16)
     assert "fail better" in _norm(engines.stt.transcribe(pcm).text)
+
+
+def _spoken(engines, text: str) -> np.ndarray:
+    """``text`` in Kokoro's voice at Whisper's 16 kHz, with the VAD's silence around it."""
+    audio = resample(np.concatenate([c.audio for c in engines.tts.synthesize(text)]), 24000)
+    silence = np.zeros(4800, np.float32)
+    return np.concatenate([silence, audio, silence])
+
+
+@pytest.fixture
+def encoder_frames(monkeypatch):
+    """The number of log-mel frames each Whisper encoder call was given."""
+    from faster_whisper import WhisperModel
+
+    seen, encode = [], WhisperModel.encode
+
+    def spy(self, features):
+        seen.append(features.shape[-1])
+        return encode(self, features)
+
+    monkeypatch.setattr(WhisperModel, "encode", spy)
+    return seen
+
+
+def test_stt_encodes_a_short_utterance_with_a_short_window(engines, encoder_frames):
+    audio = _spoken(engines, "What is the capital of France?")
+    assert len(audio) < 6 * 16_000
+    short = engines.stt.transcribe(audio)
+    assert encoder_frames == [stt_module.MIN_WINDOW_S * 100]  # not Whisper's 3000
+    whole = engines.stt.transcribe(audio, short_window=False)
+    assert encoder_frames[1:] == [3000]
+    assert _norm(short.text) == _norm(whole.text) == "what is the capital of france"
+    assert [w.word for w in short.words] == [w.word for w in whole.words]
+
+
+def test_stt_transcribes_again_on_the_whole_window_when_the_short_one_repeats_itself(
+        engines, encoder_frames):
+    # A decoder that lost its place in a short window says the question again and again (seen
+    # with a window that ends where the audio ends, though not on every run): a transcript that
+    # ends by repeating itself is made again on Whisper's whole window. Here the person really
+    # did say it twice, so both windows agree and the answer stays.
+    audio = _spoken(engines, "Stop. Stop.")
+    retries = engines.stt.whole_window_retries
+    transcript = engines.stt.transcribe(audio)
+    assert encoder_frames[0] == stt_module.MIN_WINDOW_S * 100 and encoder_frames[-1] == 3000
+    assert engines.stt.whole_window_retries == retries + 1
+    assert _norm(transcript.text).split() == ["stop", "stop"]
+
+
+@pytest.mark.parametrize("text, repeated", [
+    ("stop stop", True), ("What is it? What is it?", True), ("a b c a b c", True),
+    ("Stop.", False), ("what is the capital of france", False), ("no no thanks", False),
+    ("", False)])
+def test_a_transcript_that_ends_by_repeating_itself_is_recognised(text, repeated):
+    assert stt_module._repeats_at_end(stt_module._plain_words(text)) is repeated
 
 
 # The product's own system prompt: what a user's question actually goes out with.

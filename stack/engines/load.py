@@ -45,7 +45,8 @@ def load_engines(settings: Settings) -> Engines:
     return Engines(
         stt=WhisperSTT(root / profile.stt_model, device=device, language=settings.stt_language,
                        beam_size=settings.stt_beam_size, threads=threads["stt"],
-                       workers=settings.whisper_workers),
+                       workers=settings.whisper_workers,
+                       short_window=settings.stt_short_window),
         llm=load_llm(settings, device),
         tts=load_tts(backend=backend, model_path=root / profile.tts_model,
                      config_path=root / profile.tts_config, voices_dir=root / profile.voices_dir,
