@@ -90,7 +90,8 @@ def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
         if key not in cache:
             cache[key] = np.concatenate([
                 c.audio for m in messages
-                for c in engines.tts.synthesize(m["text"], quick_start=m["seq"] == 0)])
+                for c in engines.tts.synthesize(m["text"], voice=m.get("voice"),
+                                                 quick_start=m["seq"] == 0)])
         return cache[key]
 
     rows = ["| mouth driven by | shown on | words | p50 (ms) | p5 … p95 (ms) | inside IS-191 |",

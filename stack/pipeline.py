@@ -1,4 +1,5 @@
-"""The bot's conversation pipeline: mic audio -> VAD/turns -> STT -> LLM -> TTS -> audio + timings.
+"""The bot's conversation pipeline: mic audio -> VAD/turns -> STT -> LLM -> TTS -> audio + timings
+(typed chat joins before the LLM: stack/chat.py).
 
 Models are loaded once per process (``stack.engines.load.load_engines``) and shared by every
 conversation; each conversation gets its own pipeline and ``LLMContext`` (``build_pipeline``).
@@ -19,6 +20,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.tts_service import TTSService
 
+from .chat import TypedTextGuard
 from .config import Settings
 from .engines.load import Engines
 from .services.llm import LocalLlamaLLMService
@@ -59,7 +61,7 @@ def build_pipeline(engines: Engines, settings: Settings, *,
                                repeat_penalty=settings.llm_repeat_penalty)
     tts = LocalKokoroTTSService(engines.tts, voice=settings.tts_voice, speed=settings.tts_speed,
                                 **(tts_options or {}))
-    processors = [stt, aggregators.user(), llm, tts]
+    processors = [stt, TypedTextGuard(), aggregators.user(), llm, tts]
     if transport_input is not None:
         processors.insert(0, transport_input)
     if transport_output is not None:

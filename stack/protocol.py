@@ -31,6 +31,11 @@ from .lipsync import (
 )
 
 PROTOCOL_VERSION = 1
+# What the page sends on the data channel, as Pipecat's RTVI messages. Typed chat: ``send-text``;
+# longer messages are refused with a reason (the page before sending, the bot again:
+# stack/chat.py). A voice: the client message ``set-voice`` with ``{"voice": name}``.
+CHAT_MAX_CHARS = 1000
+SET_VOICE = "set-voice"
 
 Viseme = Literal["sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "I", "O",
                  "U"]
@@ -74,6 +79,8 @@ class SpeechChunkMessage(_Message):
                              "the chunk's start counts as quiet.")
     pdurations: list[Ms] = Field(default_factory=list, description="Length of each quiet "
                                  "stretch: the voice's onset is ptimes + pdurations.")
+    voice: str | None = Field(None, description="The voice that speaks it (GET /voices); the "
+                              "same for every chunk of a turn.")
 
 
 class SpeechStopMessage(_Message):
@@ -93,7 +100,7 @@ def _r(x: float) -> float:
 
 
 def chunk_message(timing: SpeechTiming, audio: np.ndarray, *, turn_id: str, seq: int, text: str,
-                  offset_ms: float) -> SpeechChunkMessage:
+                  offset_ms: float, voice: str | None = None) -> SpeechChunkMessage:
     """The message for one chunk of Kokoro's speech: its timings, and from its audio (24 kHz) its
     length, where its voice becomes audible and its pauses."""
     onset_ms = voice_onset_ms(audio, SAMPLE_RATE)
@@ -108,7 +115,7 @@ def chunk_message(timing: SpeechTiming, audio: np.ndarray, *, turn_id: str, seq:
         wdurations=[_r(w.duration_ms) for w in timing.words],
         visemes=[v.viseme for v in timing.visemes],
         vtimes=[_r(v.start_ms) for v in timing.visemes],
-        vdurations=[_r(v.duration_ms) for v in timing.visemes],
+        vdurations=[_r(v.duration_ms) for v in timing.visemes], voice=voice,
     )
 
 
@@ -124,6 +131,12 @@ def json_schema() -> dict:
         "magnitude reaches sampleLevel.",
         "windowMs": ONSET_WINDOW_MS, "level": ONSET_LEVEL, "sampleLevel": ONSET_SAMPLE_LEVEL,
         "pauseMinMs": PAUSE_MIN_MS,
+    }
+    schema["x-client"] = {
+        "description": "What the page sends, as RTVI messages: typed chat as send-text, at most "
+        "chatMaxChars characters after trimming (a longer one is refused with a reason, by the "
+        "page and the bot); a voice of GET /voices as the client-message setVoice, {voice}.",
+        "chatMaxChars": CHAT_MAX_CHARS, "setVoice": SET_VOICE,
     }
     return schema
 

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import metrics
 from .config import Settings, check_config
+from .engines.tts import VoiceBank
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,13 @@ class Avatar(BaseModel):
 class AvatarList(BaseModel):
     avatars: list[Avatar]
     default: str | None = Field(description="The avatar to show first; None when there is none.")
+
+
+class VoiceList(BaseModel):
+    voices: list[str] = Field(description="The voices of the active model profile; the page "
+                              "picks one with the RTVI client message `set-voice`.")
+    default: str = Field(description="The voice a conversation starts with (TTS_VOICE, else "
+                         "the profile's).")
 
 
 AVATAR_NAME = re.compile(NAME_PATTERN)
@@ -315,6 +323,13 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
         default = settings.default_avatar if settings.default_avatar in names else \
             (names[0] if names else None)
         return AvatarList(avatars=found, default=default)
+
+    @app.get("/voices", response_model=VoiceList)
+    async def voices() -> VoiceList:
+        """The voices a person can choose between (they apply from the bot's next reply)."""
+        profile = settings.profile
+        return VoiceList(voices=VoiceBank(settings.models_dir / profile.voices_dir).names(),
+                         default=settings.tts_voice or profile.default_voice)
 
     @app.get("/avatars/{file}", response_class=FileResponse, include_in_schema=False)
     async def avatar_file(file: str):

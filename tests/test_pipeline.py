@@ -9,6 +9,7 @@ import numpy as np
 from pipecat.frames.frames import (
     ErrorFrame,
     InputAudioRawFrame,
+    LLMMessagesAppendFrame,
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
     TTSAudioRawFrame,
@@ -153,6 +154,55 @@ async def test_an_empty_reply_is_an_apology_and_an_error_and_the_next_turn_works
     said = [" ".join(words) for words in turns.values()]
     assert len(said) == 2 and _words(said[0]) == _words(APOLOGY), said  # heard, not silence
     assert _words(said[1]) and _words(said[1]) != _words(APOLOGY)  # the next turn is answered
+
+
+async def test_typed_text_is_answered_aloud_and_an_overlong_one_is_refused_with_a_reason(
+        engines, settings):
+    from stack.protocol import CHAT_MAX_CHARS
+
+    # What Pipecat's RTVI processor makes of a send-text message: a user message that runs the LLM
+    def typed(text: str) -> LLMMessagesAppendFrame:
+        return LLMMessagesAppendFrame(messages=[{"role": "user", "content": text}], run_llm=True)
+
+    conversation = build_pipeline(engines, settings)
+    down, up = await run_test(conversation.pipeline, frames_to_send=[
+        typed("x" * (CHAT_MAX_CHARS + 1)), SleepFrame(1.0),
+        typed("What is the capital of France?"), SleepFrame(8.0)])
+    errors = [f.error for f in up if isinstance(f, ErrorFrame)]
+    assert errors == [f"typed message too long ({CHAT_MAX_CHARS + 1} characters; at most "
+                      f"{CHAT_MAX_CHARS})"], errors
+    users = [m["content"] for m in conversation.context.get_messages() if m["role"] == "user"]
+    assert users == ["What is the capital of France?"]  # the refused one never reached the LLM
+    said = [w for f in down if isinstance(f, OutputTransportMessageFrame)
+            and f.message.get("type") == "speech.chunk" for w in f.message["words"]]
+    assert "paris" in _words(" ".join(said)), said
+    assert sum(len(f.audio) for f in down if isinstance(f, TTSAudioRawFrame)) > 24000 * 2
+
+
+async def test_a_voice_picked_in_the_page_speaks_from_the_next_reply_and_a_bad_one_is_refused(
+        engines, settings):
+    from pipecat.processors.frameworks.rtvi import RTVIClientMessageFrame
+
+    from stack.protocol import SET_VOICE
+
+    def pick(voice) -> RTVIClientMessageFrame:  # what RTVI makes of the page's client message
+        return RTVIClientMessageFrame(msg_id="v", type=SET_VOICE, data={"voice": voice})
+
+    def typed(text: str) -> LLMMessagesAppendFrame:
+        return LLMMessagesAppendFrame(messages=[{"role": "user", "content": text}], run_llm=True)
+
+    conversation = build_pipeline(engines, settings)
+    down, up = await run_test(conversation.pipeline, frames_to_send=[
+        typed("What is the capital of France?"), SleepFrame(7.0),
+        pick("nobody"), pick("bf_emma"), SleepFrame(0.5),
+        typed("Why is the sky blue?"), SleepFrame(8.0)])
+    errors = [f.error for f in up if isinstance(f, ErrorFrame)]
+    assert len(errors) == 1 and "unknown voice 'nobody'" in errors[0] and "bf_emma" in errors[0]
+    turns: dict[str, set] = defaultdict(set)
+    for f in down:
+        if isinstance(f, OutputTransportMessageFrame) and f.message.get("type") == "speech.chunk":
+            turns[f.message["turn_id"]].add(f.message["voice"])
+    assert list(turns.values()) == [{"af_heart"}, {"bf_emma"}], turns
 
 
 async def _aggregate(aggregator, reply: str) -> list[str]:

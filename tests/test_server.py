@@ -182,6 +182,18 @@ def test_avatars_listed_and_served_from_the_avatars_dir(tmp_path):
     assert client.get("/avatars/..%2F..%2Fetc%2Fpasswd").status_code == 404
 
 
+def test_voices_are_the_profiles_with_the_configured_default(models_dir):
+    def voices(**kw):
+        app = create_app(_settings(models_dir=models_dir, model_profile="test", **kw))
+        return TestClient(app).get("/voices")
+
+    r = voices()
+    assert r.status_code == 200
+    assert r.json() == {"voices": ["af_bella", "af_heart", "am_michael", "bf_emma"],
+                        "default": "af_heart"}
+    assert voices(tts_voice="bf_emma").json()["default"] == "bf_emma"
+
+
 def test_default_avatar_falls_back_to_the_first_one(tmp_path):
     (tmp_path / "vroid.glb").write_bytes(b"glTF")
     client = TestClient(create_app(_settings(avatars_dir=tmp_path)))

@@ -125,10 +125,45 @@ def test_muting_the_microphone_stops_transcription(session):
     assert r["afterMute"] == r["afterMuteStart"], r["afterMute"][len(r["afterMuteStart"]):]
 
 
+def test_a_typed_message_is_answered_aloud_while_the_microphone_is_muted(session):
+    r = session.result
+    typed = r.get("typed")
+    assert typed, r.get("error")
+    # too long: refused in plain words with the numbers, nothing sent, the text left in the box
+    limit = typed["maxChars"]
+    assert f"{limit + 1} characters" in typed["error"] and f"at most {limit}" in typed["error"]
+    assert typed["keptChars"] == limit + 1 and typed["linesAfterRefusal"] == typed["linesBefore"]
+    # the question: shown as the person's, answered with the bot's words, the box cleared
+    lines = r["snapshot"]["lines"][typed["linesAfterRefusal"]:]
+    assert lines[0]["role"] == "user" and lines[0]["text"] == "What is the capital of France?"
+    reply = next(line for line in lines if line["role"] == "bot")
+    assert "paris" in _words(" ".join(reply["words"])), reply
+    assert typed["boxAfterSend"] == "" and typed["errorAfterSend"] == 0
+    # the voice picked in the page before typing (GET /voices: the profile's) speaks the reply
+    assert typed["voices"] == ["af_bella", "af_heart", "am_michael", "bf_emma"]
+    assert typed["voice"] and typed["voice"] != "af_heart"
+    voices = {c["msg"]["voice"] for c in r["chunks"] if c["arrival"] > typed["sentAt"]}
+    assert voices == {typed["voice"]}, voices
+    # heard: the bot's voice on the WebRTC track after the message was sent ...
+    rate = r["sampleRate"]
+    first = next((i for i, t in r["blockTimes"] if t > typed["sentAt"]), None)
+    assert first is not None, "nothing was heard after the message was sent"
+    after = session.capture[first:]
+    rms = np.sqrt(np.convolve(after ** 2, np.ones(rate // 10) / (rate // 10), "valid"))
+    assert (rms > 0.02).sum() / rate > 0.5, "less than half a second of audible bot speech"
+    # ... with the mouth moving to the reply's timing messages
+    spoken = [(c["scheduled"]["start"], c["scheduled"]["end"]) for c in r["chunks"]
+              if c["scheduled"] and c["arrival"] > typed["sentAt"]]
+    assert spoken and all(c["msg"]["source"] == "model" for c in r["chunks"]
+                          if c["arrival"] > typed["sentAt"])
+    during = [lvl for t, lvl in r["mouth"] if any(a <= t <= b for a, b in spoken)]
+    assert during and max(during) > 0.3, "the mouth never opened for the typed message's reply"
+
+
 def test_lip_sync_offset_is_measured_against_the_heard_audio(session, engines):
     def reference(messages):
         return np.concatenate([c.audio for m in messages
-                               for c in engines.tts.synthesize(m["text"],
+                               for c in engines.tts.synthesize(m["text"], voice=m["voice"],
                                                                quick_start=m["seq"] == 0)])
 
     frames = frame_grids(session)["60 Hz display"]

@@ -8,6 +8,8 @@ and reports the chunk's words with ``add_word_timestamps``, in seconds from the 
 turn's audio (cumulative over the sentences of a turn), so Pipecat emits ``TTSTextFrame``s as
 each word is heard and the context keeps only what was actually said.
 On interruption a ``speech.stop`` message goes out at once (urgent) so the mouth closes.
+The browser picks a voice with the RTVI client message ``set-voice`` (``{"voice": name}``, one of
+GET /voices); it applies from the next reply, never in the middle of one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pipecat.frames.frames import (
     TTSAudioRawFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
+from pipecat.processors.frameworks.rtvi import RTVIClientMessageFrame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.utils.string import SENTENCE_ENDING_PUNCTUATION
@@ -37,7 +40,7 @@ from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 from .. import metrics
 from ..engines.tts import ChunkPlan, KokoroTTS, SpeechChunk
 from ..lipsync import SAMPLE_RATE
-from ..protocol import SpeechStopMessage, chunk_message
+from ..protocol import SET_VOICE, SpeechStopMessage, chunk_message
 from .threaded import iterate_in_thread
 
 FIRST_WORDS = 6  # a reply's first words go to Kokoro once there are this many (~30 phonemes)
@@ -104,6 +107,7 @@ class ReplyStartAggregator(SimpleTextAggregator):
 @dataclass
 class _Turn:
     plan: ChunkPlan  # chunk sizes over the turn's sentences
+    voice: str  # the voice chosen when the turn began: all its sentences keep it
     offset_samples: int = 0  # where the next chunk starts in the turn's audio
     seq: int = 0
     started: float | None = None  # loop time the turn's first audio was handed on
@@ -151,17 +155,18 @@ class LocalKokoroTTSService(TTSService):
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         turn = self._turns.get(context_id)
         if turn is None:
-            turn = self._turns[context_id] = _Turn(self._plan())
-        voice = self._settings.voice if isinstance(self._settings.voice, str) else None
+            voice = self._settings.voice if isinstance(self._settings.voice, str) else None
+            turn = self._turns[context_id] = _Turn(self._plan(),
+                                                   voice or self._engine.default_voice)
         try:
             await self.start_tts_usage_metrics(text)
-            async for chunk in self._chunks(text, voice or self._engine.default_voice,
-                                            turn.plan):
+            async for chunk in self._chunks(text, turn.voice, turn.plan):
                 await self.stop_ttfb_metrics()
                 samples = len(chunk.audio)
                 offset_s = turn.offset_samples / SAMPLE_RATE
                 message = chunk_message(chunk.timing, chunk.audio, turn_id=context_id, seq=turn.seq,
-                                        text=chunk.text, offset_ms=offset_s * 1000)
+                                        text=chunk.text, offset_ms=offset_s * 1000,
+                                        voice=turn.voice)
                 yield OutputTransportMessageFrame(message=message.model_dump(mode="json"))
                 self._audible_turn = context_id
                 # Word times run on the turn's playback clock. If this chunk comes later than
@@ -191,7 +196,17 @@ class LocalKokoroTTSService(TTSService):
                 OutputTransportMessageUrgentFrame(message=stop.model_dump(mode="json")))
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._audible_turn = None
+        elif isinstance(frame, RTVIClientMessageFrame) and frame.type == SET_VOICE:
+            await self._set_voice(frame.data)
         await super().process_frame(frame, direction)
+
+    async def _set_voice(self, data) -> None:
+        voice = data.get("voice") if isinstance(data, dict) else None
+        voices = self._engine.voices.names()
+        if voice not in voices:
+            await self.push_error(f"unknown voice {voice!r}: choose one of {', '.join(voices)}")
+            return
+        self._settings.voice = voice  # the next turn takes it (_Turn.voice)
 
     async def on_audio_context_interrupted(self, context_id: str):
         await super().on_audio_context_interrupted(context_id)

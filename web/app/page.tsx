@@ -1,12 +1,23 @@
 "use client";
 
-import { memo, useEffect, useRef, useState, useSyncExternalStore } from "react";
-import { type AvatarList, fetchClient } from "@/api";
+import { type FormEvent, memo, useEffect, useRef, useState, useSyncExternalStore } from "react";
+import { type AvatarList, fetchClient, type VoiceList } from "@/api";
 import type { AvatarDriver } from "@/avatar/driver";
 import { type ChatLine, type Connection, Conversation, type Snapshot } from "@/conversation";
 
 export default function Page() {
   return <Talk />;
+}
+
+/** GET /voices once: the voices to choose between (none shown if it fails; the default stays). */
+function useVoices(): VoiceList | null {
+  const [voices, setVoices] = useState<VoiceList | null>(null);
+  useEffect(() => {
+    let live = true;
+    void fetchClient.GET("/voices").then((r) => { if (live && r.data) setVoices(r.data); }, () => {});
+    return () => { live = false; };
+  }, []);
+  return voices;
 }
 
 /** GET /avatars once (one retry), through the same typed client as the token request. */
@@ -36,7 +47,7 @@ const CONNECTION_WORDS: Record<Connection, string> = {
 };
 const STATE_WORDS = { idle: "Waiting", listening: "Listening", thinking: "Thinking", speaking: "Speaking" };
 const IDLE: Snapshot = {
-  connection: "idle", error: null, needsKey: false, warning: null, notice: null, muted: false, devices: [], deviceId: null,
+  connection: "idle", error: null, needsKey: false, warning: null, notice: null, chatError: null, voice: null, muted: false, devices: [], deviceId: null,
   lines: [], speaking: null, avatarState: "idle", latencies: [],
 };
 
@@ -49,6 +60,7 @@ function Talk() {
   const [avatarError, setAvatarError] = useState<string | null>(null);
   const [accessKey, setAccessKey] = useState("");
   const avatars = useAvatars();
+  const voices = useVoices();
 
   const snap = useSyncExternalStore(
     conversation?.subscribe ?? noSubscribe, conversation?.snapshot ?? idleSnapshot, idleSnapshot);
@@ -180,6 +192,15 @@ function Talk() {
                 {avatarUrl?.startsWith("blob:") && <option value={avatarUrl}>Your file</option>}
               </select>
             </label>
+            {voices && voices.voices.length > 0 && (
+              <label className="flex flex-col gap-1">
+                <span className="text-slate-400">Voice (from the next reply)</span>
+                <select data-testid="voice-choice" className="rounded bg-slate-800 p-2" value={snap.voice ?? voices.default}
+                  disabled={!conversation} onChange={(e) => void conversation?.setVoice(e.target.value)}>
+                  {voices.voices.map((v) => <option key={v} value={v}>{v}</option>)}
+                </select>
+              </label>
+            )}
             <label className="flex flex-col gap-1">
               <span className="text-slate-400">Your own avatar (GLB file)</span>
               <input type="file" accept=".glb,model/gltf-binary" className="text-xs"
@@ -195,10 +216,33 @@ function Talk() {
           </div>
 
           <Transcript lines={snap.lines} speaking={snap.speaking} />
+          <ChatBox conversation={conversation} connected={snap.connection === "connected"} error={snap.chatError} />
           <Latency rows={snap.latencies} />
         </section>
       </div>
     </main>
+  );
+}
+
+/** Typing instead of speaking: the bot answers aloud. A refused message stays in the box. */
+function ChatBox({ conversation, connected, error }: { conversation: Conversation | null; connected: boolean; error: string | null }) {
+  const [text, setText] = useState("");
+  const send = async (e: FormEvent) => {
+    e.preventDefault();
+    if (await conversation?.sendText(text)) setText("");
+  };
+  return (
+    <form onSubmit={send} className="flex flex-col gap-1" data-testid="chat">
+      <div className="flex gap-2">
+        <label className="sr-only" htmlFor="chat-text">Type a message</label>
+        <input id="chat-text" data-testid="chat-text" className="min-w-0 flex-1 rounded bg-slate-800 p-2 text-sm"
+          placeholder={connected ? "Type a message and press Enter" : "Start the conversation to type"}
+          value={text} onChange={(e) => setText(e.target.value)} disabled={!connected} autoComplete="off" />
+        <button type="submit" data-testid="chat-send" disabled={!connected || !text.trim()}
+          className="rounded-lg bg-slate-700 px-4 py-2 text-sm disabled:opacity-40">Send</button>
+      </div>
+      {error && <p role="alert" data-testid="chat-error" className="text-sm text-amber-300">{error}</p>}
+    </form>
   );
 }
 
@@ -218,10 +262,12 @@ function Meter({ conversation }: { conversation: Conversation | null }) {
 
 /** Re-renders only when a line is added or the spoken word moves (memo). */
 const Transcript = memo(function Transcript({ lines, speaking }: { lines: ChatLine[]; speaking: Snapshot["speaking"] }) {
-  const end = useRef<HTMLDivElement>(null);
-  useEffect(() => { end.current?.scrollIntoView({ block: "nearest" }); }, [lines.length]);
+  const box = useRef<HTMLDivElement>(null);
+  // The transcript scrolls inside its own box: scrolling the page to its end would take the
+  // avatar off a phone's screen at every new line.
+  useEffect(() => { if (box.current) box.current.scrollTop = box.current.scrollHeight; }, [lines.length]);
   return (
-    <div data-testid="transcript" className="min-h-48 flex-1 overflow-y-auto rounded-xl bg-slate-900 p-3 text-sm md:max-h-[420px]">
+    <div ref={box} data-testid="transcript" className="max-h-72 min-h-48 flex-1 overflow-y-auto rounded-xl bg-slate-900 p-3 text-sm md:max-h-[420px]">
       {lines.length === 0 && <p className="text-slate-500">Press “Start conversation” and say hello.</p>}
       {lines.map((l) => (
         <p key={l.id} data-role={l.role} className={`mb-2 ${l.role === "user" ? "text-slate-300" : "text-slate-100"}`}>
@@ -235,7 +281,6 @@ const Transcript = memo(function Transcript({ lines, speaking }: { lines: ChatLi
             : <span className={l.final ? undefined : "italic text-slate-400"}>{l.text}</span>}
         </p>
       ))}
-      <div ref={end} />
     </div>
   );
 });

@@ -3,6 +3,7 @@
 //   docs/openapi.json         -> src/gen/api.ts       (HTTP API; python -m stack.server)
 //   docs/protocol.schema.json -> src/gen/protocol.ts  (lip-sync messages; python -m stack.protocol)
 //                                src/gen/onset.ts     (the onset rule's numbers)
+//                                src/gen/client.ts    (what the page sends: chat limit, voice)
 //                                src/gen/validate-message.js (a validator of incoming messages)
 // and copies three.js' Draco decoder into public/draco, so avatars never need a CDN.
 import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
@@ -41,6 +42,13 @@ export default validate;
 const { description, ...rule } = protocol["x-onset-rule"];
 await writeFile(new URL("onset.ts", out), `${banner}/** ${description} */
 export const ONSET_RULE = ${JSON.stringify(rule)} as const;
+`);
+
+// What the page sends (stack/protocol.py): typed chat's limit, which the bot enforces too, and
+// the client message that picks a voice.
+const { description: clientDescription, ...client } = protocol["x-client"];
+await writeFile(new URL("client.ts", out), `${banner}/** ${clientDescription} */
+export const CLIENT = ${JSON.stringify(client)} as const;
 `);
 
 await cp(new URL("../node_modules/three/examples/jsm/libs/draco/gltf/", import.meta.url),

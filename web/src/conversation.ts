@@ -11,7 +11,7 @@ import type { AvatarDriver, AvatarState } from "./avatar/driver";
 import type { SpeechChunkMessage, SpeechStopMessage } from "./gen/protocol";
 import { Capture, LevelMeter, OnsetDetector, outputLatencyMs } from "./audio";
 import { LatencyTracker, type TurnLatency } from "./latency";
-import { parseMessage } from "./messages";
+import { parseMessage, typedMessage, voiceMessage } from "./messages";
 import { requestToken } from "./token";
 import { audioStats, PlayoutStretch, ReceiveDelay } from "./lipsync/receiveDelay";
 import { MOUTH_LEAD_MS, mouthCues, type ScheduledChunk, SpeechScheduler } from "./lipsync/scheduler";
@@ -34,6 +34,8 @@ export interface Snapshot {
   needsKey: boolean; // the server refused the access key (or got none): ask for it
   warning: string | null;
   notice: string | null; // a problem the bot reported (RTVI error): the conversation goes on
+  chatError: string | null; // why the typed message was not sent (it stays in the box)
+  voice: string | null; // the voice picked in the page (null: the server's default)
   muted: boolean;
   devices: MediaDeviceInfo[];
   deviceId: string | null;
@@ -59,9 +61,10 @@ export class Conversation {
   private latency = new LatencyTracker();
   private listeners = new Set<() => void>();
   private state: Snapshot = {
-    connection: "idle", error: null, needsKey: false, warning: null, notice: null, muted: false, devices: [],
-    deviceId: null, lines: [], speaking: null, avatarState: "idle", latencies: [],
+    connection: "idle", error: null, needsKey: false, warning: null, notice: null, chatError: null, voice: null,
+    muted: false, devices: [], deviceId: null, lines: [], speaking: null, avatarState: "idle", latencies: [],
   };
+  private typed = 0;
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
   readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; turnId: string }[] };
 
@@ -161,6 +164,44 @@ export class Conversation {
     this.set({ muted });
   }
 
+  /** Sends what the person typed to the bot, which answers aloud (the microphone may be muted).
+   * False when it was not sent: `chatError` says why, and the text should stay where it was. */
+  async sendText(text: string): Promise<boolean> {
+    if (!this.room || this.state.connection !== "connected") {
+      this.set({ chatError: "Start the conversation first, then send your message." });
+      return false;
+    }
+    const message = typedMessage(text, `chat-${++this.typed}`);
+    if (!message.ok) {
+      this.set({ chatError: message.error });
+      return false;
+    }
+    try {
+      await this.room.localParticipant.publishData(message.payload, { reliable: true });
+    } catch {
+      this.set({ chatError: "The message could not be sent: the connection to the voice server is down." });
+      return false;
+    }
+    const lines = [...this.state.lines, { id: `t${this.typed}`, role: "user" as const, text: message.text, final: true }];
+    this.avatar.setState("thinking");
+    this.set({ lines, chatError: null, notice: null, avatarState: "thinking" });
+    return true;
+  }
+
+  /** The bot's voice from its next reply; picked before a conversation, it is sent once
+   * connected. */
+  async setVoice(voice: string): Promise<void> {
+    this.set({ voice });
+    await this.sendVoice();
+  }
+
+  private async sendVoice(): Promise<void> {
+    const voice = this.state.voice;
+    if (!voice || !this.room || this.state.connection !== "connected") return;
+    await this.room.localParticipant.publishData(voiceMessage(voice, `voice-${++this.typed}`), { reliable: true })
+      .catch(() => this.set({ notice: "The voice could not be changed: the connection to the voice server is down." }));
+  }
+
   async useDevice(deviceId: string): Promise<void> {
     await this.room?.switchActiveDevice("audioinput", deviceId);
     const track = this.room?.localParticipant.getTrackPublication(Track.Source.Microphone)?.track;
@@ -183,7 +224,10 @@ export class Conversation {
     }
     const connection = map[s];
     if (connection) this.set({ connection, avatarState: connection === "connected" ? "listening" : this.state.avatarState });
-    if (connection === "connected") this.avatar.setState("listening");
+    if (connection === "connected") {
+      this.avatar.setState("listening");
+      void this.sendVoice();
+    }
   }
 
   private async refreshDevices() {

@@ -7,7 +7,7 @@ const chunk = {
   duration_ms: 300, samples: 7200, sample_rate: 24000, source: "model", lead_ms: 100, onset_ms: 40,
   words: ["Hi"], wtimes: [50], wdurations: [200],
   visemes: ["sil", "I", "sil"], vtimes: [0, 50, 250], vdurations: [50, 200, 50],
-  ptimes: [0], pdurations: [40],
+  ptimes: [0], pdurations: [40], voice: "af_heart",
 };
 
 describe("incoming messages are checked against the protocol schema", () => {

@@ -11,7 +11,7 @@ function chunk(over: Partial<SpeechChunkMessage> = {}): SpeechChunkMessage {
     visemes: ["sil", "kk", "E", "O", "sil", "U", "RR", "DD", "sil"],
     vtimes: [0, 100, 200, 300, 500, 500, 700, 800, 900],
     vdurations: [100, 100, 100, 200, 0, 200, 100, 100, 100],
-    ptimes: [0], pdurations: [100], // quiet until "Hello" is heard
+    ptimes: [0], pdurations: [100], voice: null, // quiet until "Hello" is heard
     ...over,
   };
 }
