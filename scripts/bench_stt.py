@@ -22,6 +22,7 @@ from stack.config import Settings
 from stack.engines import stt as stt_module
 from stack.engines.load import load_engines
 from stack.engines.stt import SAMPLE_RATE, resample
+from stack.manifest import TEST
 
 SENTENCES = [
     "What is the capital of France?", "Can you tell me a fun fact about cats?",
@@ -42,7 +43,6 @@ SENTENCES = [
     "Give me three ideas for a birthday present for my sister.",
     "Hmm, let me think about that for a second.", "Okay, go on.",
 ]
-BECKETT = ("Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.")
 
 
 def _words(text: str) -> list[str]:
@@ -75,10 +75,10 @@ def utterances(settings: Settings, engines) -> list[tuple[str, np.ndarray]]:
     for i in range(0, len(singles) - 2, 3):
         three = singles[i:i + 3]
         out.append((" ".join(t for t, _ in three), np.concatenate([a for _, a in three])))
-    beckett = settings.models_dir / "test" / "beckett.wav"
-    if beckett.is_file():
-        audio, rate = sf.read(beckett, dtype="float32")
-        out.append((BECKETT, resample(audio, rate) if rate != SAMPLE_RATE else audio))
+    sample = settings.models_dir / TEST.sample_wav
+    if sample.is_file():
+        audio, rate = sf.read(sample, dtype="float32")
+        out.append((TEST.sample_text, resample(audio, rate) if rate != SAMPLE_RATE else audio))
     return out
 
 

@@ -88,6 +88,7 @@ class Profile:
     stt_workers: int = 1  # transcriptions at once (STT_WORKERS' default)
     spacy_model: str | None = None  # a spaCy pipeline directory for misaki; None: no tagger
     sample_wav: str | None = None
+    sample_text: str | None = None  # what is said in sample_wav
     # Files made locally after download: (path, the downloaded file it is made from).
     derived: tuple[tuple[str, str], ...] = field(default=())
 
@@ -195,6 +196,7 @@ TEST = Profile(
     max_conversations=8,
     stt_workers=2,
     sample_wav="test/beckett.wav",
+    sample_text="Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.",
     derived=(("test/kokoro-v1.0.int8.durations.onnx", "test/kokoro-v1.0.int8.onnx"),),
 )
 

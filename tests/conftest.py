@@ -19,7 +19,7 @@ limit_arenas()  # as `python -m stack.app` does, before any model starts a threa
 # Outside the checkout so a fresh clone reuses what an earlier run fetched.
 MODELS_DIR = Path(os.environ.get("TEST_MODELS_DIR",
                                   Path.home() / ".cache" / "avatar-stack" / "models"))
-BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
+BECKETT = TEST.sample_text
 
 
 @pytest.fixture(scope="session")
