@@ -159,6 +159,7 @@ def main() -> int:
     ap.add_argument("--ctx", type=int, default=2048, help="tokens per conversation")
     ap.add_argument("--label", default="test", help="the section's name in docs/benchmarks.md")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument("--note", default="", help="a sentence for the section, e.g. what the model is")
     args = ap.parse_args()
     from stack.engines.device import resolve_device
 
@@ -168,7 +169,8 @@ def main() -> int:
                                        max_tokens=args.max_tokens, n_ctx=args.ctx)
     stamp = f"Machine: {machine()}. Commit: `{commit()}`. Date: {datetime.now(UTC):%Y-%m-%d}."
     print(write_section(args.out, f"llm-batch:{args.label}",
-                        f"Many conversations on one LLM, `{args.label}`", f"{stamp} {notes}",
+                        f"Many conversations on one LLM, `{args.label}`",
+                        " ".join(x for x in (stamp, notes, args.note) if x),
                         table))
     return 0
 
