@@ -85,6 +85,7 @@ def one_round(engine, n: int, seconds: float, max_tokens: int, salt: int = 0) ->
             errors.append(e)
 
     threads = [threading.Thread(target=person, args=(i,)) for i in range(n)]
+    generated = engine.stats.generated_tokens
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -96,7 +97,9 @@ def one_round(engine, n: int, seconds: float, max_tokens: int, salt: int = 0) ->
     for i in range(n):
         engine.release(("bench", n, salt, i))
     firsts = [f for r in results for f in r[0]]
-    tokens = sum(sum(r[1]) for r in results)
+    # The engine's own count: re-tokenizing the replies' text miscounts text that is not
+    # the model's own words (a shaped model's noise re-tokenizes into ~2x as many tokens).
+    tokens = engine.stats.generated_tokens - generated
     return {"wall": wall, "tokens": tokens, "firsts": firsts}
 
 
