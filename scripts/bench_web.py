@@ -122,6 +122,8 @@ def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
                    if response else "n/a | n/a")
         rows.append(f"| {name}, the page's latency panel | {len(response)} | {figures} |")
     fps = 1000 / np.median(np.diff(frame_grids(session)["frames rendered here"]))
+    moves = session.result.get("stretches", [])
+    concealed = sum(m.get("concealedMs", 0) for m in moves)
     notes = (f"Offset = mouth shape shown − audio heard, per bot word (+ = mouth late). Audio "
              f"heard: each word found on its own in the page's recording of the received track "
              f"by correlation with Kokoro's audio for it (re-synthesized: Kokoro is "
@@ -130,7 +132,11 @@ def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
              f"{WINDOW_MS[0]:+.0f} … {WINDOW_MS[1]:+.0f} ms. Energy: words whose audio raises no "
              f"level onset count as outside. This browser rendered {fps:.0f} frames/s "
              f"(software WebGL on a CPU the bot shares); \"60 Hz display\" shows each shape on the "
-             f"next frame of a 60 Hz display instead, as a machine with a GPU does. Response "
+             f"next frame of a 60 Hz display instead, as a machine with a GPU does. The jitter "
+             f"buffer moved a live turn's schedule {len(moves)} times: "
+             f"{sum(m['byMs'] for m in moves) - concealed:+.0f} ms squeezed/stretched and "
+             f"{concealed:.0f} ms of late voice filled in audibly, in all (followed by the page: "
+             f"web/src/lipsync/receiveDelay.ts PlayoutStretch). Response "
              f"time: the page's latency panel, {talk_s} s of conversation per pipeline (ours, "
              f"then stock Pipecat's services behind the same API and page), one after the other; "
              f"load average (1 min) {' → '.join(f'{x:.1f}' for x in load)} on "

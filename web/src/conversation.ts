@@ -66,7 +66,7 @@ export class Conversation {
   };
   private typed = 0;
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
-  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; turnId: string }[] };
+  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; concealedMs: number; turnId: string }[] };
 
   constructor(private readonly avatar: AvatarDriver, private readonly measure = false) {
     this.scheduler = new SpeechScheduler(avatar.textLipSync);
@@ -261,7 +261,7 @@ export class Conversation {
     const moved = Math.abs(byMs) >= 1 ? this.scheduler.stretch(now, byMs) : null;
     if (moved) {
       this.requeueMouth(now);
-      if (this.measure) this.log.stretches.push({ at: now, byMs, turnId: moved.turnId });
+      if (this.measure) this.log.stretches.push({ at: now, byMs, concealedMs: this.playout.concealedMs, turnId: moved.turnId });
     }
   }
 

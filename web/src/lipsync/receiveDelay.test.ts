@@ -43,6 +43,20 @@ describe("PlayoutStretch", () => {
     expect(p.update({ removedSamplesForAcceleration: 5760, insertedSamplesForDeceleration: 480, clockRate: 48_000 })).toBe(0);
   });
 
+  it("counts audible concealment (late packets filled in) as heard later, silent concealment not", () => {
+    const p = new PlayoutStretch();
+    const base = { removedSamplesForAcceleration: 0, insertedSamplesForDeceleration: 0, clockRate: 48_000 };
+    p.update({ ...base, concealedSamples: 10_000, silentConcealedSamples: 9_000 });
+    // 2880 samples made up, 960 of them silence: 40 ms of voice came late
+    expect(p.update({ ...base, concealedSamples: 12_880, silentConcealedSamples: 9_960 })).toBeCloseTo(40);
+    expect(p.concealedMs).toBeCloseTo(40);
+    // a hole that went silent: nothing here (the scheduler's hole rule measures the quiet heard)
+    expect(p.update({ ...base, concealedSamples: 22_480, silentConcealedSamples: 19_560 })).toBeCloseTo(0);
+    // with a squeeze in the same interval: both count
+    expect(p.update({ ...base, removedSamplesForAcceleration: 480, concealedSamples: 23_440, silentConcealedSamples: 19_560 })).toBeCloseTo(10);
+    expect(p.concealedMs).toBeCloseTo(20);
+  });
+
   it("is silent where the browser does not report it", () => {
     const p = new PlayoutStretch();
     p.update({ jitterBufferDelay: 1 });

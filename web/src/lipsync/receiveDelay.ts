@@ -10,6 +10,10 @@ export interface AudioStats {
   // shrink the jitter buffer (heard sooner from then on), or stretched in to grow it (later).
   removedSamplesForAcceleration?: number;
   insertedSamplesForDeceleration?: number;
+  // Samples NetEQ made up because audio was not there in time (expand), and those of them that
+  // were silence or comfort noise (inbound-rtp, at the track's sample rate).
+  concealedSamples?: number;
+  silentConcealedSamples?: number;
   clockRate?: number; // the audio codec's (Opus: 48 kHz)
 }
 
@@ -43,18 +47,35 @@ export class ReceiveDelay {
 }
 
 /** How much later (ms; < 0: sooner) the received audio is heard since the last stats sample,
- * because the jitter buffer stretched or squeezed it: the scheduled mouth follows it. */
+ * because the jitter buffer stretched or squeezed it, or filled in for packets that came late:
+ * the scheduled mouth follows it.
+ *
+ * Filling in (concealment) counts only where it was audible: NetEQ repeats the last voice,
+ * fading, while it waits for a late packet, and that packet is then heard that much later. A
+ * hole long enough to go silent is measured on the heard audio instead (the scheduler's
+ * hole rule moves what follows by the quiet heard), so counting its silent samples here too
+ * would move the mouth twice. Holes between turns are silent and count nowhere. */
 export class PlayoutStretch {
   private last: AudioStats | null = null;
+  /** The audible concealment in the last interval, ms (part of what update() returned). */
+  concealedMs = 0;
 
   update(s: AudioStats): number {
     const p = this.last;
     this.last = s;
+    this.concealedMs = 0;
     if (!p || s.removedSamplesForAcceleration === undefined || p.removedSamplesForAcceleration === undefined) return 0;
+    const rate = s.clockRate ?? 48_000;
     const inserted = (s.insertedSamplesForDeceleration ?? 0) - (p.insertedSamplesForDeceleration ?? 0);
     const removed = s.removedSamplesForAcceleration - p.removedSamplesForAcceleration;
-    return ((inserted - removed) / (s.clockRate ?? 48_000)) * 1000;
+    const concealed = delta(s.concealedSamples, p.concealedSamples) - delta(s.silentConcealedSamples, p.silentConcealedSamples);
+    this.concealedMs = (Math.max(0, concealed) / rate) * 1000;
+    return ((inserted - removed) / rate) * 1000 + this.concealedMs;
   }
+}
+
+function delta(a?: number, a0?: number): number {
+  return a === undefined || a0 === undefined ? 0 : a - a0;
 }
 
 function ratio(a?: number, a0?: number, n?: number, n0?: number): number | null {
@@ -71,6 +92,8 @@ export function audioStats(report: RTCStatsReport): AudioStats {
       out.jitterBufferEmittedCount = s.jitterBufferEmittedCount;
       out.removedSamplesForAcceleration = s.removedSamplesForAcceleration;
       out.insertedSamplesForDeceleration = s.insertedSamplesForDeceleration;
+      out.concealedSamples = s.concealedSamples;
+      out.silentConcealedSamples = s.silentConcealedSamples;
     } else if (s.type === "codec" && typeof s.mimeType === "string" && s.mimeType.startsWith("audio/")) {
       out.clockRate = s.clockRate;
     } else if (s.type === "media-playout") {
