@@ -187,6 +187,27 @@ def test_lip_sync_offset_is_measured_against_the_heard_audio(session, engines):
     assert ours["in_window"] >= 0.8, ours
 
 
+def test_the_avatar_is_framed_like_a_person_in_a_video_call(livekit, settings, tmp_path):
+    """At desktop and phone sizes: the eyes about a third of the way down the avatar's view and
+    centred across it, the shoulder joints well below them and inside the view (web/src/avatar/
+    framing.ts, from the model's bones). Screenshots: test-artifacts/web/framing-*.png."""
+    bot = _bot(settings, livekit, tmp_path / "bot.log", DEV_MODE="true", DEFAULT_AVATAR="brunette-t")
+    try:
+        bot.wait_ready()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(["node", "e2e/framing.mjs", bot.url, str(ARTIFACTS)], cwd=WEB,
+                             check=True, capture_output=True, text=True, timeout=300).stdout
+    finally:
+        bot.stop()
+    framed = json.loads(out.strip().splitlines()[-1])
+    for size in ("desktop", "phone"):
+        eyes, shoulders = framed[size]["eyes"], framed[size]["shoulders"]
+        assert 0.28 <= eyes["fromTop"] <= 0.40, (size, framed[size])  # TalkingHead's own: ~0.5
+        assert 0.42 <= eyes["fromLeft"] <= 0.58, (size, framed[size])
+        assert eyes["fromTop"] + 0.15 <= shoulders["fromTop"] <= 0.95, (size, framed[size])
+        assert (ARTIFACTS / f"framing-{size}.png").stat().st_size > 10_000
+
+
 def test_errors_are_shown_in_plain_words(livekit, settings, tmp_path):
     """A server with an access key that holds one conversation: no key, a wrong key, a refused
     microphone, every avatar busy, no server."""

@@ -4,6 +4,7 @@
 // track, so the browser's echo cancellation keeps working.
 import type { TalkingHead as TalkingHeadClass } from "@met4citizen/talkinghead";
 import type { TextLipSync, VisemeCue } from "../lipsync/scheduler";
+import { type Point, upperViewOptions, videoCallFraming } from "./framing";
 
 export type AvatarState = "idle" | "listening" | "thinking" | "speaking";
 
@@ -14,6 +15,8 @@ export type Frame = [page: number, animClock: number];
  * fewer pixels rather than fewer frames. */
 const MIN_FPS = 40;
 const MIN_PIXEL_RATIO = 0.25;
+/** How long TalkingHead takes to blend a new model into its first pose. */
+const POSE_SETTLE_MS = 1500;
 
 export class AvatarDriver {
   private state: AvatarState = "idle";
@@ -24,7 +27,11 @@ export class AvatarDriver {
   private constructor(
     private readonly head: TalkingHeadClass,
     readonly textLipSync: TextLipSync,
-  ) {}
+    node: HTMLElement,
+  ) {
+    // a new shape of the view (a phone turned, a window resized) is framed anew
+    new ResizeObserver(() => this.frame()).observe(node);
+  }
 
   static async create(node: HTMLElement): Promise<AvatarDriver> {
     // Loaded on demand: three.js and TalkingHead need a browser, and they are the bulk of the bundle.
@@ -47,13 +54,45 @@ export class AvatarDriver {
     });
     const english = new LipsyncEn();
     head.lipsync.en = english;
-    driver = new AvatarDriver(head, (word) => english.wordsToVisemes(english.preProcessText(word)));
+    driver = new AvatarDriver(head, (word) => english.wordsToVisemes(english.preProcessText(word)), node);
     return driver;
   }
 
   async show(url: string, onProgress: (loaded: number, total: number) => void): Promise<void> {
     await this.head.showAvatar({ url, body: "F", lipsyncLang: "en", avatarMood: "neutral" },
       (e: ProgressEvent) => onProgress(e.loaded, e.total));
+    this.frame();
+    // again once TalkingHead has put the model from its rest pose into a standing one (arms
+    // down, weight on one leg), which moves the shoulders and the head
+    window.setTimeout(() => this.frame(), POSE_SETTLE_MS);
+  }
+
+  private bone(name: "objectLeftEye" | "objectRightEye" | "objectLeftArm" | "objectRightArm"): Point {
+    const v = this.head[name].getWorldPosition(this.head.camera.position.clone());
+    return { x: v.x, y: v.y, z: v.z };
+  }
+
+  /** Head and shoulders, eyes a third of the way down, from the avatar's own bones
+   * (framing.ts), through TalkingHead's own camera placement. */
+  private frame(): void {
+    const h = this.head;
+    if (!h.objectLeftEye || !h.objectRightEye || !h.objectLeftArm || !h.objectRightArm) return;
+    const eyes = [this.bone("objectLeftEye"), this.bone("objectRightEye")];
+    const f = videoCallFraming(eyes[0], eyes[1], this.bone("objectLeftArm"), this.bone("objectRightArm"),
+      h.camera.aspect, h.camera.fov);
+    h.setView("upper", upperViewOptions(f, (eyes[0].z + eyes[1].z) / 2, h.avatarHeight, h.camera.fov));
+  }
+
+  /** Where the eyes and the shoulder joints show now, as fractions of the view (0, 0: top left),
+   * through the camera that renders them (the browser test checks the framing with it). */
+  inFrame(): Record<"eyes" | "shoulders", { fromLeft: number; fromTop: number }> {
+    const h = this.head;
+    const at = (a: string, b: string) => {
+      const v = h[a].getWorldPosition(h.camera.position.clone()).add(h[b].getWorldPosition(h.camera.position.clone()))
+        .multiplyScalar(0.5).project(h.camera);
+      return { fromLeft: (v.x + 1) / 2, fromTop: (1 - v.y) / 2 };
+    };
+    return { eyes: at("objectLeftEye", "objectRightEye"), shoulders: at("objectLeftArm", "objectRightArm") };
   }
 
   /** Page time → TalkingHead's animation clock (both advance with requestAnimationFrame). */
