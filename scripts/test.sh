@@ -12,10 +12,15 @@ source scripts/setup.sh
 echo "== fetching the test models into $TEST_MODELS_DIR"
 .venv/bin/python scripts/download_models.py --profile test --models-dir "$TEST_MODELS_DIR" --quiet
 
-# The browser tests use Debian's Chromium (playwright-core drives it; no browser download); the
-# Compose tests start Debian's coturn with the stack's TURN configuration.
+# The browser tests use Debian's Chromium (playwright-core drives it) and Firefox ESR
+# (puppeteer-core over WebDriver BiDi; no browser download), Firefox in a virtual display (Xvfb)
+# with a PulseAudio null sink as its audio output; the Compose tests start Debian's coturn with
+# the stack's TURN configuration.
 MISSING=""
 command -v chromium >/dev/null || MISSING="$MISSING chromium"
+command -v firefox-esr >/dev/null || MISSING="$MISSING firefox-esr"
+command -v xvfb-run >/dev/null || MISSING="$MISSING xvfb"
+command -v pulseaudio >/dev/null || MISSING="$MISSING pulseaudio"
 command -v turnserver >/dev/null || MISSING="$MISSING coturn"
 if [ -n "$MISSING" ]; then
   echo "== installing$MISSING from Debian's packages"

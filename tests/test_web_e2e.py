@@ -5,9 +5,11 @@ spoken question (a WAV) as the microphone. One conversation; each test checks on
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import jiwer
@@ -21,6 +23,7 @@ from web_session import (
     BotProcess,
     frame_grids,
     lip_sync_offsets,
+    load_session,
     run_session,
     summarize,
     write_mic_wav,
@@ -160,14 +163,18 @@ def test_a_typed_message_is_answered_aloud_while_the_microphone_is_muted(session
     assert during and max(during) > 0.3, "the mouth never opened for the typed message's reply"
 
 
-def test_lip_sync_offset_is_measured_against_the_heard_audio(session, engines):
+def _reference(engines):
+    """A turn's audio as the bot synthesized it (Kokoro is deterministic), for the measure."""
     def reference(messages):
         return np.concatenate([c.audio for m in messages
                                for c in engines.tts.synthesize(m["text"], voice=m["voice"],
                                                                quick_start=m["seq"] == 0)])
+    return reference
 
+
+def test_lip_sync_offset_is_measured_against_the_heard_audio(session, engines):
     frames = frame_grids(session)["60 Hz display"]
-    offsets = lip_sync_offsets(session, reference, frames)
+    offsets = lip_sync_offsets(session, _reference(engines), frames)
     ours, text = summarize(offsets["ours"]), summarize(offsets["text"])
     # what the page did with each message and each heard onset, for a failure's message
     ours["chunks"] = [(c["msg"]["seq"], c["msg"]["lead_ms"], c["scheduled"] and
@@ -191,7 +198,8 @@ def test_the_avatar_is_framed_like_a_person_in_a_video_call(livekit, settings, t
     """At desktop and phone sizes: the eyes about a third of the way down the avatar's view and
     centred across it, the shoulder joints well below them and inside the view (web/src/avatar/
     framing.ts, from the model's bones). Screenshots: test-artifacts/web/framing-*.png."""
-    bot = _bot(settings, livekit, tmp_path / "bot.log", DEV_MODE="true", DEFAULT_AVATAR="brunette-t")
+    bot = _bot(settings, livekit, tmp_path / "bot.log", DEV_MODE="true",
+               DEFAULT_AVATAR="brunette-t")
     try:
         bot.wait_ready()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -206,6 +214,79 @@ def test_the_avatar_is_framed_like_a_person_in_a_video_call(livekit, settings, t
         assert 0.42 <= eyes["fromLeft"] <= 0.58, (size, framed[size])
         assert eyes["fromTop"] + 0.15 <= shoulders["fromTop"] <= 0.95, (size, framed[size])
         assert (ARTIFACTS / f"framing-{size}.png").stat().st_size > 10_000
+
+
+@pytest.fixture
+def audio_output():
+    """A PulseAudio server with a null sink, for Firefox: it runs no Web Audio without an audio
+    output device (Chromium fakes one), and a CI machine has none. Yields the environment that
+    points a browser at it."""
+    pulse = shutil.which("pulseaudio")
+    if not pulse:
+        pytest.fail("PulseAudio is missing: run scripts/test.sh (apt-get install pulseaudio)")
+    runtime = Path(tempfile.mkdtemp(prefix="pulse-"))  # short: it holds a unix socket
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    subprocess.run([pulse, "--daemonize=yes", "--exit-idle-time=-1", "-n",
+                    "--load=module-null-sink sink_name=null", "--load=module-native-protocol-unix"],
+                   env=env, check=True, timeout=30, capture_output=True)
+    try:
+        yield env
+    finally:
+        subprocess.run([pulse, "--kill"], env=env, timeout=30)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_firefox_answers_a_typed_question_aloud_with_the_mouth_moving(
+        livekit, settings, engines, audio_output, tmp_path):
+    """Debian's Firefox ESR over WebDriver BiDi (web/e2e/firefox.mjs): only local requests, the
+    avatar rendered, a conversation connected, a typed question answered with the bot's voice
+    heard on the WebRTC track and the mouth moving to its timing messages, in step with it."""
+    firefox = shutil.which("firefox-esr")
+    if not firefox or not shutil.which("xvfb-run"):
+        pytest.fail("Firefox ESR or Xvfb is missing: run scripts/test.sh "
+                    "(apt-get install firefox-esr xvfb)")
+    out = ARTIFACTS / "firefox"
+    bot = _bot(settings, livekit, tmp_path / "bot.log", DEV_MODE="true",
+               DEFAULT_AVATAR="brunette-t")
+    try:
+        bot.wait_ready()
+        # a windowed Firefox on a virtual display: headless, it finds no GL driver for WebGL
+        subprocess.run(["xvfb-run", "-a", "node", "e2e/firefox.mjs", bot.url, str(out)],
+                       cwd=WEB, check=True, timeout=420, env={**audio_output, "FIREFOX": firefox})
+    finally:
+        bot.stop()
+    s = load_session(out)
+    r = s.result
+    assert "error" not in r, r["error"]
+    assert r["foreignRequests"] == [] and r["consoleErrors"] == [], r
+    assert r["screenshot"]["std"] > 20 and r["screenshot"]["colours"] > 500, r["screenshot"]
+    lines = r["snapshot"]["lines"]
+    assert [line["role"] for line in lines] == ["user", "bot", "user", "bot"], lines
+    assert lines[0]["text"] == "What is the capital of France?"
+    assert "paris" in _words(" ".join(lines[1]["words"])), lines[1]
+    # heard: at least half a second of the bot's voice on the track after the question ...
+    rate = r["sampleRate"]
+    assert rate > 0 and len(s.capture), "the page recorded nothing of the bot's track"
+    first = next((i for i, t in r["blockTimes"] if t > r["sentAt"][0]), None)
+    assert first is not None, "nothing was heard after the message was sent"
+    after = s.capture[first:]
+    rms = np.sqrt(np.convolve(after ** 2, np.ones(rate // 10) / (rate // 10), "valid"))
+    assert (rms > 0.02).sum() / rate > 0.5, "less than half a second of audible bot speech"
+    # ... and the mouth moving while the reply's chunks were scheduled
+    spoken = [(c["scheduled"]["start"], c["scheduled"]["end"]) for c in r["chunks"]
+              if c["scheduled"]]
+    during = [lvl for t, lvl in r["mouth"] if any(a <= t <= b for a, b in spoken)]
+    assert during and max(during) > 0.3, "the mouth never opened for the reply"
+    # in step: the page heard the voice (its onsets corrected the schedule) and the words'
+    # mouth shapes sit near their sound. Only a gross error fails here (ignoring lead_ms or the
+    # receive delay puts the median hundreds of ms off): Firefox's share inside IS-191 varied
+    # from 56 to 100 % in four runs of this test (docs/benchmarks.md), so it is recorded, not
+    # held to Chromium's floor.
+    assert r["aligns"], "no onset of the bot's voice was heard: the schedule was never corrected"
+    ours = summarize(lip_sync_offsets(s, _reference(engines),
+                                      frame_grids(s)["60 Hz display"])["ours"])
+    (out / "lipsync.json").write_text(json.dumps(ours))
+    assert ours["matched"] >= 10 and abs(ours["p50"]) < 100, ours
 
 
 def test_errors_are_shown_in_plain_words(livekit, settings, tmp_path):

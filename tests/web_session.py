@@ -107,6 +107,11 @@ def run_session(base_url: str, wav: Path, out: Path, talk_s: int, timeout: float
     env = {**os.environ, **({"CUSTOM_GLB": str(custom_glb)} if custom_glb else {})}
     subprocess.run(["node", "e2e/session.mjs", base_url, str(wav), str(out), str(talk_s)],
                    cwd=WEB, check=True, timeout=timeout, env=env)
+    return load_session(out)
+
+
+def load_session(out: Path) -> Session:
+    """What a browser script wrote to ``out``: session.json and the heard voice, capture.f32."""
     result = json.loads((out / "session.json").read_text())
     capture = np.fromfile(out / "capture.f32", dtype="<f4") if (out / "capture.f32").exists() \
         else np.zeros(0, np.float32)

@@ -1,5 +1,6 @@
 // What the browser scripts share: Debian's Chromium with software WebGL, the "nothing leaves this
 // host" watch, and a screenshot's pixel statistics (blank or flat canvases fail the tests).
+import { writeFile } from "node:fs/promises";
 import { chromium } from "playwright-core";
 
 export const SOFTWARE_GL = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--no-sandbox"];
@@ -49,4 +50,54 @@ export async function pixelStats(b64) {
   }
   const n = data.length / 4;
   return { width: c.width, height: c.height, std: Math.sqrt(sq / n - (sum / n) ** 2), colours: colours.size };
+}
+
+// Runs in the page (page.evaluate): from now on, every rendered frame's time and the avatar's
+// mouth opening (window.__mouth).
+export function recordMouth() {
+  const d = window.__avatar.driver;
+  d.recordFrames = true;
+  window.__mouth = [];
+  const tick = () => { window.__mouth.push([performance.now(), d.visemeLevel()]); requestAnimationFrame(tick); };
+  requestAnimationFrame(tick);
+}
+
+// Runs in the page (page.evaluate, playwright's or puppeteer's): what the page logged in
+// measurement mode (?measure=1) — transcript, chunks as scheduled (with TalkingHead's text-only
+// timing of the same words, a baseline), corrections, frames, mouth levels — and the bot's voice
+// as the page heard it, base64 float32.
+export function sessionDump() {
+  const { conversation: c, driver: d } = window.__avatar;
+  const cap = c.log.capture;
+  const n = cap ? cap.blocks.reduce((a, b) => a + b.samples.length, 0) : 0;
+  const pcm = new Float32Array(n);
+  const blockTimes = [];
+  let at = 0;
+  for (const b of cap?.blocks ?? []) { pcm.set(b.samples, at); blockTimes.push([at, b.t]); at += b.samples.length; }
+  let bin = "";
+  const bytes = new Uint8Array(pcm.buffer);
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  const textChunks = c.log.chunks.map((x) => ({
+    ...x,
+    // TalkingHead's text-only lip-sync of the same words (a baseline): word starts, ms
+    textOnly: (() => {
+      const per = x.msg.words.map((w) => d.textLipSync(w));
+      const len = per.map((p) => (p.visemes.length ? p.times.at(-1) + p.durations.at(-1) : 0));
+      const total = len.reduce((a, b) => a + b, 0) || 1;
+      let t = 0;
+      return len.map((l) => { const s = t; t += (l / total) * x.msg.duration_ms; return s; });
+    })(),
+  }));
+  return {
+    snapshot: c.snapshot(), chunks: textChunks, aligns: c.log.aligns, stretches: c.log.stretches, frames: d.frames, mouth: window.__mouth,
+    sampleRate: cap?.sampleRate ?? 0, blockTimes, pcm: btoa(bin),
+  };
+}
+
+// sessionDump() from the page into OUT_DIR: capture.f32 (the heard voice) and the rest returned.
+export async function saveSession(page, outDir) {
+  const dump = await page.evaluate(sessionDump);
+  await writeFile(`${outDir}/capture.f32`, Buffer.from(dump.pcm, "base64"));
+  delete dump.pcm;
+  return dump;
 }

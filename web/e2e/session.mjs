@@ -6,7 +6,7 @@
 //   avatar.png     a screenshot of the avatar
 // Usage: node e2e/session.mjs BASE_URL WAV OUT_DIR [TALK_SECONDS]
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { launchChromium, pixelStats, waitForAvatar, watchPage } from "./browser.mjs";
+import { launchChromium, pixelStats, recordMouth, saveSession, waitForAvatar, watchPage } from "./browser.mjs";
 
 const [base, wav, outDir, talkSeconds = "60"] = process.argv.slice(2);
 const TYPED = "What is the capital of France?";
@@ -51,13 +51,7 @@ try {
   mark("connected");
 
   // While the conversation runs, sample the avatar's mouth every frame.
-  await page.evaluate(() => {
-    const d = window.__avatar.driver;
-    d.recordFrames = true;
-    window.__mouth = [];
-    const tick = () => { window.__mouth.push([performance.now(), d.visemeLevel()]); requestAnimationFrame(tick); };
-    requestAnimationFrame(tick);
-  });
+  await page.evaluate(recordMouth);
   await page.waitForSelector('[data-role="user"]', { timeout: 90_000 });
   mark("user-transcript");
   // a reply: its words with timings, or (a bot that sends no timing messages) its response time
@@ -109,35 +103,7 @@ try {
   result.typed = typed;
   mark("typed");
 
-  const dump = await page.evaluate(() => {
-    const { conversation: c, driver: d } = window.__avatar;
-    const cap = c.log.capture;
-    const n = cap ? cap.blocks.reduce((a, b) => a + b.samples.length, 0) : 0;
-    const pcm = new Float32Array(n);
-    const blockTimes = [];
-    let at = 0;
-    for (const b of cap?.blocks ?? []) { pcm.set(b.samples, at); blockTimes.push([at, b.t]); at += b.samples.length; }
-    let bin = "";
-    const bytes = new Uint8Array(pcm.buffer);
-    for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    const textChunks = c.log.chunks.map((x) => ({
-      ...x,
-      // TalkingHead's text-only lip-sync of the same words (a baseline): word starts, ms
-      textOnly: (() => {
-        const per = x.msg.words.map((w) => d.textLipSync(w));
-        const len = per.map((p) => (p.visemes.length ? p.times.at(-1) + p.durations.at(-1) : 0));
-        const total = len.reduce((a, b) => a + b, 0) || 1;
-        let t = 0;
-        return len.map((l) => { const s = t; t += (l / total) * x.msg.duration_ms; return s; });
-      })(),
-    }));
-    return {
-      snapshot: c.snapshot(), chunks: textChunks, aligns: c.log.aligns, stretches: c.log.stretches, frames: d.frames, mouth: window.__mouth,
-      sampleRate: cap?.sampleRate ?? 0, blockTimes, pcm: btoa(bin),
-    };
-  });
-  await writeFile(`${outDir}/capture.f32`, Buffer.from(dump.pcm, "base64"));
-  delete dump.pcm;
+  const dump = await saveSession(page, outDir);
   Object.assign(result, dump, { transcriptBeforeMute, afterMuteStart, afterMute });
   await page.click('[data-testid="stop"]');
   await page.waitForSelector('[data-testid="start"]', { timeout: 10_000 });

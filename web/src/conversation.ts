@@ -9,7 +9,7 @@ import {
 } from "livekit-client";
 import type { AvatarDriver, AvatarState } from "./avatar/driver";
 import type { SpeechChunkMessage, SpeechStopMessage } from "./gen/protocol";
-import { Capture, LevelMeter, OnsetDetector, outputLatencyMs } from "./audio";
+import { audioContext, Capture, LevelMeter, OnsetDetector, outputLatencyMs } from "./audio";
 import { LatencyTracker, type TurnLatency } from "./latency";
 import { parseMessage, typedMessage, voiceMessage } from "./messages";
 import { requestToken } from "./token";
@@ -99,6 +99,10 @@ export class Conversation {
   }
 
   async start(accessKey: string, deviceId: string | null): Promise<void> {
+    // Web Audio starts here, inside the person's click: browsers' autoplay rules (Safari's
+    // strictest) may keep a context started later suspended, and the page would then hear
+    // nothing of the bot's voice (no onset corrections of the lip-sync, no level meter).
+    audioContext();
     if (this.room) return;
     this.set({ connection: "connecting", error: null, needsKey: false, lines: [], latencies: [] });
     const token = await requestToken(accessKey);
@@ -241,12 +245,14 @@ export class Conversation {
     const el = track.attach(); // the bot's voice plays from the WebRTC track itself
     el.id = "bot-audio";
     document.body.appendChild(el);
-    void this.bot.attach(track.mediaStreamTrack, (t, quietMs) => this.onOnset(t, quietMs));
+    // without it the mouth keeps to the predicted schedule: say why in the console
+    this.bot.attach(track.mediaStreamTrack, (t, quietMs) => this.onOnset(t, quietMs))
+      .catch((e) => console.error("lip-sync: cannot listen to the bot's voice", e));
     this.delay = new ReceiveDelay(outputLatencyMs());
     this.playout = new PlayoutStretch();
     if (this.measure) {
       this.log.capture = new Capture(track.mediaStreamTrack);
-      void this.log.capture.start();
+      this.log.capture.start().catch((e) => console.error("measure: cannot record the bot's voice", e));
     }
     this.botTrack = track as RemoteAudioTrack;
   }

@@ -1,0 +1,83 @@
+// The page in Firefox ESR (Debian's firefox-esr, no browser download), driven by puppeteer-core
+// over WebDriver BiDi: it loads from this host alone, renders the avatar, connects, and answers a
+// typed question aloud with the mouth moving. Firefox's fake media stands in for the microphone
+// (a tone, not speech), muted before typing. Firefox runs no Web Audio without an audio output
+// device (Chromium fakes one): give it one, e.g. a PulseAudio null sink (the test does). tests/test_web_e2e.py reads what it writes:
+//   session.json   what the page showed and logged (as e2e/session.mjs writes it)
+//   capture.f32    the bot's voice as the page heard it
+//   avatar-firefox.png
+// It runs with a window, on a virtual display: headless Firefox finds no GL driver for WebGL on a
+// machine without a GPU, while a windowed one uses Mesa's software renderer (llvmpipe).
+// Usage: xvfb-run -a node e2e/firefox.mjs BASE_URL OUT_DIR
+import { mkdir, writeFile } from "node:fs/promises";
+import puppeteer from "puppeteer-core";
+import { pixelStats, recordMouth, saveSession } from "./browser.mjs";
+
+const [base, outDir] = process.argv.slice(2);
+const TYPED = ["What is the capital of France?", "Tell me a short story about a friendly robot."];
+const origin = new URL(base);
+await mkdir(outDir, { recursive: true });
+
+const browser = await puppeteer.launch({
+  browser: "firefox",
+  protocol: "webDriverBiDi",
+  executablePath: process.env.FIREFOX ?? "/usr/bin/firefox-esr",
+  headless: false, // see above: run it under xvfb-run
+  extraPrefsFirefox: {
+    "media.navigator.streams.fake": true, // a generated microphone and camera
+    "media.navigator.permission.disabled": true, // no permission prompt
+    "webgl.force-enabled": true, // software WebGL on a machine without a GPU
+  },
+});
+const result = { browser: await browser.version(), foreignRequests: [], consoleErrors: [], steps: {} };
+const mark = (name) => { result.steps[name] = Date.now(); console.log(`[firefox] ${name}`); };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+try {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1280, height: 800 });
+  // Nothing may leave the operator's network: only this host (page, API, LiveKit) is allowed.
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if (!["data:", "blob:"].includes(u.protocol) && u.hostname !== origin.hostname) result.foreignRequests.push(r.url());
+  });
+  page.on("console", (m) => { if (m.type() === "error") result.consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => result.consoleErrors.push(String(e?.stack ?? e)));
+
+  await page.goto(new URL("/?measure=1", base).href);
+  await page.waitForFunction(() => window.__avatar?.driver?.head?.avatar, { timeout: 120_000 });
+  await page.waitForSelector('[data-testid="avatar-progress"]', { hidden: true, timeout: 120_000 });
+  await sleep(4000); // the pose, the camera and the rendering resolution settle
+  mark("avatar-shown");
+  const shot = await (await page.$('[data-testid="avatar"]')).screenshot({ encoding: "base64" });
+  await writeFile(`${outDir}/avatar-firefox.png`, Buffer.from(shot, "base64"));
+  result.screenshot = await page.evaluate(pixelStats, shot);
+
+  await page.click('[data-testid="start"]');
+  await page.waitForSelector('[data-testid="connection"][data-state="connected"]', { timeout: 60_000 });
+  mark("connected");
+  await page.evaluate(recordMouth);
+  await page.click('[data-testid="mute"]'); // the fake microphone's tone is not a question
+  await page.waitForSelector('[data-testid="chat-text"]:not([disabled])', { timeout: 10_000 });
+  // a question with a known answer, then one with a longer answer (more words to measure)
+  result.sentAt = [];
+  for (const [i, text] of TYPED.entries()) {
+    await page.type('[data-testid="chat-text"]', text);
+    result.sentAt.push(await page.evaluate(() => performance.now()));
+    await page.keyboard.press("Enter");
+    await page.waitForFunction((n) => {
+      const lines = window.__avatar.conversation.snapshot().lines;
+      return lines.length >= n && lines.at(-1).role === "bot" && lines.at(-1).words.length >= 3;
+    }, { timeout: 120_000, polling: 100 }, 2 * (i + 1));
+    await sleep(10_000); // the reply heard, and its mouth shapes played
+    mark(`answered-${i + 1}`);
+  }
+  Object.assign(result, await saveSession(page, outDir));
+  await page.click('[data-testid="stop"]');
+  await page.waitForSelector('[data-testid="start"]', { timeout: 10_000 });
+  mark("stopped");
+} catch (e) {
+  result.error = String(e?.stack ?? e);
+} finally {
+  await writeFile(`${outDir}/session.json`, JSON.stringify(result));
+  await browser.close();
+}
