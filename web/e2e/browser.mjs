@@ -94,6 +94,23 @@ export function sessionDump() {
   };
 }
 
+// A browser script's conversation: `body()` runs it and returns its page, whose conversation is
+// then stopped; whatever happens, `result` (with the error, if any) goes to OUT_DIR/session.json
+// and the browser is closed. Works with playwright's and puppeteer's pages alike.
+export async function recordSession(browser, outDir, result, mark, body) {
+  try {
+    const page = await body();
+    await page.click('[data-testid="stop"]');
+    await page.waitForSelector('[data-testid="start"]', { timeout: 10_000 });
+    mark("stopped");
+  } catch (e) {
+    result.error = String(e?.stack ?? e);
+  } finally {
+    await writeFile(`${outDir}/session.json`, JSON.stringify(result));
+    await browser.close();
+  }
+}
+
 // sessionDump() from the page into OUT_DIR: capture.f32 (the heard voice) and the rest returned.
 export async function saveSession(page, outDir) {
   const dump = await page.evaluate(sessionDump);

@@ -11,7 +11,7 @@
 // Usage: xvfb-run -a node e2e/firefox.mjs BASE_URL OUT_DIR
 import { mkdir, writeFile } from "node:fs/promises";
 import puppeteer from "puppeteer-core";
-import { pixelStats, recordMouth, saveSession } from "./browser.mjs";
+import { pixelStats, recordMouth, recordSession, saveSession } from "./browser.mjs";
 
 const [base, outDir] = process.argv.slice(2);
 const TYPED = ["What is the capital of France?", "Tell me a short story about a friendly robot."];
@@ -32,7 +32,7 @@ const browser = await puppeteer.launch({
 const result = { browser: await browser.version(), foreignRequests: [], consoleErrors: [], steps: {} };
 const mark = (name) => { result.steps[name] = Date.now(); console.log(`[firefox] ${name}`); };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-try {
+await recordSession(browser, outDir, result, mark, async () => {
   const page = await browser.newPage();
   await page.setViewport({ width: 1280, height: 800 });
   // Nothing may leave the operator's network: only this host (page, API, LiveKit) is allowed.
@@ -72,12 +72,5 @@ try {
     mark(`answered-${i + 1}`);
   }
   Object.assign(result, await saveSession(page, outDir));
-  await page.click('[data-testid="stop"]');
-  await page.waitForSelector('[data-testid="start"]', { timeout: 10_000 });
-  mark("stopped");
-} catch (e) {
-  result.error = String(e?.stack ?? e);
-} finally {
-  await writeFile(`${outDir}/session.json`, JSON.stringify(result));
-  await browser.close();
-}
+  return page;
+});

@@ -6,7 +6,7 @@
 //   avatar.png     a screenshot of the avatar
 // Usage: node e2e/session.mjs BASE_URL WAV OUT_DIR [TALK_SECONDS]
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { launchChromium, pixelStats, recordMouth, saveSession, waitForAvatar, watchPage } from "./browser.mjs";
+import { launchChromium, pixelStats, recordMouth, recordSession, saveSession, waitForAvatar, watchPage } from "./browser.mjs";
 
 const [base, wav, outDir, talkSeconds = "60"] = process.argv.slice(2);
 const TYPED = "What is the capital of France?";
@@ -19,7 +19,7 @@ const browser = await launchChromium([
 ]);
 const result = { foreignRequests: [], consoleErrors: [], steps: {} };
 const mark = (name) => { result.steps[name] = Date.now(); console.log(`[e2e] ${name}`); };
-try {
+await recordSession(browser, outDir, result, mark, async () => {
   const context = await browser.newContext({ viewport: { width: 420, height: 860 }, deviceScaleFactor: 1, isMobile: true, hasTouch: true });
   const page = await context.newPage();
   // Nothing may leave the operator's network: only this host (page, API, LiveKit) is allowed.
@@ -105,15 +105,8 @@ try {
 
   const dump = await saveSession(page, outDir);
   Object.assign(result, dump, { transcriptBeforeMute, afterMuteStart, afterMute });
-  await page.click('[data-testid="stop"]');
-  await page.waitForSelector('[data-testid="start"]', { timeout: 10_000 });
-  mark("stopped");
-} catch (e) {
-  result.error = String(e?.stack ?? e);
-} finally {
-  await writeFile(`${outDir}/session.json`, JSON.stringify(result));
-  await browser.close();
-}
+  return page;
+});
 
 async function userLines(page) {
   return page.locator('[data-role="user"]').allTextContents();
