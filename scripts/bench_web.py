@@ -75,7 +75,8 @@ def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
             try:
                 bot.wait_ready()
                 sessions[name] = run_session(bot.url, tmp / "q.wav",
-                                             tmp / f"session-{name.split()[0]}", talk_s)
+                                             tmp / f"session-{name.split()[0]}", talk_s,
+                                             typed_chat=name == "ours")
             finally:
                 bot.stop()
             load.append(os.getloadavg()[0])

@@ -101,10 +101,12 @@ class Session:
 
 
 def run_session(base_url: str, wav: Path, out: Path, talk_s: int, timeout: float = 600,
-                custom_glb: Path | None = None) -> Session:
-    """``custom_glb``: a GLB file the page loads as a person's own avatar before talking."""
+                custom_glb: Path | None = None, typed_chat: bool = True) -> Session:
+    """``custom_glb``: a GLB file the page loads as a person's own avatar before talking;
+    ``typed_chat``: False for a bot that takes no typed messages (its session skips that step)."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **({"CUSTOM_GLB": str(custom_glb)} if custom_glb else {})}
+    env = {**os.environ, **({"CUSTOM_GLB": str(custom_glb)} if custom_glb else {}),
+           "TYPED_CHAT": "1" if typed_chat else "0"}
     subprocess.run(["node", "e2e/session.mjs", base_url, str(wav), str(out), str(talk_s)],
                    cwd=WEB, check=True, timeout=timeout, env=env)
     return load_session(out)

@@ -71,37 +71,40 @@ await recordSession(browser, outDir, result, mark, async () => {
   mark("mute-checked");
 
   // Typing instead of speaking, with the microphone still muted: an overlong message is refused
-  // in plain words and stays in the box; a question is answered aloud.
-  const maxChars = JSON.parse(await readFile(new URL("../../docs/protocol.schema.json", import.meta.url), "utf8"))["x-client"].chatMaxChars;
-  await page.fill('[data-testid="chat-text"]', "a".repeat(maxChars + 1));
-  const linesBefore = await page.evaluate(() => window.__avatar.conversation.snapshot().lines.length);
-  await page.click('[data-testid="chat-send"]');
-  await page.waitForSelector('[data-testid="chat-error"]', { timeout: 10_000 });
-  const typed = {
-    maxChars,
-    error: await page.locator('[data-testid="chat-error"]').textContent(),
-    keptChars: (await page.inputValue('[data-testid="chat-text"]')).length,
-    linesBefore,
-    linesAfterRefusal: await page.evaluate(() => window.__avatar.conversation.snapshot().lines.length),
-  };
-  // a voice picked during the conversation: the typed question's reply speaks with it
-  typed.voices = await page.locator('[data-testid="voice-choice"] option').allTextContents();
-  const currentVoice = await page.inputValue('[data-testid="voice-choice"]');
-  typed.voice = typed.voices.find((v) => v !== currentVoice) ?? null;
-  if (typed.voice) await page.selectOption('[data-testid="voice-choice"]', typed.voice);
-  await page.fill('[data-testid="chat-text"]', TYPED);
-  typed.sentAt = await page.evaluate(() => performance.now());
-  await page.press('[data-testid="chat-text"]', "Enter");
-  typed.scrollAtSend = await page.evaluate(() => window.scrollY);
-  await page.waitForFunction((n) => {
-    const lines = window.__avatar.conversation.snapshot().lines;
-    return lines.length > n + 1 && lines.at(-1).role === "bot" && lines.at(-1).words.length >= 3;
-  }, typed.linesAfterRefusal, { timeout: 90_000, polling: 100 });
-  await page.waitForTimeout(8_000); // the reply heard, and its mouth shapes played
-  typed.boxAfterSend = await page.inputValue('[data-testid="chat-text"]');
-  typed.errorAfterSend = await page.locator('[data-testid="chat-error"]').count();
-  result.typed = typed;
-  mark("typed");
+  // in plain words and stays in the box; a question is answered aloud. (TYPED_CHAT=0: a bot that
+  // takes no typed messages, Pipecat's stock services in the benchmark.)
+  if (process.env.TYPED_CHAT !== "0") {
+    const maxChars = JSON.parse(await readFile(new URL("../../docs/protocol.schema.json", import.meta.url), "utf8"))["x-client"].chatMaxChars;
+    await page.fill('[data-testid="chat-text"]', "a".repeat(maxChars + 1));
+    const linesBefore = await page.evaluate(() => window.__avatar.conversation.snapshot().lines.length);
+    await page.click('[data-testid="chat-send"]');
+    await page.waitForSelector('[data-testid="chat-error"]', { timeout: 10_000 });
+    const typed = {
+      maxChars,
+      error: await page.locator('[data-testid="chat-error"]').textContent(),
+      keptChars: (await page.inputValue('[data-testid="chat-text"]')).length,
+      linesBefore,
+      linesAfterRefusal: await page.evaluate(() => window.__avatar.conversation.snapshot().lines.length),
+    };
+    // a voice picked during the conversation: the typed question's reply speaks with it
+    typed.voices = await page.locator('[data-testid="voice-choice"] option').allTextContents();
+    const currentVoice = await page.inputValue('[data-testid="voice-choice"]');
+    typed.voice = typed.voices.find((v) => v !== currentVoice) ?? null;
+    if (typed.voice) await page.selectOption('[data-testid="voice-choice"]', typed.voice);
+    await page.fill('[data-testid="chat-text"]', TYPED);
+    typed.sentAt = await page.evaluate(() => performance.now());
+    await page.press('[data-testid="chat-text"]', "Enter");
+    typed.scrollAtSend = await page.evaluate(() => window.scrollY);
+    await page.waitForFunction((n) => {
+      const lines = window.__avatar.conversation.snapshot().lines;
+      return lines.length > n + 1 && lines.at(-1).role === "bot" && lines.at(-1).words.length >= 3;
+    }, typed.linesAfterRefusal, { timeout: 90_000, polling: 100 });
+    await page.waitForTimeout(8_000); // the reply heard, and its mouth shapes played
+    typed.boxAfterSend = await page.inputValue('[data-testid="chat-text"]');
+    typed.errorAfterSend = await page.locator('[data-testid="chat-error"]').count();
+    result.typed = typed;
+    mark("typed");
+  }
 
   const dump = await saveSession(page, outDir);
   Object.assign(result, dump, { transcriptBeforeMute, afterMuteStart, afterMute });

@@ -57,7 +57,7 @@ export class Conversation {
   private botTrack: RemoteAudioTrack | null = null;
   private statsTimer = 0;
   private raf = 0;
-  private lastUserVoice = 0;
+  private lastUserVoice = 0; // when the person last spoke, or sent a typed message (the end of their turn)
   private latency = new LatencyTracker();
   private listeners = new Set<() => void>();
   private state: Snapshot = {
@@ -187,6 +187,8 @@ export class Conversation {
       return false;
     }
     const lines = [...this.state.lines, { id: `t${this.typed}`, role: "user" as const, text: message.text, final: true }];
+    // the reply's response time counts from here, not from when the person last spoke
+    this.lastUserVoice = performance.now();
     this.avatar.setState("thinking");
     this.set({ lines, chatError: null, notice: null, avatarState: "thinking" });
     return true;
