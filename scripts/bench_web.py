@@ -32,6 +32,7 @@ from web_session import (  # noqa: E402
     BotProcess,
     budget_rows,
     frame_grids,
+    kokoro_reference,
     lip_sync_offsets,
     run_session,
     summarize,
@@ -84,16 +85,7 @@ def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
         livekit.stop()
     session = sessions["ours"]
 
-    cache: dict[tuple, np.ndarray] = {}
-
-    def reference(messages):  # one synthesis per turn, shared by both frame grids
-        key = tuple((m["seq"], m["text"]) for m in messages)
-        if key not in cache:
-            cache[key] = np.concatenate([
-                c.audio for m in messages
-                for c in engines.tts.synthesize(m["text"], voice=m.get("voice"),
-                                                 quick_start=m["seq"] == 0)])
-        return cache[key]
+    reference = kokoro_reference(engines.tts)  # one synthesis per turn, for both frame grids
 
     rows = ["| mouth driven by | shown on | words | p50 (ms) | p5 … p95 (ms) | inside IS-191 |",
             "|---|---|---|---|---|---|"]

@@ -22,6 +22,7 @@ from web_session import (
     WEB,
     BotProcess,
     frame_grids,
+    kokoro_reference,
     lip_sync_offsets,
     load_session,
     run_session,
@@ -171,18 +172,9 @@ def test_a_typed_message_is_answered_aloud_while_the_microphone_is_muted(session
     assert 0 <= onset - typed["sentAt"] - latency["responseMs"] < 500, (latency, onset, typed)
 
 
-def _reference(engines):
-    """A turn's audio as the bot synthesized it (Kokoro is deterministic), for the measure."""
-    def reference(messages):
-        return np.concatenate([c.audio for m in messages
-                               for c in engines.tts.synthesize(m["text"], voice=m["voice"],
-                                                               quick_start=m["seq"] == 0)])
-    return reference
-
-
 def test_lip_sync_offset_is_measured_against_the_heard_audio(session, engines):
     frames = frame_grids(session)["60 Hz display"]
-    offsets = lip_sync_offsets(session, _reference(engines), frames)
+    offsets = lip_sync_offsets(session, kokoro_reference(engines.tts), frames)
     ours, text = summarize(offsets["ours"]), summarize(offsets["text"])
     # what the page did with each message and each heard onset, for a failure's message
     ours["chunks"] = [(c["msg"]["seq"], c["msg"]["lead_ms"], c["scheduled"] and
@@ -294,7 +286,7 @@ def test_firefox_answers_a_typed_question_aloud_with_the_mouth_moving(
     # from 56 to 100 % in four runs of this test (docs/benchmarks.md), so it is recorded, not
     # held to Chromium's floor.
     assert r["aligns"], "no onset of the bot's voice was heard: the schedule was never corrected"
-    ours = summarize(lip_sync_offsets(s, _reference(engines),
+    ours = summarize(lip_sync_offsets(s, kokoro_reference(engines.tts),
                                       frame_grids(s)["60 Hz display"])["ours"])
     (out / "lipsync.json").write_text(json.dumps(ours))
     assert ours["matched"] >= 10 and abs(ours["p50"]) < 100, ours

@@ -120,6 +120,22 @@ def load_session(out: Path) -> Session:
     return Session(result, capture, out)
 
 
+def kokoro_reference(tts):
+    """``reference(messages)`` for ``lip_sync_offsets``: a turn's audio as the bot synthesized it
+    (Kokoro is deterministic), made once per turn and kept (several frame grids measure it)."""
+    cache: dict[tuple, np.ndarray] = {}
+
+    def reference(messages):
+        key = tuple((m["seq"], m["text"], m.get("voice")) for m in messages)
+        if key not in cache:
+            cache[key] = np.concatenate([
+                c.audio for m in messages
+                for c in tts.synthesize(m["text"], voice=m.get("voice"),
+                                        quick_start=m["seq"] == 0)])
+        return cache[key]
+    return reference
+
+
 def _first_frame_at(frames: np.ndarray, t: float) -> float:
     """A mouth shape due at ``t`` is applied in the first rendered frame at or after it."""
     i = np.searchsorted(frames, t)

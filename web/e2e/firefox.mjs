@@ -2,7 +2,8 @@
 // over WebDriver BiDi: it loads from this host alone, renders the avatar, connects, and answers a
 // typed question aloud with the mouth moving. Firefox's fake media stands in for the microphone
 // (a tone, not speech), muted before typing. Firefox runs no Web Audio without an audio output
-// device (Chromium fakes one): give it one, e.g. a PulseAudio null sink (the test does). tests/test_web_e2e.py reads what it writes:
+// device (Chromium fakes one): give it one, e.g. a PulseAudio null sink (the test does).
+// tests/test_web_e2e.py reads what it writes:
 //   session.json   what the page showed and logged (as e2e/session.mjs writes it)
 //   capture.f32    the bot's voice as the page heard it
 //   avatar-firefox.png
@@ -11,7 +12,7 @@
 // Usage: xvfb-run -a node e2e/firefox.mjs BASE_URL OUT_DIR
 import { mkdir, writeFile } from "node:fs/promises";
 import puppeteer from "puppeteer-core";
-import { pixelStats, recordMouth, recordSession, saveSession } from "./browser.mjs";
+import { pixelStats, recordMouth, recordSession, saveSession, watchPage } from "./browser.mjs";
 
 const [base, outDir] = process.argv.slice(2);
 const TYPED = ["What is the capital of France?", "Tell me a short story about a friendly robot."];
@@ -36,12 +37,7 @@ await recordSession(browser, outDir, result, mark, async () => {
   const page = await browser.newPage();
   await page.setViewport({ width: 1280, height: 800 });
   // Nothing may leave the operator's network: only this host (page, API, LiveKit) is allowed.
-  page.on("request", (r) => {
-    const u = new URL(r.url());
-    if (!["data:", "blob:"].includes(u.protocol) && u.hostname !== origin.hostname) result.foreignRequests.push(r.url());
-  });
-  page.on("console", (m) => { if (m.type() === "error") result.consoleErrors.push(m.text()); });
-  page.on("pageerror", (e) => result.consoleErrors.push(String(e?.stack ?? e)));
+  watchPage(page, origin, result); // puppeteer's page has the same events as playwright's
 
   await page.goto(new URL("/?measure=1", base).href);
   await page.waitForFunction(() => window.__avatar?.driver?.head?.avatar, { timeout: 120_000 });

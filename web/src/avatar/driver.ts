@@ -15,6 +15,7 @@ export type Frame = [page: number, animClock: number];
  * fewer pixels rather than fewer frames. */
 const MIN_FPS = 40;
 const MIN_PIXEL_RATIO = 0.25;
+type Bone = "objectLeftEye" | "objectRightEye" | "objectLeftArm" | "objectRightArm";
 /** How long TalkingHead takes to blend a new model into its first pose. */
 const POSE_SETTLE_MS = 1500;
 
@@ -67,8 +68,13 @@ export class AvatarDriver {
     window.setTimeout(() => this.frame(), POSE_SETTLE_MS);
   }
 
-  private bone(name: "objectLeftEye" | "objectRightEye" | "objectLeftArm" | "objectRightArm"): Point {
-    const v = this.head[name].getWorldPosition(this.head.camera.position.clone());
+  /** Where one of TalkingHead's bones is now (a three.js vector, in world units). */
+  private world(name: Bone) {
+    return this.head[name].getWorldPosition(this.head.camera.position.clone());
+  }
+
+  private bone(name: Bone): Point {
+    const v = this.world(name);
     return { x: v.x, y: v.y, z: v.z };
   }
 
@@ -87,9 +93,8 @@ export class AvatarDriver {
    * through the camera that renders them (the browser test checks the framing with it). */
   inFrame(): Record<"eyes" | "shoulders", { fromLeft: number; fromTop: number }> {
     const h = this.head;
-    const at = (a: string, b: string) => {
-      const v = h[a].getWorldPosition(h.camera.position.clone()).add(h[b].getWorldPosition(h.camera.position.clone()))
-        .multiplyScalar(0.5).project(h.camera);
+    const at = (a: Bone, b: Bone) => {
+      const v = this.world(a).add(this.world(b)).multiplyScalar(0.5).project(h.camera);
       return { fromLeft: (v.x + 1) / 2, fromTop: (1 - v.y) / 2 };
     };
     return { eyes: at("objectLeftEye", "objectRightEye"), shoulders: at("objectLeftArm", "objectRightArm") };
