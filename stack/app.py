@@ -3,7 +3,8 @@
     python -m stack.app          # what the container runs, and what the tests start
 
 The models load in the background so ``/health`` answers at once; ``/ready`` turns 200 when they
-are loaded and LiveKit answers. A token requested before then gets a 503 saying so.
+are loaded and LiveKit answers (TRANSPORT=livekit). A conversation requested before then gets a
+503 saying so.
 """
 
 from __future__ import annotations
@@ -36,18 +37,24 @@ def build_app(settings: Settings) -> FastAPI:
             state["error"] = str(e)
             log.error("cannot load the models: %s", e)
 
-    async def on_conversation(room: str) -> None:
+    def manager_or_refuse() -> BotManager:
         manager: BotManager | None = state["manager"]
         if manager is None:
             raise NotLoaded(state["error"] or "models are still loading; retry shortly")
-        await manager.ensure(room)
+        return manager
+
+    async def on_conversation(room: str) -> None:
+        await manager_or_refuse().ensure(room)
+
+    async def on_offer(sdp: str, kind: str) -> dict:
+        return await manager_or_refuse().answer(sdp, kind)
 
     def in_room(room: str, identity: str) -> bool:
         manager: BotManager | None = state["manager"]
         return manager is not None and manager.in_room(room, identity)
 
     app = create_app(settings, models_ready=lambda: state["manager"] is not None,
-                     on_conversation=on_conversation, in_room=in_room)
+                     on_conversation=on_conversation, in_room=in_room, on_offer=on_offer)
     app.state.bot = state
 
     @asynccontextmanager

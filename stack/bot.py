@@ -1,8 +1,10 @@
-"""Bot sessions: one Pipecat pipeline per LiveKit room, all sharing the process's models.
+"""Bot sessions: one Pipecat pipeline per conversation, all sharing the process's models.
 
-``BotManager.ensure(room)`` puts a bot in a room (the HTTP server calls it when it issues a
-token). A session ends when its user leaves, when nobody speaks for ``SESSION_IDLE_SECONDS``, or
-when the manager stops; it then frees its pipeline, tasks and LiveKit connection.
+With LiveKit, ``BotManager.ensure(room)`` puts a bot in a room (the HTTP server calls it when it
+issues a token). With SmallWebRTC, ``BotManager.answer(offer)`` starts a conversation on a new
+peer connection with the browser that sent the offer. A session ends when its person leaves (or
+never comes), when nobody speaks for ``SESSION_IDLE_SECONDS``, or when the manager stops; it then
+frees its pipeline, tasks and connection.
 
 Sharing the models between sessions: the LLM decodes up to LLM_PARALLEL conversations together
 (stack/engines/llm_batch.py), Kokoro synthesises one chunk at a time, Whisper (CTranslate2)
@@ -23,7 +25,9 @@ from pipecat.metrics.metrics import ProcessingMetricsData, TTFBMetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.livekit.transport import LiveKitParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.workers.runner import WorkerRunner
 
 from . import metrics
@@ -32,7 +36,7 @@ from .engines.load import Engines
 from .memory import return_freed_memory
 from .pipeline import Conversation, build_pipeline
 from .server import AtCapacity
-from .transport import AvatarLiveKitTransport
+from .transport import AvatarLiveKitTransport, AvatarSmallWebRTCTransport
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +101,13 @@ BOT_TOKEN_TTL = timedelta(hours=6)  # the bot's own LiveKit token; sessions end 
 
 
 class BotSession:
-    """One conversation: its pipeline and LiveKit transport, the handlers and watchdog that end
-    it when its person leaves, and its run loop. ``on_end`` is called once it has ended."""
+    """One conversation: its pipeline on ``transport``, the watchdog that ends it when its person
+    is gone, and its run loop. ``on_end`` is called once it has ended. A subclass per transport
+    says who is there (``people``) and connects the transport's own leave events."""
 
-    def __init__(self, settings: Settings, room: str, builder: PipelineBuilder,
+    def __init__(self, settings: Settings, key: str, transport, builder: PipelineBuilder,
                  on_end: Callable[[BotSession], None]):
-        self.settings, self.room, self._on_end = settings, room, on_end
-        self.transport = AvatarLiveKitTransport(
-            settings.livekit_url, bot_token(settings, room), room,
-            # LiveKit's own sender thread plays out up to a second queued here, so a busy event
-            # loop (a CPU shared with the models) does not leave holes in the bot's voice; an
-            # interruption clears the queue, so barge-in does not wait for it.
-            params=LiveKitParams(audio_in_enabled=True, audio_out_enabled=True,
-                                 audio_out_queue_size_ms=1000))
+        self.settings, self.key, self.transport, self._on_end = settings, key, transport, on_end
         self.conversation = builder(transport_input=self.transport.input(),
                                     transport_output=self.transport.output())
         self.worker = PipelineWorker(
@@ -124,11 +122,9 @@ class BotSession:
         self.runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
         self.joined = asyncio.Event()
         self.task: asyncio.Task | None = None
-        self.transport.add_event_handler("on_connected", self._connected)
-        self.transport.add_event_handler("on_participant_left", self._left)
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"bot:{self.room}")
+        self.task = asyncio.create_task(self._run(), name=f"bot:{self.key}")
         # Once the task is done its frame, and with it the pipeline, is gone: trim then.
         self.task.add_done_callback(lambda _task: asyncio.get_running_loop().run_in_executor(
             None, return_freed_memory))
@@ -139,11 +135,7 @@ class BotSession:
         return self.task is not None and not self.task.done()
 
     def people(self) -> list[str]:
-        """Who is in the room besides the bot (nobody while the bot is not connected)."""
-        try:
-            return [p for p in self.transport.get_participants() if p != BOT_IDENTITY]
-        except AttributeError:  # not connected (yet, or any more)
-            return []
+        raise NotImplementedError
 
     async def stop(self, reason: str = "stopped") -> None:
         if not self.running:
@@ -154,6 +146,63 @@ class BotSession:
         except asyncio.TimeoutError:
             self.task.cancel()
 
+    async def _end_when_empty(self) -> None:
+        """Also catches a person who left without the transport telling (no event then), and
+        one who never came."""
+        loop = asyncio.get_running_loop()
+        started = empty_since = loop.time()
+        limit = self.settings.session_empty_seconds
+        while True:
+            await asyncio.sleep(EMPTY_POLL_S)
+            if not self.joined.is_set() and loop.time() - started < JOIN_TIMEOUT_S + limit:
+                continue
+            if self.people():
+                empty_since = None
+            elif empty_since is None:
+                empty_since = loop.time()
+            elif loop.time() - empty_since > limit:
+                log.info("conversation %s has had nobody for %.0f s: ending it", self.key, limit)
+                await self.worker.cancel(reason="nobody there")
+                return
+
+    async def _run(self) -> None:
+        watchdog = asyncio.create_task(self._end_when_empty())
+        try:
+            await self.runner.add_workers(self.worker)
+            await self.runner.run()
+        except Exception:  # a broken session must not take the server down
+            log.exception("bot session %s failed", self.key)
+        finally:
+            watchdog.cancel()
+            self.joined.set()
+            self._on_end(self)
+            log.info("bot session %s ended", self.key)
+
+
+class LiveKitSession(BotSession):
+    """A conversation in a LiveKit room (``key`` is the room's name)."""
+
+    def __init__(self, settings: Settings, room: str, builder: PipelineBuilder,
+                 on_end: Callable[[BotSession], None]):
+        transport = AvatarLiveKitTransport(
+            settings.livekit_url, bot_token(settings, room), room,
+            # LiveKit's own sender thread plays out up to a second queued here, so a busy event
+            # loop (a CPU shared with the models) does not leave holes in the bot's voice; an
+            # interruption clears the queue, so barge-in does not wait for it.
+            params=LiveKitParams(audio_in_enabled=True, audio_out_enabled=True,
+                                 audio_out_queue_size_ms=1000))
+        super().__init__(settings, room, transport, builder, on_end)
+        self.room = room
+        self.transport.add_event_handler("on_connected", self._connected)
+        self.transport.add_event_handler("on_participant_left", self._left)
+
+    def people(self) -> list[str]:
+        """Who is in the room besides the bot (nobody while the bot is not connected)."""
+        try:
+            return [p for p in self.transport.get_participants() if p != BOT_IDENTITY]
+        except AttributeError:  # not connected (yet, or any more)
+            return []
+
     async def _connected(self, _transport) -> None:
         self.joined.set()
 
@@ -163,36 +212,29 @@ class BotSession:
             log.info("the user left room %s: ending its session", self.room)
             await self.worker.cancel(reason="user left")
 
-    async def _end_when_empty(self) -> None:
-        """Also catches a user who left before the bot saw them join (no event then)."""
-        loop = asyncio.get_running_loop()
-        empty_since = None
-        limit = self.settings.session_empty_seconds
-        while True:
-            await asyncio.sleep(EMPTY_POLL_S)
-            if not self.joined.is_set():
-                continue
-            if self.people():
-                empty_since = None
-            elif empty_since is None:
-                empty_since = loop.time()
-            elif loop.time() - empty_since > limit:
-                log.info("room %s has been empty for %.0f s: ending its session", self.room, limit)
-                await self.worker.cancel(reason="nobody in the room")
-                return
 
-    async def _run(self) -> None:
-        watchdog = asyncio.create_task(self._end_when_empty())
-        try:
-            await self.runner.add_workers(self.worker)
-            await self.runner.run()
-        except Exception:  # a broken session must not take the server down
-            log.exception("bot session for room %s failed", self.room)
-        finally:
-            watchdog.cancel()
-            self.joined.set()
-            self._on_end(self)
-            log.info("bot session for room %s ended", self.room)
+class PeerSession(BotSession):
+    """A conversation over a direct WebRTC connection with one browser (SmallWebRTC); ``key``
+    names it in the server's logs and metrics."""
+
+    def __init__(self, settings: Settings, key: str, connection: SmallWebRTCConnection,
+                 builder: PipelineBuilder, on_end: Callable[[BotSession], None]):
+        transport = AvatarSmallWebRTCTransport(
+            connection, TransportParams(audio_in_enabled=True, audio_out_enabled=True))
+        super().__init__(settings, key, transport, builder, on_end)
+        self.connection = connection
+        self.transport.add_event_handler("on_client_connected", self._connected)
+        self.transport.add_event_handler("on_client_disconnected", self._left)
+
+    def people(self) -> list[str]:
+        return [self.key] if self.connection.pc.connectionState == "connected" else []
+
+    async def _connected(self, _transport, _client) -> None:
+        self.joined.set()
+
+    async def _left(self, _transport, _client) -> None:
+        log.info("the browser of %s closed the connection: ending its session", self.key)
+        await self.worker.cancel(reason="user left")
 
 
 class BotManager:
@@ -214,9 +256,8 @@ class BotManager:
             session = self.sessions.get(room)
             if session is not None and session.running:
                 return session
-            if len(self.active_rooms()) >= self.settings.conversation_limit:
-                raise AtCapacity(self.settings.conversation_limit)
-            session = BotSession(self.settings, room, self.builder, self._forget)
+            self._admit()
+            session = LiveKitSession(self.settings, room, self.builder, self._forget)
             self.sessions[room] = session
             session.start()
         try:
@@ -225,9 +266,34 @@ class BotManager:
             log.warning("bot for room %s has not joined after %d s", room, JOIN_TIMEOUT_S)
         return session
 
+    async def answer(self, sdp: str, kind: str) -> dict[str, str]:
+        """A new conversation on its own peer connection: the answer to the browser's ``offer``
+        (``sdp``, ``type``, ``pc_id``), with every ICE candidate of the bot in it (no trickle)."""
+        async with self._lock:
+            self._admit()
+            connection = SmallWebRTCConnection()
+            try:
+                await connection.initialize(sdp=sdp, type=kind)
+            except Exception as e:  # the browser's offer, parsed by aiortc: a 400, not a 500
+                await connection.pc.close()
+                raise ValueError(str(e) or type(e).__name__) from e
+            key = f"peer-{connection.pc_id.rsplit('-', 1)[-1][:12]}"
+            try:
+                session = PeerSession(self.settings, key, connection, self.builder, self._forget)
+            except Exception:
+                await connection.pc.close()
+                raise
+            self.sessions[key] = session
+            session.start()
+        return connection.get_answer()
+
+    def _admit(self) -> None:
+        if len(self.active_rooms()) >= self.settings.conversation_limit:
+            raise AtCapacity(self.settings.conversation_limit)
+
     def _forget(self, session: BotSession) -> None:
-        if self.sessions.get(session.room) is session:  # its pipeline can be freed now
-            del self.sessions[session.room]
+        if self.sessions.get(session.key) is session:  # its pipeline can be freed now
+            del self.sessions[session.key]
 
     def in_room(self, room: str, identity: str) -> bool:
         """Whether ``identity`` is connected to ``room`` now, as the room's bot sees it."""

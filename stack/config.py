@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     default_avatar: str = Field("mpfb", description="Avatar shown first (file name without .glb).")
 
     # Service: HTTP API and LiveKit
+    transport: Literal["livekit", "smallwebrtc"] = Field(
+        "livekit", description="How browsers reach the bot: livekit (a LiveKit server; the "
+        "Compose stack) or smallwebrtc (peer to peer with the bot itself, no media server: one "
+        "machine or a LAN).")
     dev_mode: bool = Field(False, description="Allows LiveKit's dev keys and no ACCESS_KEY.")
     http_host: str = "0.0.0.0"
     http_port: int = 8080
@@ -155,15 +159,20 @@ def check_config(settings: Settings) -> None:
     """Refuse a configuration that would be unsafe on a network (unless DEV_MODE)."""
     if settings.dev_mode:
         return
+    if settings.transport == "livekit":
+        check_livekit_keys(settings)
+    if not settings.access_key:
+        raise ConfigError("ACCESS_KEY is not set: anyone on the network could start "
+                          "conversations; set one, or DEV_MODE=true on a development machine")
+
+
+def check_livekit_keys(settings: Settings) -> None:
     if (settings.livekit_api_key, settings.livekit_api_secret) == (DEV_KEY, DEV_SECRET):
         raise ConfigError("LIVEKIT_API_KEY/LIVEKIT_API_SECRET are LiveKit's public dev keys; set "
                           "your own (the same as in livekit.yaml) or DEV_MODE=true")
     if len(settings.livekit_api_secret) < 32:
         raise ConfigError("LIVEKIT_API_SECRET must be at least 32 characters "
                           "(openssl rand -base64 32)")
-    if not settings.access_key:
-        raise ConfigError("ACCESS_KEY is not set: anyone on the network could start "
-                          "conversations; set one, or DEV_MODE=true on a development machine")
 
 
 @lru_cache

@@ -1,17 +1,24 @@
 """The HTTP server: the one place a browser talks to besides LiveKit.
 
-- ``POST /token``: starts a conversation in a new room the server names (unguessable), for one
-  person it also names, and returns a short-lived LiveKit token with minimal grants and a
+- ``GET /config``: how this server takes conversations (``TRANSPORT``), so the page knows which
+  of the two calls below to make.
+- ``POST /token`` (LiveKit): starts a conversation in a new room the server names (unguessable),
+  for one person it also names, and returns a short-lived LiveKit token with minimal grants and a
   ``resume`` key; only that key gets another token for the same room, and not while its person
   is still in it. Knowing a room's name is not enough to listen in or take over.
-- ``GET /health``: the process is alive. ``GET /ready``: models loaded and LiveKit reachable.
+- ``POST /webrtc/offer`` (SmallWebRTC): starts a conversation on a direct WebRTC connection
+  between the browser and the bot: the browser's SDP offer in, the bot's answer out (both with
+  all their ICE candidates: no trickle). The same access key, rate limit and 503 as ``/token``.
+- ``GET /health``: the process is alive. ``GET /ready``: models loaded and LiveKit reachable
+  (when TRANSPORT is livekit).
 - ``GET /avatars``: the avatars people can choose (every GLB in ``AVATARS_DIR``), each served at
   ``/avatars/<name>.glb``.
 - ``/``: the built web client (``WEB_DIR``), so page, API and avatars share one origin.
 
 Access control is on unless ``DEV_MODE``: the browser sends the operator's ``ACCESS_KEY`` as
 ``Authorization: Bearer <key>`` and never sees the LiveKit secret. Requests are validated (clear
-4xx with a reason), bodies are capped, and token requests are rate-limited per client address.
+4xx with a reason), bodies are capped, and conversation requests are rate-limited per client
+address.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from livekit import api as lkapi
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import metrics
 from .config import Settings, check_config
@@ -46,6 +53,8 @@ from .engines.tts import VoiceBank
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4096
+# A browser's offer: audio + data channel and its ICE candidates, ~1.5 KB per network interface.
+MAX_OFFER_BYTES = 32768
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -72,6 +81,37 @@ class TokenResponse(BaseModel):
                                     "(keep it in the page; it is never shown again).")
 
 
+class ClientConfig(BaseModel):
+    transport: Literal["livekit", "smallwebrtc"] = Field(
+        description="`livekit`: POST /token, then join the LiveKit room; `smallwebrtc`: POST "
+        "/webrtc/offer with this browser's own RTCPeerConnection.")
+
+
+class Offer(BaseModel):
+    """The browser's SDP offer, after ICE gathering (all candidates in it)."""
+    model_config = ConfigDict(extra="forbid")
+    sdp: str = Field(min_length=1, max_length=MAX_OFFER_BYTES,
+                     description="Session description: an audio section whose first track is "
+                     "the microphone (the bot's voice comes back on it) and a data channel.")
+    type: Literal["offer"]
+
+    @field_validator("sdp")
+    @classmethod
+    def _audio_and_data(cls, sdp: str) -> str:
+        sections = [line.split()[0] for line in sdp.splitlines() if line.startswith("m=")]
+        if not sections or sections[0] != "m=audio":
+            raise ValueError("the first media section must be audio (the microphone)")
+        if "m=application" not in sections:
+            raise ValueError("the offer has no data channel (transcripts and lip-sync timings "
+                             "travel on it)")
+        return sdp
+
+
+class Answer(BaseModel):
+    sdp: str = Field(description="The bot's session description, with its ICE candidates.")
+    type: Literal["answer"]
+
+
 class Health(BaseModel):
     status: str
 
@@ -79,7 +119,7 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     models_loaded: bool
-    livekit_reachable: bool
+    livekit_reachable: bool | None = Field(description="None when TRANSPORT is not livekit.")
 
 
 class Error(BaseModel):
@@ -205,9 +245,11 @@ class Conversations:
 
 def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda: False,
                on_conversation: Callable[[str], Awaitable[None]] | None = None,
-               in_room: Callable[[str, str], bool] | None = None) -> FastAPI:
+               in_room: Callable[[str, str], bool] | None = None,
+               on_offer: Callable[[str, str], Awaitable[dict]] | None = None) -> FastAPI:
     """``on_conversation(room)`` is awaited for every token issued: it makes sure a bot is there.
-    ``in_room(room, identity)`` says whether that person is connected to the room now."""
+    ``in_room(room, identity)`` says whether that person is connected to the room now.
+    ``on_offer(sdp, type)`` starts a SmallWebRTC conversation and returns the bot's answer."""
     check_config(settings)
     conversations = Conversations(ttl=settings.token_ttl_seconds + settings.session_idle_seconds)
     app = FastAPI(title="avatar-stack", version="1", summary="Token and health API of the bot")
@@ -220,8 +262,9 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
     @app.middleware("http")
     async def cap_body(request: Request, call_next):
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, 413)
+        cap = MAX_OFFER_BYTES if request.url.path == "/webrtc/offer" else MAX_BODY_BYTES
+        if length is not None and (not length.isdigit() or int(length) > cap):
+            return JSONResponse({"detail": f"request body over {cap} bytes"}, 413)
         return await call_next(request)
 
     def authorize(request: Request) -> None:
@@ -241,6 +284,20 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
             raise HTTPException(429, f"too many requests: at most {settings.rate_limit_per_minute} "
                                 "per minute", headers={"Retry-After": "60"})
 
+    def uses(transport: str) -> Callable[[], None]:
+        def check() -> None:
+            if settings.transport != transport:
+                other = "POST /token" if settings.transport == "livekit" else "POST /webrtc/offer"
+                raise HTTPException(404, f"this server takes conversations over "
+                                    f"{settings.transport} (TRANSPORT): {other}")
+        return check
+
+    def refused(e: AtCapacity | NotLoaded) -> JSONResponse:
+        code = "busy" if isinstance(e, AtCapacity) else "loading"
+        metrics.CONVERSATIONS_REFUSED.labels(code).inc()
+        return JSONResponse(Error(detail=str(e), code=code).model_dump(), 503,
+                            headers={"Retry-After": str(e.retry_after)})
+
     errors = {400: {"model": Error, "description": "unreadable body"},
               401: {"model": Error}, 403: {"model": Error},
               404: {"model": Error}, 409: {"model": Error}, 413: {"model": Error},
@@ -253,7 +310,7 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
                                                 "schema": {"type": "integer"}}}}}
 
     @app.post("/token", response_model=TokenResponse, responses=errors,
-              dependencies=[Depends(rate_limit), Depends(authorize)])
+              dependencies=[Depends(uses("livekit")), Depends(rate_limit), Depends(authorize)])
     async def token(req: Rejoin | NewConversation) -> TokenResponse:
         """A conversation of one's own: without `room`, a new room with a bot in it; with
         `room` and its `resume` key, another token for the same person in that room (not while
@@ -286,12 +343,32 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
             except (AtCapacity, NotLoaded) as e:
                 if not isinstance(req, Rejoin):
                     conversations.forget(room)  # nobody got its key
-                code = "busy" if isinstance(e, AtCapacity) else "loading"
-                metrics.CONVERSATIONS_REFUSED.labels(code).inc()
-                return JSONResponse(Error(detail=str(e), code=code).model_dump(), 503,
-                                    headers={"Retry-After": str(e.retry_after)})
+                return refused(e)
         return TokenResponse(token=jwt, url=settings.livekit_public_url or settings.livekit_url,
                              expires_in=ttl, room=room, identity=identity, resume=key)
+
+    @app.post("/webrtc/offer", response_model=Answer, responses=errors,
+              dependencies=[Depends(uses("smallwebrtc")), Depends(rate_limit),
+                            Depends(authorize)])
+    async def webrtc_offer(offer: Offer):
+        """A new conversation over a direct WebRTC connection with the bot (TRANSPORT=
+        smallwebrtc): the answer to this browser's offer. Non-trickle: gather ICE before
+        sending the offer. The bot's voice arrives on the offer's first audio section; lip-sync
+        timings and RTVI messages on its data channel, as with LiveKit (docs/protocol.md)."""
+        if on_offer is None:
+            raise HTTPException(503, "this server runs no bot")
+        try:
+            answer = await on_offer(offer.sdp, offer.type)
+        except (AtCapacity, NotLoaded) as e:
+            return refused(e)
+        except ValueError as e:  # aiortc could not take the offer (e.g. no common codec)
+            raise HTTPException(400, f"the offer cannot be answered: {e}") from e
+        return Answer(sdp=answer["sdp"], type=answer["type"])
+
+    @app.get("/config", response_model=ClientConfig)
+    async def client_config() -> ClientConfig:
+        """What the page needs to know before it starts a conversation."""
+        return ClientConfig(transport=settings.transport)
 
     @app.get("/metrics", response_class=Response, dependencies=[Depends(authorize)],
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
@@ -310,9 +387,10 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
 
     @app.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
     async def ready():
-        reachable = await livekit_reachable(settings.livekit_url)
-        body = Readiness(ready=models_ready() and reachable, models_loaded=models_ready(),
-                         livekit_reachable=reachable)
+        reachable = (await livekit_reachable(settings.livekit_url)
+                     if settings.transport == "livekit" else None)
+        body = Readiness(ready=models_ready() and reachable is not False,
+                         models_loaded=models_ready(), livekit_reachable=reachable)
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
     @app.get("/avatars", response_model=AvatarList)

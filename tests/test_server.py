@@ -111,6 +111,13 @@ def test_unsafe_configuration_is_refused_outside_dev_mode(kw, message):
     create_app(_settings(dev_mode=True, **kw))  # allowed on a development machine
 
 
+def test_without_livekit_its_keys_are_not_asked_for_but_the_access_key_is():
+    create_app(_settings(transport="smallwebrtc", livekit_api_key="devkey",
+                         livekit_api_secret="secret"))
+    with pytest.raises(ConfigError, match="ACCESS_KEY"):
+        create_app(_settings(transport="smallwebrtc", access_key=None))
+
+
 def test_committed_openapi_matches_the_code():
     path = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
     committed = json.loads(path.read_text())
@@ -227,3 +234,86 @@ def test_no_conversation_to_be_had_is_503_with_a_code_and_retry_after(refusal, c
     if code == "busy":
         detail = r.json()["detail"]
         assert "all avatars are busy" in detail and "3 conversations" in detail
+
+
+# The parts of a browser's offer the API checks (aiortc parses the rest: tests/test_smallwebrtc.py)
+OFFER_SDP = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+             "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel"
+             "\r\n")
+OFFER = {"sdp": OFFER_SDP, "type": "offer"}
+
+
+def test_the_page_learns_the_transport_and_each_call_belongs_to_one():
+    livekit = TestClient(create_app(_settings()))
+    assert livekit.get("/config").json() == {"transport": "livekit"}
+    r = livekit.post("/webrtc/offer", json=OFFER, headers=AUTH)
+    assert r.status_code == 404 and "POST /token" in r.json()["detail"]
+
+    peer = TestClient(create_app(_settings(transport="smallwebrtc"), models_ready=lambda: True))
+    assert peer.get("/config").json() == {"transport": "smallwebrtc"}
+    r = peer.post("/token", json=BODY, headers=AUTH)
+    assert r.status_code == 404 and "POST /webrtc/offer" in r.json()["detail"]
+    # no LiveKit to reach: ready once the models are
+    assert peer.get("/ready").json() == {"ready": True, "models_loaded": True,
+                                         "livekit_reachable": None}
+
+
+@pytest.mark.parametrize("body,status,reason", [
+    ({**OFFER, "sdp": OFFER_SDP.replace("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "")}, 422,
+     "first media section must be audio"),
+    ({**OFFER, "sdp": OFFER_SDP.split("m=application")[0]}, 422, "no data channel"),
+    ({**OFFER, "type": "answer"}, 422, "'offer'"),
+    ({**OFFER, "pc_id": "someone-elses"}, 422, "Extra inputs"),
+    ({"type": "offer"}, 422, "Field required"),
+])
+def test_a_bad_offer_is_refused_with_a_reason(body, status, reason):
+    called = []
+
+    async def answer(sdp: str, kind: str) -> dict:
+        called.append(sdp)
+        return {"sdp": "v=0", "type": "answer"}
+
+    client = TestClient(create_app(_settings(transport="smallwebrtc"), on_offer=answer))
+    r = client.post("/webrtc/offer", json=body, headers=AUTH)
+    assert r.status_code == status and reason in r.text, r.text
+    assert not called
+
+
+def test_an_offer_is_guarded_like_a_token_request():
+    answers = []
+
+    async def answer(sdp: str, kind: str) -> dict:
+        if "refuse" in sdp:
+            raise AtCapacity(2)
+        if "unparsable" in sdp:
+            raise ValueError("no common audio codec")
+        answers.append((sdp, kind))
+        return {"sdp": "v=0 answer", "type": "answer", "pc_id": "internal"}
+
+    client = TestClient(create_app(_settings(transport="smallwebrtc", rate_limit_per_minute=7),
+                                   on_offer=answer))
+    assert client.post("/webrtc/offer", json=OFFER).status_code == 401
+    assert client.post("/webrtc/offer", json=OFFER,
+                       headers={"Authorization": "Bearer wrong"}).status_code == 403
+    r = client.post("/webrtc/offer", json=OFFER, headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"sdp": "v=0 answer", "type": "answer"}
+    assert answers == [(OFFER_SDP, "offer")]
+    r = client.post("/webrtc/offer", json={**OFFER, "sdp": OFFER_SDP + "a=unparsable\r\n"},
+                    headers=AUTH)
+    assert r.status_code == 400 and "no common audio codec" in r.json()["detail"]
+    r = client.post("/webrtc/offer", json={**OFFER, "sdp": OFFER_SDP + "a=refuse\r\n"},
+                    headers=AUTH)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "30"
+    assert r.json()["code"] == "busy" and "all avatars are busy" in r.json()["detail"]
+    # an offer may be larger than other bodies (its ICE candidates), within a bound
+    big = {**OFFER, "sdp": OFFER_SDP + "a=x\r\n" * 2000}
+    assert len(json.dumps(big)) > 4096
+    assert client.post("/webrtc/offer", json=big, headers=AUTH).status_code == 200
+    huge = json.dumps({**OFFER, "sdp": OFFER_SDP + "a=x\r\n" * 8000})
+    r = client.post("/webrtc/offer", content=huge,
+                    headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413 and "32768" in r.json()["detail"]
+    # the same rate limit per address as /token: 7 a minute here, six calls above counted (the
+    # 413 never reached the API), so one more passes
+    codes = [client.post("/webrtc/offer", json=OFFER, headers=AUTH).status_code for _ in range(2)]
+    assert codes == [200, 429]

@@ -1,0 +1,158 @@
+"""TRANSPORT=smallwebrtc: the bot converses over a direct WebRTC connection (Pipecat's
+SmallWebRTC on aiortc, no media server), on the `test` models, with an aiortc peer standing in
+for the browser (tests/peer_client.py). The browser itself: tests/test_web_e2e.py."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import jiwer
+import numpy as np
+import pytest
+from conftest import BECKETT
+from lk_client import wait_until
+from peer_client import PeerClient
+
+from stack.bot import JOIN_TIMEOUT_S, BotManager
+from stack.protocol import MESSAGE_ADAPTER
+from stack.server import create_app
+
+pytestmark = pytest.mark.e2e
+KEY = "test access key"
+
+
+@pytest.fixture
+async def peer_stack(engines, settings):
+    s = settings.model_copy(update=dict(
+        transport="smallwebrtc", access_key=KEY, rate_limit_per_minute=1000,
+        session_idle_seconds=60, session_empty_seconds=2, max_conversations=2))
+    manager = BotManager(s, engines)
+    app = create_app(s, models_ready=lambda: True, on_offer=manager.answer)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot")
+
+    async def offer(body: dict, expect: int = 200) -> dict:
+        r = await http.post("/webrtc/offer", json=body, headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == expect, r.text
+        return r.json()
+
+    yield manager, offer
+    await manager.stop_all()
+    await http.aclose()
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^\w\s']", "", text.lower()).strip()
+
+
+async def test_a_conversation_over_a_direct_connection(peer_stack, beckett):
+    manager, offer = peer_stack
+    client = PeerClient()
+    await client.join(offer)
+    assert len(manager.active_rooms()) == 1
+    await client.silence(0.5)
+    await client.speak(beckett, trailing_s=1.0)
+    assert await client.wait_for(lambda: client.got.of_type("speech.chunk") and client.got.voiced(),
+                                 timeout=60), "no bot speech"
+    await client.silence(3.0)
+
+    heard = " ".join(client.got.user_transcripts())
+    assert jiwer.wer(_norm(BECKETT), _norm(heard)) <= 0.3, heard
+    chunks = [(t, MESSAGE_ADAPTER.validate_python(m))
+              for t, m in client.got.of_type("speech.chunk")]
+    # the timing messages come over the data channel before their audio, stamped with what the
+    # outgoing track still held ahead of them (Pipecat writes 40 ms at a time)
+    assert min(t for t, m in chunks if m.seq == 0) < client.got.voiced()[0][0]
+    for _, m in chunks:
+        assert 0 <= m.lead_ms <= 80 and abs(sum(m.vdurations) - m.duration_ms) < 1
+    # RTVI's events travel the same channel
+    labels = {m.get("type") for _, m in client.got.messages if m.get("label") == "rtvi-ai"}
+    assert {"user-started-speaking", "user-transcription", "bot-started-speaking"} <= labels, labels
+    await client.leave()
+
+
+async def test_typed_text_is_answered_over_the_data_channel(peer_stack):
+    _manager, offer = peer_stack
+    client = PeerClient()
+    await client.join(offer)
+    await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
+    client.send({"id": "1", "label": "rtvi-ai", "type": "send-text",
+                 "data": {"content": "What is the capital of France?",
+                          "options": {"run_immediately": True, "audio_response": True}}})
+    assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "no spoken answer"
+    await client.silence(2.0)
+    words = [w for _, m in client.got.of_type("speech.chunk") for w in m["words"]]
+    assert "paris" in _norm(" ".join(words)), words
+    await client.leave()
+
+
+async def test_barge_in_stops_the_bots_voice(peer_stack, engines, beckett):
+    from stack.engines.stt import resample
+
+    manager, offer = peer_stack
+    client = PeerClient()
+    await client.join(offer)
+    await client.silence(0.5)
+    story = np.concatenate([c.audio for c in engines.tts.synthesize(
+        "Please tell me a very long story about a brave dragon.", voice="am_michael")])
+    await client.speak(resample(story, 24000, 16000), trailing_s=0.5)
+    assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "bot never spoke"
+    first_turn = client.got.of_type("speech.chunk")[0][1]["turn_id"]
+    await client.silence(1.5)  # let it talk a little
+    await client.speak(beckett[: int(16000 * 2.2)], trailing_s=0.3)  # "Ever tried. Ever failed."
+
+    stops = [(t, m) for t, m in client.got.of_type("speech.stop") if m["turn_id"] == first_turn]
+    assert stops and stops[0][1]["reason"] == "interrupted", client.got.of_type("speech.stop")
+    # the bot's audio of that turn stops: quiet a second after the stop message
+    assert await client.wait_for(lambda: client.got.audio[-1][0] > stops[0][0] + 1.8, timeout=10)
+    after = [f for t, f in client.got.audio if stops[0][0] + 1.0 < t < stops[0][0] + 1.8]
+    assert after and max(np.abs(f).max() for f in after) < 300
+    # and the conversation goes on: the barge-in utterance gets its own reply
+    assert await client.wait_for(
+        lambda: any(m["turn_id"] != first_turn for _, m in client.got.of_type("speech.chunk")),
+        timeout=60), "no reply after the barge-in"
+    await client.leave()
+
+
+async def test_closing_the_connection_ends_the_session_and_capacity_holds(peer_stack):
+    manager, offer = peer_stack
+    a, b, c = PeerClient(), PeerClient(), PeerClient()
+    await a.join(offer)
+    await b.join(offer)
+    # MAX_CONVERSATIONS=2: a third is told the avatars are busy, and when to come back
+    refused = await offer(await c.make_offer(), expect=503)
+    assert refused["code"] == "busy" and "all avatars are busy" in refused["detail"]
+    assert len(manager.active_rooms()) == 2
+
+    await a.leave()  # the browser closes its connection (a tab closed, "Stop" pressed)
+    assert await wait_until(lambda: len(manager.active_rooms()) == 1, 15), manager.active_rooms()
+    await c.join(offer)  # its place is free again
+    assert len(manager.active_rooms()) == 2
+    await b.leave()
+    await c.leave()
+    assert await wait_until(lambda: not manager.sessions, 15), manager.sessions
+
+
+async def test_an_offer_whose_browser_never_connects_is_ended(peer_stack):
+    manager, offer = peer_stack
+    ghost = PeerClient()
+    await offer(await ghost.make_offer())  # answered, but the answer is never applied
+    assert len(manager.active_rooms()) == 1
+    limit = JOIN_TIMEOUT_S + manager.settings.session_empty_seconds
+    assert await wait_until(lambda: not manager.active_rooms(), limit + 10)
+    await ghost.leave()
+
+
+async def test_an_unanswerable_offer_is_400_and_leaves_nothing(peer_stack):
+    manager, offer = peer_stack
+    client = PeerClient()
+    body = await client.make_offer()
+    # the audio section offers only a codec the bot does not speak
+    sdp = re.sub(r"m=audio (\d+) (\S+) [\d ]+", r"m=audio \1 \2 127", body["sdp"])
+    sdp = "\r\n".join(line for line in sdp.split("\r\n")
+                      if not re.match(r"a=(rtpmap|fmtp|rtcp-fb):(?!127 )", line))
+    sdp = sdp.replace("a=mid:0", "a=rtpmap:127 nonsense/8000\r\na=mid:0")
+    err = await offer({"sdp": sdp, "type": "offer"}, expect=400)
+    assert "cannot be answered" in err["detail"], err
+    assert not manager.sessions
+    await client.leave()
