@@ -155,8 +155,11 @@ def _locate(capture: np.ndarray, reference: np.ndarray, guess: int, before: int,
     spectrum = np.fft.rfft(seg, n) * np.conj(np.fft.rfft(reference, n))
     corr = np.fft.irfft(spectrum, n)[: len(seg) - len(reference) + 1]
     window = np.ones(len(reference))
-    energy = np.sqrt(np.convolve(seg ** 2, window, "valid")) * np.linalg.norm(reference)
-    score = corr / np.maximum(energy, 1e-9)
+    norm = np.linalg.norm(reference)
+    energy = np.sqrt(np.convolve(seg ** 2, window, "valid")) * norm
+    # A stretch far quieter than the word cannot be it; without the floor, the rounding error of
+    # the FFT over near-silence (codec noise, ~1e-5: aiortc's Opus) scored as a perfect match.
+    score = corr / np.maximum(energy, 0.01 * norm ** 2)
     best = int(np.argmax(score))
     return lo + best, float(score[best])
 

@@ -1,18 +1,18 @@
-// One conversation with the bot: the LiveKit room, the microphone, the bot's voice, and the
-// routing of what arrives to the scheduler, the avatar and the page's state. Its parts live
-// beside it: the token request (token.ts), message checking (messages.ts), the latency panel
-// (latency.ts), audio (audio.ts), mouth timing (lipsync/). React subscribes to `snapshot()`
+// One conversation with the bot: the connection to it (a LiveKit room or a direct WebRTC
+// connection, link/), the microphone, the bot's voice, and the routing of what arrives to the
+// scheduler, the avatar and the page's state. Its parts live beside it: the connection (link/),
+// message checking (messages.ts), the latency panel (latency.ts), audio (audio.ts), mouth timing
+// (lipsync/). React subscribes to `snapshot()`
 // (app/page.tsx); everything here is plain TypeScript so the end-to-end test can read it too
 // (window.__avatar).
-import {
-  ConnectionState, LocalAudioTrack, type RemoteAudioTrack, type RemoteTrack, Room, RoomEvent, Track,
-} from "livekit-client";
 import type { AvatarDriver, AvatarState } from "./avatar/driver";
 import type { SpeechChunkMessage, SpeechStopMessage } from "./gen/protocol";
 import { audioContext, Capture, LevelMeter, OnsetDetector, outputLatencyMs } from "./audio";
 import { LatencyTracker, type TurnLatency } from "./latency";
 import { parseMessage, typedMessage, voiceMessage } from "./messages";
-import { requestToken } from "./token";
+import { type Link, type LinkState, serverTransport } from "./link/link";
+import { LiveKitLink } from "./link/livekit";
+import { PeerLink } from "./link/peer";
 import { audioStats, PlayoutStretch, ReceiveDelay } from "./lipsync/receiveDelay";
 import { MOUTH_LEAD_MS, mouthCues, type ScheduledChunk, SpeechScheduler } from "./lipsync/scheduler";
 
@@ -48,13 +48,13 @@ export interface Snapshot {
 const VOICE_LEVEL = 0.02; // RMS above which the microphone or the bot counts as audible
 
 export class Conversation {
-  private room: Room | null = null;
+  private link: Link | null = null;
   private scheduler: SpeechScheduler;
   private delay = new ReceiveDelay();
   private playout = new PlayoutStretch();
   private mic = new LevelMeter();
   private bot = new OnsetDetector();
-  private botTrack: RemoteAudioTrack | null = null;
+  private botTrack: MediaStreamTrack | null = null;
   private statsTimer = 0;
   private raf = 0;
   private lastUserVoice = 0; // when the person last spoke, or sent a typed message (the end of their turn)
@@ -66,7 +66,7 @@ export class Conversation {
   };
   private typed = 0;
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
-  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; concealedMs: number; turnId: string }[] };
+  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; concealedMs: number; turnId: string }[], stops: [] as { msg: SpeechStopMessage; arrival: number }[] };
 
   constructor(private readonly avatar: AvatarDriver, private readonly measure = false) {
     this.scheduler = new SpeechScheduler(avatar.textLipSync);
@@ -103,44 +103,32 @@ export class Conversation {
     // strictest) may keep a context started later suspended, and the page would then hear
     // nothing of the bot's voice (no onset corrections of the lip-sync, no level meter).
     audioContext();
-    if (this.room) return;
+    if (this.link) {
+      if (this.state.connection !== "failed") return;
+      await this.stop(); // the last one was lost: start afresh
+    }
     this.set({ connection: "connecting", error: null, needsKey: false, lines: [], latencies: [] });
-    const token = await requestToken(accessKey);
-    if (!token.ok) {
-      this.set({ needsKey: token.needsKey });
-      return this.fail(token.error);
+    // the server says how it is reached: a LiveKit room, or directly (SmallWebRTC)
+    const link: Link = (await serverTransport()) === "smallwebrtc" ? new PeerLink() : new LiveKitLink();
+    this.link = link;
+    const opened = await link.open(accessKey, { deviceId }, {
+      state: (s) => { if (this.link === link) this.onConnection(s); },
+      botTrack: (t) => this.onTrack(t),
+      data: (payload) => this.onData(payload),
+    });
+    if (!opened.ok) {
+      this.link = null;
+      this.set({ needsKey: opened.needsKey });
+      return this.fail(opened.error);
     }
-
-    const lk = new Room({ adaptiveStream: false, dynacast: false });
-    this.room = lk;
-    lk.on(RoomEvent.ConnectionStateChanged, (s) => this.onConnection(s))
-      .on(RoomEvent.TrackSubscribed, (t) => this.onTrack(t))
-      .on(RoomEvent.DataReceived, (payload) => this.onData(payload))
-      .on(RoomEvent.MediaDevicesChanged, () => this.refreshDevices());
-    try {
-      await lk.connect(token.url, token.token);
-    } catch {
-      this.room = null;
-      return this.fail("Cannot connect to the voice server (LiveKit). If you are outside the office network, a TURN relay must be configured.");
-    }
-    try {
-      await lk.localParticipant.setMicrophoneEnabled(true, {
-        deviceId: deviceId ?? undefined, echoCancellation: true, noiseSuppression: true, autoGainControl: true,
-      });
-    } catch (e) {
-      await this.stop();
-      const denied = e instanceof DOMException && (e.name === "NotAllowedError" || e.name === "SecurityError");
-      return this.fail(denied
-        ? "Microphone access was denied. Allow the microphone for this page in the browser's site settings, then start again."
-        : "No microphone could be opened. Check that one is connected and not used by another program.");
-    }
-    const track = lk.localParticipant.getTrackPublication(Track.Source.Microphone)?.track;
-    if (track instanceof LocalAudioTrack) {
-      this.mic.attach(track.mediaStreamTrack);
-      if (!track.mediaStreamTrack.getSettings().echoCancellation) {
+    const mic = link.micTrack();
+    if (mic) {
+      this.mic.attach(mic);
+      if (!mic.getSettings().echoCancellation) {
         this.set({ warning: "This browser has no echo cancellation: use headphones, or the avatar will hear itself." });
       }
     }
+    navigator.mediaDevices.addEventListener("devicechange", this.refreshDevices);
     await this.refreshDevices();
     // often: a jitter buffer's squeeze is followed from the next poll on (PlayoutStretch)
     this.statsTimer = window.setInterval(() => this.pollStats(), 200);
@@ -152,26 +140,26 @@ export class Conversation {
     cancelAnimationFrame(this.raf);
     this.avatar.stopSpeaking();
     this.avatar.setState("idle");
+    navigator.mediaDevices?.removeEventListener("devicechange", this.refreshDevices);
     this.mic.detach();
     this.bot.detach();
-    this.botTrack?.detach().forEach((el) => el.remove()); // the bot's <audio> goes with it
     this.botTrack = null;
-    const room = this.room;
-    this.room = null;
-    await room?.disconnect();
+    const link = this.link;
+    this.link = null; // first: its closing is not reported as a lost connection
+    await link?.close();
     this.set({ connection: "idle", speaking: null, avatarState: "idle" });
     this.setLevel(0);
   }
 
   async setMuted(muted: boolean): Promise<void> {
-    await this.room?.localParticipant.setMicrophoneEnabled(!muted);
+    await this.link?.setMuted(muted);
     this.set({ muted });
   }
 
   /** Sends what the person typed to the bot, which answers aloud (the microphone may be muted).
    * False when it was not sent: `chatError` says why, and the text should stay where it was. */
   async sendText(text: string): Promise<boolean> {
-    if (!this.room || this.state.connection !== "connected") {
+    if (!this.link || this.state.connection !== "connected") {
       this.set({ chatError: "Start the conversation first, then send your message." });
       return false;
     }
@@ -181,7 +169,7 @@ export class Conversation {
       return false;
     }
     try {
-      await this.room.localParticipant.publishData(message.payload, { reliable: true });
+      await this.link.send(message.payload);
     } catch {
       this.set({ chatError: "The message could not be sent: the connection to the voice server is down." });
       return false;
@@ -203,15 +191,15 @@ export class Conversation {
 
   private async sendVoice(): Promise<void> {
     const voice = this.state.voice;
-    if (!voice || !this.room || this.state.connection !== "connected") return;
-    await this.room.localParticipant.publishData(voiceMessage(voice, `voice-${++this.typed}`), { reliable: true })
+    if (!voice || !this.link || this.state.connection !== "connected") return;
+    await this.link.send(voiceMessage(voice, `voice-${++this.typed}`))
       .catch(() => this.set({ notice: "The voice could not be changed: the connection to the voice server is down." }));
   }
 
   async useDevice(deviceId: string): Promise<void> {
-    await this.room?.switchActiveDevice("audioinput", deviceId);
-    const track = this.room?.localParticipant.getTrackPublication(Track.Source.Microphone)?.track;
-    if (track) this.mic.attach(track.mediaStreamTrack);
+    await this.link?.useDevice(deviceId);
+    const track = this.link?.micTrack();
+    if (track) this.mic.attach(track);
     this.set({ deviceId });
   }
 
@@ -219,48 +207,40 @@ export class Conversation {
     this.set({ connection: "failed", error });
   }
 
-  private onConnection(s: ConnectionState) {
-    const map: Partial<Record<ConnectionState, Connection>> = {
-      [ConnectionState.Connecting]: "connecting", [ConnectionState.Connected]: "connected",
-      [ConnectionState.Reconnecting]: "reconnecting", [ConnectionState.SignalReconnecting]: "reconnecting",
-    };
-    if (s === ConnectionState.Disconnected) {
-      if (this.room) this.fail("The connection to the voice server was lost. Start again to reconnect.");
+  private onConnection(s: LinkState) {
+    if (s === "lost") {
+      this.fail("The connection to the voice server was lost. Start again to reconnect.");
       return;
     }
-    const connection = map[s];
-    if (connection) this.set({ connection, avatarState: connection === "connected" ? "listening" : this.state.avatarState });
-    if (connection === "connected") {
+    this.set({ connection: s, avatarState: s === "connected" ? "listening" : this.state.avatarState });
+    if (s === "connected") {
       this.avatar.setState("listening");
       void this.sendVoice();
     }
   }
 
-  private async refreshDevices() {
-    const devices = await Room.getLocalDevices("audioinput").catch(() => []);
-    const active = this.room?.getActiveDevice("audioinput") ?? null;
-    this.set({ devices, deviceId: active });
-  }
+  private refreshDevices = async () => {
+    const all = await navigator.mediaDevices.enumerateDevices().catch(() => []);
+    const devices = all.filter((d) => d.kind === "audioinput");
+    this.set({ devices, deviceId: this.link?.micTrack()?.getSettings().deviceId ?? null });
+  };
 
-  private onTrack(track: RemoteTrack) {
-    if (track.kind !== Track.Kind.Audio) return;
-    const el = track.attach(); // the bot's voice plays from the WebRTC track itself
-    el.id = "bot-audio";
-    document.body.appendChild(el);
+  private onTrack(track: MediaStreamTrack) {
     // without it the mouth keeps to the predicted schedule: say why in the console
-    this.bot.attach(track.mediaStreamTrack, (t, quietMs) => this.onOnset(t, quietMs))
+    this.bot.attach(track, (t, quietMs) => this.onOnset(t, quietMs))
       .catch((e) => console.error("lip-sync: cannot listen to the bot's voice", e));
     this.delay = new ReceiveDelay(outputLatencyMs());
     this.playout = new PlayoutStretch();
     if (this.measure) {
-      this.log.capture = new Capture(track.mediaStreamTrack);
+      this.log.capture = new Capture(track);
       this.log.capture.start().catch((e) => console.error("measure: cannot record the bot's voice", e));
     }
-    this.botTrack = track as RemoteAudioTrack;
+    this.botTrack = track;
   }
 
   private async pollStats() {
-    const report = await this.botTrack?.getRTCStatsReport();
+    if (!this.botTrack) return;
+    const report = await this.link?.botStats();
     if (!report) return;
     const stats = audioStats(report);
     this.delay.update(stats);
@@ -323,6 +303,7 @@ export class Conversation {
   }
 
   private onStop(msg: SpeechStopMessage, now: number) {
+    if (this.measure) this.log.stops.push({ msg, arrival: now });
     this.scheduler.stop(msg, now);
     this.avatar.stopSpeaking();
     this.set({ speaking: null });
@@ -347,7 +328,7 @@ export class Conversation {
       this.set({ speaking, avatarState });
     }
     this.scheduler.prune(now - 60_000);
-    if (this.room) this.raf = requestAnimationFrame(this.frame);
+    if (this.link) this.raf = requestAnimationFrame(this.frame);
   };
 
   /** After the schedule moved (an onset, the jitter buffer): the mouth shapes queued in the

@@ -2,6 +2,7 @@
 // no: from the HTTP status and the error body's `code`, never from the wording of `detail`.
 import { fetchClient } from "./api";
 import type { components } from "./gen/api";
+import { UNREACHABLE } from "./link/link";
 
 type ApiError = components["schemas"]["Error"];
 
@@ -19,7 +20,7 @@ export async function requestToken(accessKey: string): Promise<TokenResult> {
     if (data) return { ok: true, token: data.token, url: data.url };
     return { ok: false, error: tokenError(response, error), needsKey: response.status === 401 || response.status === 403 };
   } catch {
-    return { ok: false, error: "The server cannot be reached. Check the address and that the service is running.", needsKey: false };
+    return { ok: false, error: UNREACHABLE, needsKey: false };
   }
 }
 

@@ -1,0 +1,175 @@
+// A direct WebRTC connection with the bot (TRANSPORT=smallwebrtc: Pipecat's SmallWebRTC on the
+// server), made with this browser's own RTCPeerConnection: nothing is loaded for it. The offer
+// goes to POST /webrtc/offer once ICE gathering is done (no trickle); its first audio section is
+// the microphone, and the bot's voice comes back on the same one; a data channel carries the
+// messages both ways as text (JSON), the same messages as LiveKit's data packets.
+import { fetchClient } from "../api";
+import { tokenError } from "../token";
+import { type Link, type LinkEvents, MIC_CONSTRAINTS, type MicOptions, micError, type Opened, UNREACHABLE } from "./link";
+
+const GATHER_MS = 3000; // LAN host candidates come at once; whatever came by then is offered
+const CONNECT_MS = 20_000;
+
+const UNCONNECTED = "Cannot open a direct connection to the avatar's server (WebRTC, peer to peer). "
+  + "A firewall between this browser and the server may block it: on another network the administrator should use TRANSPORT=livekit with a TURN relay.";
+
+/** The bot's own signalling on the data channel (Pipecat's SmallWebRTC), not for the page. */
+function signalling(text: string): { type?: string } | null {
+  if (!text.includes("\"signalling\"")) return null;
+  try {
+    const m = JSON.parse(text) as { type?: string; message?: { type?: string } };
+    return m.type === "signalling" ? (m.message ?? {}) : null;
+  } catch {
+    return null;
+  }
+}
+
+export class PeerLink implements Link {
+  private pc: RTCPeerConnection | null = null;
+  private channel: RTCDataChannel | null = null;
+  private sender: RTCRtpSender | null = null;
+  private mic: MediaStreamTrack | null = null;
+  private audio: HTMLAudioElement | null = null;
+  private muted = false;
+
+  async open(accessKey: string, options: MicOptions, events: LinkEvents): Promise<Opened> {
+    try {
+      this.mic = await openMic(options.deviceId);
+    } catch (e) {
+      return { ok: false, needsKey: false, error: micError(e) };
+    }
+    const pc = new RTCPeerConnection(); // no ICE servers: one machine or a LAN
+    this.pc = pc;
+    this.sender = pc.addTransceiver(this.mic, { direction: "sendrecv" }).sender;
+    const channel = pc.createDataChannel("chat", { ordered: true });
+    channel.binaryType = "arraybuffer";
+    this.channel = channel;
+    const encoder = new TextEncoder();
+    let connected = false;
+    const opened = new Promise<boolean>((resolve) => {
+      const timer = window.setTimeout(() => resolve(false), CONNECT_MS);
+      channel.onopen = () => {
+        window.clearTimeout(timer);
+        connected = true;
+        events.state("connected");
+        resolve(true);
+      };
+      pc.onconnectionstatechange = () => {
+        const s = pc.connectionState;
+        if (this.pc !== pc) return;
+        if (s === "failed" || s === "closed") {
+          window.clearTimeout(timer);
+          resolve(false);
+          if (connected) events.state("lost");
+        } else if (s === "disconnected") events.state("reconnecting");
+        else if (s === "connected" && connected) events.state("connected");
+      };
+    });
+    channel.onmessage = (e: MessageEvent<string | ArrayBuffer>) => {
+      if (typeof e.data === "string") {
+        if (signalling(e.data)?.type === "peerLeft" && this.pc === pc) events.state("lost");
+        else events.data(encoder.encode(e.data));
+      } else events.data(new Uint8Array(e.data));
+    };
+    pc.ontrack = (e) => {
+      if (e.track.kind !== "audio") return;
+      const el = document.createElement("audio"); // the bot's voice plays from the track itself
+      el.id = "bot-audio";
+      el.autoplay = true;
+      el.srcObject = new MediaStream([e.track]);
+      document.body.appendChild(el);
+      void el.play().catch(() => undefined); // autoplay: the person's click started this
+      this.audio = el;
+      events.botTrack(e.track);
+    };
+    events.state("connecting");
+
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    const answer = await requestAnswer(accessKey, pc.localDescription!.sdp);
+    if (!answer.ok) {
+      await this.close();
+      return answer;
+    }
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    if (!(await opened)) {
+      await this.close();
+      return { ok: false, needsKey: false, error: UNCONNECTED };
+    }
+    return { ok: true };
+  }
+
+  micTrack(): MediaStreamTrack | null {
+    return this.mic;
+  }
+
+  async send(payload: Uint8Array<ArrayBuffer>): Promise<void> {
+    if (this.channel?.readyState !== "open") throw new Error("not connected");
+    this.channel.send(new TextDecoder().decode(payload));
+  }
+
+  async setMuted(muted: boolean): Promise<void> {
+    this.muted = muted;
+    if (this.mic) this.mic.enabled = !muted; // the bot receives silence
+  }
+
+  async useDevice(deviceId: string): Promise<void> {
+    if (!this.sender) return;
+    const track = await openMic(deviceId);
+    track.enabled = !this.muted;
+    await this.sender.replaceTrack(track);
+    this.mic?.stop();
+    this.mic = track;
+  }
+
+  botStats(): Promise<RTCStatsReport | undefined> {
+    const receiver = this.pc?.getReceivers().find((r) => r.track.kind === "audio");
+    return receiver?.getStats() ?? Promise.resolve(undefined);
+  }
+
+  async close(): Promise<void> {
+    const pc = this.pc;
+    this.pc = null; // first: its closing is not reported as a lost connection
+    this.channel = null;
+    this.sender = null;
+    pc?.close();
+    this.mic?.stop();
+    this.mic = null;
+    this.audio?.remove();
+    this.audio = null;
+  }
+}
+
+async function openMic(deviceId: string | null): Promise<MediaStreamTrack> {
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: { ...MIC_CONSTRAINTS, ...(deviceId ? { deviceId: { exact: deviceId } } : {}) },
+  });
+  return stream.getAudioTracks()[0];
+}
+
+function gathered(pc: RTCPeerConnection): Promise<void> {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = window.setTimeout(resolve, GATHER_MS);
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") {
+        window.clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
+
+async function requestAnswer(accessKey: string, sdp: string):
+  Promise<{ ok: true; sdp: string } | { ok: false; error: string; needsKey: boolean }> {
+  try {
+    const { data, error, response } = await fetchClient.POST("/webrtc/offer", {
+      body: { sdp, type: "offer" },
+      headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
+    });
+    if (data) return { ok: true, sdp: data.sdp };
+    return { ok: false, error: tokenError(response, error), needsKey: response.status === 401 || response.status === 403 };
+  } catch {
+    return { ok: false, error: UNREACHABLE, needsKey: false };
+  }
+}
