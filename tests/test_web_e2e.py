@@ -292,11 +292,13 @@ def test_firefox_answers_a_typed_question_aloud_with_the_mouth_moving(
     assert ours["matched"] >= 10 and abs(ours["p50"]) < 100, ours
 
 
-def test_errors_are_shown_in_plain_words(livekit, settings, tmp_path):
+@pytest.mark.parametrize("transport", ["livekit", "smallwebrtc"])
+def test_errors_are_shown_in_plain_words(livekit, settings, tmp_path, transport):
     """A server with an access key that holds one conversation: no key, a wrong key, a refused
-    microphone, every avatar busy, no server."""
+    microphone, every avatar busy, no server; through either transport."""
     key = "correct horse battery staple"
-    bot = _bot(settings, livekit, tmp_path / "bot.log", ACCESS_KEY=key, MAX_CONVERSATIONS="1")
+    bot = _bot(settings, livekit, tmp_path / "bot.log", ACCESS_KEY=key, MAX_CONVERSATIONS="1",
+               TRANSPORT=transport)
     try:
         bot.wait_ready()
         out = subprocess.run(["node", "e2e/errors.mjs", bot.url, key], cwd=WEB, check=True,
@@ -332,3 +334,103 @@ def test_a_failed_answer_is_spoken_as_an_apology_and_explained_in_the_page(
     notice = result["notices"][0]
     assert "problem with that turn" in notice and "LLM_CONTEXT_TOKENS" in notice, notice
     assert _words(" ".join(result["botWords"]))[:4] == ["sorry", "i", "lost", "my"]
+
+
+# --- TRANSPORT=smallwebrtc: the page's own RTCPeerConnection straight to the bot, no LiveKit ---
+
+BARGE_IN = "Wait, please stop there."
+BARGE_IN_AT_S = 15.0  # into each loop of the microphone file: the story's reply is playing then
+
+
+@pytest.fixture(scope="module")
+def peer_session(engines, settings, tmp_path_factory):
+    """One conversation over SmallWebRTC. The microphone file asks for the story, then, while
+    the reply plays, says BARGE_IN (a previous session's replies began 5-9 s into the loop and
+    lasted 17 s); it loops every 30 s."""
+    tmp = tmp_path_factory.mktemp("peer")
+
+    def say(text):
+        return np.concatenate([c.audio for c in engines.tts.synthesize(text, voice="am_michael")])
+
+    question, stop = say(QUESTION), say(BARGE_IN)
+    gap = np.zeros(int(24000 * (BARGE_IN_AT_S - 0.5)) - len(question))
+    wav = tmp / "barge-in.wav"
+    write_mic_wav(wav, np.concatenate([question, gap, stop]), 24000, lead_s=0.5, tail_s=13)
+    bot = BotProcess({
+        "MODEL_PROFILE": "test", "MODELS_DIR": str(settings.models_dir), "DEVICE": "cpu",
+        "TRANSPORT": "smallwebrtc", "DEV_MODE": "true", "AVATARS_DIR": str(SHARED_AVATARS),
+        "DEFAULT_AVATAR": "brunette-t",
+        # nothing of LiveKit: the page must not need it
+        "LIVEKIT_URL": "ws://127.0.0.1:9"}, free_port(), tmp / "bot.log")
+    try:
+        bot.wait_ready()
+        yield run_session(bot.url, wav, ARTIFACTS / "smallwebrtc", talk_s=45)
+    finally:
+        bot.stop()
+
+
+def test_direct_connection_loads_nothing_foreign_and_converses(peer_session):
+    r = peer_session.result
+    assert "error" not in r, r.get("error")
+    assert r["foreignRequests"] == [] and r["consoleErrors"] == []
+    lines = r["snapshot"]["lines"]
+    first_user = next(line["text"] for line in lines if line["role"] == "user")
+    assert jiwer.wer(" ".join(_words(QUESTION)), " ".join(_words(first_user))) <= 0.3, first_user
+    bot = [line for line in lines if line["role"] == "bot"]
+    assert bot and len(bot[0]["words"]) >= 3, bot
+    rate = r["sampleRate"]
+    rms = np.sqrt(np.convolve(peer_session.capture ** 2, np.ones(rate // 10) / (rate // 10),
+                              "valid"))
+    assert (rms > 0.02).sum() / rate > 1.0, "less than a second of audible bot speech"
+    # the data channel carries the page's messages too: a typed question answered aloud
+    typed = r["typed"]
+    reply = next(line for line in lines[typed["linesAfterRefusal"]:] if line["role"] == "bot")
+    assert "paris" in _words(" ".join(reply["words"])), reply
+    voices = {c["msg"]["voice"] for c in r["chunks"] if c["arrival"] > typed["sentAt"]}
+    assert voices == {typed["voice"]}, voices
+    # and muting (the track disabled: silence goes to the bot) stops transcription
+    assert r["afterMute"] == r["afterMuteStart"], r["afterMute"][len(r["afterMuteStart"]):]
+
+
+def test_direct_connection_mouth_moves_with_the_timings(peer_session):
+    r = peer_session.result
+    chunks = [c for c in r["chunks"] if c["scheduled"]]
+    assert chunks and all(c["msg"]["source"] == "model" for c in chunks)
+    spoken = [(c["scheduled"]["start"], c["scheduled"]["end"]) for c in chunks]
+    during = [lvl for t, lvl in r["mouth"] if any(a <= t <= b for a, b in spoken)]
+    silent = [lvl for t, lvl in r["mouth"] if all(t < a - 500 or t > b + 500 for a, b in spoken)]
+    assert during and max(during) > 0.3, "the mouth never opened while the bot spoke"
+    assert silent and np.median(silent) < 0.05, "the mouth moves when nobody speaks"
+
+
+def test_direct_connection_barge_in_stops_voice_and_mouth(peer_session):
+    r, session = peer_session.result, peer_session
+    lines = r["snapshot"]["lines"]
+    assert any(_words(BARGE_IN)[:2] == _words(line["text"])[:2] for line in lines
+               if line["role"] == "user"), [line["text"] for line in lines]
+    stops = [s for s in r["stops"] if s["msg"]["reason"] == "interrupted"]
+    assert stops, f"the bot was never interrupted: {[s['msg'] for s in r['stops']]}"
+    rate = r["sampleRate"]
+    for stop in stops:
+        at = stop["arrival"]
+        # nothing of any reply due in the second after the stop: what is heard then is not it
+        if any(c["scheduled"] and c["scheduled"]["end"] > at + 300 and c["arrival"] < at + 1500
+               and c["msg"]["turn_id"] != stop["msg"]["turn_id"] for c in r["chunks"]):
+            continue
+        a, b = int(session.sample_at(at + 500)), int(session.sample_at(at + 1500))
+        heard = session.capture[a:b]
+        assert len(heard) > rate // 2 and np.sqrt(np.mean(heard ** 2)) < 0.01, \
+            "the interrupted reply is still heard half a second after its stop"
+        mouth = [lvl for t, lvl in r["mouth"] if at + 300 <= t <= at + 1500]
+        assert mouth and max(mouth) < 0.1, "the mouth still moves after the stop"
+
+
+def test_direct_connection_lip_sync_is_measured_against_the_heard_audio(peer_session, engines):
+    frames = frame_grids(peer_session)["60 Hz display"]
+    offsets = lip_sync_offsets(peer_session, kokoro_reference(engines.tts), frames)
+    ours, text = summarize(offsets["ours"]), summarize(offsets["text"])
+    assert ours["matched"] >= 10, ours
+    assert abs(ours["p50"]) < 100, ours
+    assert ours["p95_abs"] <= text["p95_abs"], (ours, text)
+    # the same scheduler as LiveKit's path; its figures: docs/benchmarks.md
+    assert ours["in_window"] >= 0.7, ours

@@ -63,7 +63,7 @@ export function recordMouth() {
 }
 
 // Runs in the page (page.evaluate, playwright's or puppeteer's): what the page logged in
-// measurement mode (?measure=1) — transcript, chunks as scheduled, speech.stop messages (with TalkingHead's text-only
+// measurement mode (?measure=1) — transcript, chunks as scheduled (with TalkingHead's text-only
 // timing of the same words, a baseline), corrections, frames, mouth levels — and the bot's voice
 // as the page heard it, base64 float32.
 export function sessionDump() {

@@ -1,6 +1,7 @@
 // The errors a person can meet, in real Chromium against a server that requires an access key:
-// no key, a wrong key, the microphone denied, every avatar busy, the server unreachable. Prints a JSON object with
-// the message the page showed for each (tests/test_web_e2e.py checks them).
+// no key, a wrong key, the microphone denied, every avatar busy, the server unreachable, through
+// the transport the server announces. Prints a JSON object with the message the page showed for
+// each (tests/test_web_e2e.py checks them).
 // Usage: node e2e/errors.mjs BASE_URL ACCESS_KEY
 import { launchChromium } from "./browser.mjs";
 
@@ -26,13 +27,29 @@ try {
   await attempt("wrongKey");
   await page.fill('input[type="password"]', key);
   await attempt("micDenied");
-  // The server holds one conversation (MAX_CONVERSATIONS=1): take it, then the page is refused.
-  await fetch(new URL("/token", base), {
-    method: "POST", body: JSON.stringify({ name: "Other" }),
-    headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
-  });
+  // The server holds one conversation (MAX_CONVERSATIONS=1): someone else takes it (through
+  // the server's transport: a token, or an offer made in a second page), then this page is refused.
+  const { transport } = await (await fetch(new URL("/config", base))).json();
+  const other = await (await browser.newContext()).newPage();
+  await other.goto(new URL("/config", base).href);
+  const taken = await other.evaluate(async ([transport, key]) => {
+    const auth = { Authorization: `Bearer ${key}`, "Content-Type": "application/json" };
+    if (transport === "livekit") {
+      return (await fetch("/token", { method: "POST", body: JSON.stringify({ name: "Other" }), headers: auth })).status;
+    }
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver("audio", { direction: "sendrecv" });
+    pc.createDataChannel("chat");
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => { pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve(); setTimeout(resolve, 3000); });
+    const r = await fetch("/webrtc/offer", { method: "POST", body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }), headers: auth });
+    if (r.ok) await pc.setRemoteDescription(await r.json());
+    window.__other = pc; // kept open while this page is refused
+    return r.status;
+  }, [transport, key]);
+  if (taken !== 200) throw new Error(`the other conversation was refused: ${taken}`);
   await attempt("busy");
-  await page.route("**/token", (route) => route.abort("connectionrefused"));
+  await page.route(transport === "livekit" ? "**/token" : "**/webrtc/offer", (route) => route.abort("connectionrefused"));
   await attempt("unreachable");
 } catch (e) {
   shown.error = String(e?.stack ?? e);

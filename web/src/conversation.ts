@@ -334,8 +334,7 @@ export class Conversation {
   /** After the schedule moved (an onset, the jitter buffer): the mouth shapes queued in the
    * avatar are replaced by the ones still to come. */
   private requeueMouth(now: number) {
-    this.avatar.stopSpeaking();
-    this.avatar.speak(mouthCues(this.scheduler.visemesAfter(now)));
+    this.avatar.replaceShapes(mouthCues(this.scheduler.visemesAfter(now)));
   }
 
   /** The bot's voice starts being heard: correct the predicted place of its chunk. */

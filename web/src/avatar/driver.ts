@@ -6,6 +6,16 @@ import type { TalkingHead as TalkingHeadClass } from "@met4citizen/talkinghead";
 import type { TextLipSync, VisemeCue } from "../lipsync/scheduler";
 import { type Point, upperViewOptions, videoCallFraming } from "./framing";
 
+/** TalkingHead's state of one morph target (the fields this driver sets). */
+interface MorphState {
+  value: number;
+  applied: number;
+  newvalue: number | null;
+  base: number | null;
+  v: number;
+  needsUpdate: boolean;
+}
+
 export type AvatarState = "idle" | "listening" | "thinking" | "speaking";
 
 /** One rendered frame: page time and TalkingHead's animation clock (for the lip-sync measure). */
@@ -120,10 +130,31 @@ export class AvatarDriver {
     }
   }
 
-  /** Interruption: the mouth closes now and every queued shape is dropped. */
+  /** Interruption (or the end): the mouth closes now and every queued shape is dropped.
+   * TalkingHead alone would ease each viseme back to rest over a second or two after its shape
+   * is dropped, the mouth still open after the voice stopped: they are set to rest at once. */
   stopSpeaking(): void {
-    this.head.animQueue = this.head.animQueue.filter((x: { template: { name: string } }) => x.template.name !== "viseme");
+    this.dropShapes();
+    const morphs = (this.head.mtAvatar ?? {}) as Record<string, MorphState>;
+    for (const [name, mt] of Object.entries(morphs)) {
+      if (!name.startsWith("viseme_")) continue;
+      mt.value = mt.applied = 0;
+      mt.newvalue = mt.base = null;
+      mt.v = 0;
+      mt.needsUpdate = true;
+    }
     this.head.resetLips();
+  }
+
+  /** A correction of the schedule: the shapes still to come replace the queued ones, and the
+   * mouth goes on from where it is (no reset between). */
+  replaceShapes(cues: VisemeCue[]): void {
+    this.dropShapes();
+    this.speak(cues);
+  }
+
+  private dropShapes(): void {
+    this.head.animQueue = this.head.animQueue.filter((x: { template: { name: string } }) => x.template.name !== "viseme");
   }
 
   /** The page's view of the conversation, shown the way a person would show it. */

@@ -2,13 +2,16 @@
 // server), made with this browser's own RTCPeerConnection: nothing is loaded for it. The offer
 // goes to POST /webrtc/offer once ICE gathering is done (no trickle); its first audio section is
 // the microphone, and the bot's voice comes back on the same one; a data channel carries the
-// messages both ways as text (JSON), the same messages as LiveKit's data packets.
+// messages both ways as text (JSON), the same messages as LiveKit's data packets. (Gathered
+// before the microphone is open, this browser's own addresses may be hidden behind mDNS names;
+// the bot's answer carries its real ones, and ICE learns the browser's from its checks.)
 import { fetchClient } from "../api";
 import { tokenError } from "../token";
 import { type Link, type LinkEvents, MIC_CONSTRAINTS, type MicOptions, micError, type Opened, UNREACHABLE } from "./link";
 
 const GATHER_MS = 3000; // LAN host candidates come at once; whatever came by then is offered
 const CONNECT_MS = 20_000;
+const CLOSE_WAIT_MS = 5000;
 
 const UNCONNECTED = "Cannot open a direct connection to the avatar's server (WebRTC, peer to peer). "
   + "A firewall between this browser and the server may block it: on another network the administrator should use TRANSPORT=livekit with a TURN relay.";
@@ -33,14 +36,11 @@ export class PeerLink implements Link {
   private muted = false;
 
   async open(accessKey: string, options: MicOptions, events: LinkEvents): Promise<Opened> {
-    try {
-      this.mic = await openMic(options.deviceId);
-    } catch (e) {
-      return { ok: false, needsKey: false, error: micError(e) };
-    }
     const pc = new RTCPeerConnection(); // no ICE servers: one machine or a LAN
     this.pc = pc;
-    this.sender = pc.addTransceiver(this.mic, { direction: "sendrecv" }).sender;
+    // the microphone's section, its track added once the server has said yes (as with LiveKit:
+    // a wrong key or a full server is said before the microphone is asked for)
+    this.sender = pc.addTransceiver("audio", { direction: "sendrecv" }).sender;
     const channel = pc.createDataChannel("chat", { ordered: true });
     channel.binaryType = "arraybuffer";
     this.channel = channel;
@@ -51,7 +51,6 @@ export class PeerLink implements Link {
       channel.onopen = () => {
         window.clearTimeout(timer);
         connected = true;
-        events.state("connected");
         resolve(true);
       };
       pc.onconnectionstatechange = () => {
@@ -92,10 +91,21 @@ export class PeerLink implements Link {
       return answer;
     }
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    try {
+      this.mic = await openMic(options.deviceId);
+      await this.sender.replaceTrack(this.mic);
+    } catch (e) {
+      // Closed once connected, the bot hears it and frees its place at once; closed before,
+      // the bot would wait for a browser that never comes.
+      await Promise.race([opened, new Promise((resolve) => window.setTimeout(resolve, CLOSE_WAIT_MS))]);
+      await this.close();
+      return { ok: false, needsKey: false, error: micError(e) };
+    }
     if (!(await opened)) {
       await this.close();
       return { ok: false, needsKey: false, error: UNCONNECTED };
     }
+    events.state("connected");
     return { ok: true };
   }
 
