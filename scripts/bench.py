@@ -5,6 +5,7 @@
     python scripts/bench.py --profile gpu --device cuda
     python scripts/bench.py --livekit               # voice to voice, ours vs stock, interleaved
     python scripts/bench.py --web                   # lip-sync offset in headless Chromium
+    python scripts/bench.py --web --transport smallwebrtc   # the same without LiveKit
     python scripts/bench.py --long 100              # a 100-turn conversation through the pipeline
     python scripts/bench.py --soak 200              # join/leave cycles: memory, threads, tasks
     python scripts/bench.py --llm-batch 1,2,4       # N conversations on one LLM, both engines
@@ -148,6 +149,9 @@ def main() -> int:
     ap.add_argument("--web", action="store_true",
                     help="lip-sync offset in headless Chromium: ours vs text-only and energy")
     ap.add_argument("--talk-seconds", type=int, default=90, help="conversation length with --web")
+    ap.add_argument("--transport", choices=["livekit", "smallwebrtc"], default="livekit",
+                    help="with --web: how the page reaches the bot (smallwebrtc: directly, "
+                    "without LiveKit; its own section in docs/benchmarks.md)")
     ap.add_argument("--long", type=int, default=0, metavar="TURNS",
                     help="a conversation of TURNS typed turns through the whole pipeline")
     ap.add_argument("--soak", type=int, default=0, metavar="CYCLES",
@@ -230,9 +234,11 @@ def main() -> int:
             from bench_web import run_web_bench
 
             key, title = "web", "Lip-sync in the browser"
+            if args.transport != "livekit":
+                key, title = f"web-{args.transport}", "Lip-sync in the browser over SmallWebRTC"
             table, notes = run_web_bench(
                 settings, args.talk_seconds, stock=not args.quick,
-                dump_to=ROOT / "test-artifacts" / "bench-web.json")
+                dump_to=ROOT / "test-artifacts" / f"bench-{key}.json", transport=args.transport)
             notes = f"\n\n{notes}"
         print(write_section(args.out, f"{key}:{args.profile}", f"{title}, `{args.profile}` profile",
                             f"{stamp} {notes}", table))

@@ -52,18 +52,22 @@ METHODS = {"ours": "ours (model durations, heard-onset anchor)",
 
 
 def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
-                  dump_to: Path | None = None) -> tuple[str, str]:
-    """``stock``: also the response time of Pipecat's stock services (a second session);
-    ``dump_to``: every word's offset parts (the error budget) as JSON, for a closer look."""
+                  dump_to: Path | None = None, transport: str = "livekit") -> tuple[str, str]:
+    """``stock``: also the response time of Pipecat's stock services (a second session; LiveKit
+    only); ``dump_to``: every word's offset parts (the error budget) as JSON, for a closer look;
+    ``transport``: how the page reaches the bot (TRANSPORT: livekit, or smallwebrtc with no
+    LiveKit server at all)."""
     engines = load_engines(settings)
     tmp = Path(tempfile.mkdtemp(prefix="bench-web-"))
     voice = np.concatenate([c.audio for c in engines.tts.synthesize(QUESTION, voice="am_michael")])
     write_mic_wav(tmp / "q.wav", voice, 24000, lead_s=0.5, tail_s=25)
-    livekit = LiveKitServer(find_binary(), tmp, KEY, SECRET)
+    livekit = LiveKitServer(find_binary(), tmp, KEY, SECRET) if transport == "livekit" else None
     env = {"MODEL_PROFILE": settings.model_profile, "MODELS_DIR": str(settings.models_dir),
-           "DEVICE": settings.device, "DEV_MODE": "true", "LIVEKIT_URL": livekit.url,
+           "DEVICE": settings.device, "DEV_MODE": "true", "TRANSPORT": transport,
            "LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET,
-           "AVATARS_DIR": str(SHARED_AVATARS), "DEFAULT_AVATAR": "brunette-t"}
+           "AVATARS_DIR": str(SHARED_AVATARS), "DEFAULT_AVATAR": "brunette-t",
+           **({"LIVEKIT_URL": livekit.url} if livekit else {})}
+    stock = stock and transport == "livekit"
     sessions = {}
     load = [os.getloadavg()[0]]
     try:
@@ -82,7 +86,8 @@ def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
                 bot.stop()
             load.append(os.getloadavg()[0])
     finally:
-        livekit.stop()
+        if livekit is not None:
+            livekit.stop()
     session = sessions["ours"]
 
     reference = kokoro_reference(engines.tts)  # one synthesis per turn, for both frame grids
@@ -133,5 +138,6 @@ def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
              f"time: the page's latency panel, {talk_s} s of conversation per pipeline (ours, "
              f"then stock Pipecat's services behind the same API and page), one after the other; "
              f"load average (1 min) {' → '.join(f'{x:.1f}' for x in load)} on "
-             f"{os.cpu_count()} cores shared by the browser, LiveKit and the bot.")
+             f"{os.cpu_count()} cores shared by the browser, "
+             f"{'LiveKit and the bot' if livekit else 'and the bot (no LiveKit: SmallWebRTC)'}.")
     return "\n".join(rows), notes

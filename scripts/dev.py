@@ -3,6 +3,7 @@
 
     python scripts/dev.py                    # cpu profile, http://localhost:8080
     python scripts/dev.py --profile test     # the tiny test models
+    TRANSPORT=smallwebrtc python scripts/dev.py   # the bot alone: browsers connect to it directly
 
 LiveKit runs with its development keys and DEV_MODE=true: for a development machine, not for a
 team (use docker-compose.gpu.yml there). Models missing from MODELS_DIR are fetched first.
@@ -60,6 +61,13 @@ def main() -> int:
     if fetch.returncode:
         return fetch.returncode
 
+    settings = Settings()
+    env = {**os.environ, "DEV_MODE": "true", "MODEL_PROFILE": args.profile,
+           "MODELS_DIR": args.models_dir, "HTTP_PORT": str(args.http_port),
+           "HTTP_HOST": "127.0.0.1" if args.loopback else "0.0.0.0"}
+    if settings.transport != "livekit":  # SmallWebRTC: no media server
+        return run_bot(env, args.http_port, livekit=None)
+
     binary = find_binary()
     if binary is None:
         print(f"error: livekit-server not found. Build it once with Go:\n  "
@@ -68,7 +76,6 @@ def main() -> int:
               f"server@{LIVEKIT_VERSION}\nor set LIVEKIT_SERVER_BIN.", file=sys.stderr)
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="avatar-dev-"))
-    settings = Settings()
     config = livekit_config(settings)  # TURN_HOST set: your own coturn (coturn/turnserver.conf)
     try:
         livekit = LiveKitServer(binary, tmp, DEV_KEY, DEV_SECRET, port=args.livekit_port,
@@ -77,11 +84,12 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"LiveKit on ws://localhost:{livekit.port} (log: {tmp / 'livekit.log'})")
-    env = {**os.environ, "DEV_MODE": "true", "MODEL_PROFILE": args.profile,
-           "MODELS_DIR": args.models_dir, "HTTP_PORT": str(args.http_port),
-           "HTTP_HOST": "127.0.0.1" if args.loopback else "0.0.0.0",
-           "LIVEKIT_URL": f"ws://127.0.0.1:{livekit.port}",
-           "LIVEKIT_API_KEY": DEV_KEY, "LIVEKIT_API_SECRET": DEV_SECRET}
+    env.update({"LIVEKIT_URL": f"ws://127.0.0.1:{livekit.port}",
+                "LIVEKIT_API_KEY": DEV_KEY, "LIVEKIT_API_SECRET": DEV_SECRET})
+    return run_bot(env, args.http_port, livekit)
+
+
+def run_bot(env: dict[str, str], http_port: int, livekit: LiveKitServer | None) -> int:
     # The very command the container runs.
     bot = subprocess.Popen([sys.executable, "-m", "stack.app"], cwd=ROOT, env=env)
 
@@ -89,17 +97,19 @@ def main() -> int:
         # Both at once (a terminal's Ctrl-C has already reached them too), each killed if it
         # is not done within STOP_GRACE_S: the bot ends its sessions, LiveKit drains its rooms.
         bot.terminate()
-        livekit.proc.terminate()
+        if livekit is not None:
+            livekit.proc.terminate()
         try:
             bot.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             bot.kill()
-        livekit.stop(timeout=STOP_GRACE_S)
+        if livekit is not None:
+            livekit.stop(timeout=STOP_GRACE_S)
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    url = f"http://127.0.0.1:{args.http_port}"
+    url = f"http://127.0.0.1:{http_port}"
     while bot.poll() is None:
         try:
             urllib.request.urlopen(f"{url}/ready", timeout=2)
@@ -108,7 +118,8 @@ def main() -> int:
         except OSError:
             time.sleep(0.5)
     code = bot.wait()
-    livekit.stop()
+    if livekit is not None:
+        livekit.stop()
     return code
 
 

@@ -95,3 +95,34 @@ def test_dev_runner_stops_at_once_when_a_port_is_taken(models_dir, livekit, take
     assert len(errors) == 1, run.stderr
     assert f"port {port}" in errors[0] and "already in use" in errors[0] and taken in errors[0]
     assert "ready:" not in run.stdout and "LiveKit on" not in run.stdout  # nothing claims to be up
+
+
+def test_dev_runner_with_smallwebrtc_starts_the_bot_alone(models_dir):
+    http_port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "dev.py"), "--profile", "test", "--models-dir",
+         str(models_dir), "--http-port", str(http_port), "--loopback"],
+        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", "TRANSPORT": "smallwebrtc"},
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline, status = time.monotonic() + 180, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status, body = _get(f"{base}/ready")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert status == 200, proc.stdout.read() if proc.poll() is not None else "not ready"
+        assert body == {"ready": True, "models_loaded": True, "livekit_reachable": None}
+        assert _get(f"{base}/config") == (200, {"transport": "smallwebrtc"})
+        assert len(_children(proc.pid)) == 1  # the bot, no LiveKit
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+    assert proc.returncode == 0

@@ -32,7 +32,8 @@ try {
   const { transport } = await (await fetch(new URL("/config", base))).json();
   const other = await (await browser.newContext()).newPage();
   await other.goto(new URL("/config", base).href);
-  const taken = await other.evaluate(async ([transport, key]) => {
+  // (the refused-microphone attempt's conversation is ending: its place frees within seconds)
+  const take = () => other.evaluate(async ([transport, key]) => {
     const auth = { Authorization: `Bearer ${key}`, "Content-Type": "application/json" };
     if (transport === "livekit") {
       return (await fetch("/token", { method: "POST", body: JSON.stringify({ name: "Other" }), headers: auth })).status;
@@ -47,6 +48,11 @@ try {
     window.__other = pc; // kept open while this page is refused
     return r.status;
   }, [transport, key]);
+  let taken = await take();
+  for (let i = 0; i < 30 && taken === 503; i++) {
+    await other.waitForTimeout(1000);
+    taken = await take();
+  }
   if (taken !== 200) throw new Error(`the other conversation was refused: ${taken}`);
   await attempt("busy");
   await page.route(transport === "livekit" ? "**/token" : "**/webrtc/offer", (route) => route.abort("connectionrefused"));
