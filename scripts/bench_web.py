@@ -135,9 +135,10 @@ def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
              f"{sum(m['byMs'] for m in moves) - concealed:+.0f} ms squeezed/stretched and "
              f"{concealed:.0f} ms of late voice filled in audibly, in all (followed by the page: "
              f"web/src/lipsync/receiveDelay.ts PlayoutStretch). Response "
-             f"time: the page's latency panel, {talk_s} s of conversation per pipeline (ours, "
-             f"then stock Pipecat's services behind the same API and page), one after the other; "
-             f"load average (1 min) {' → '.join(f'{x:.1f}' for x in load)} on "
-             f"{os.cpu_count()} cores shared by the browser, "
-             f"{'LiveKit and the bot' if livekit else 'and the bot (no LiveKit: SmallWebRTC)'}.")
+             f"time: the page's latency panel, {talk_s} s of conversation "
+             + ("per pipeline (ours, then stock Pipecat's services behind the same API and "
+                "page), one after the other; " if stock else "(ours only); ")
+             + f"load average (1 min) {' → '.join(f'{x:.1f}' for x in load)} on "
+             f"{os.cpu_count()} cores shared by the browser, " + (
+                 "LiveKit and the bot." if livekit else "and the bot (no LiveKit: SmallWebRTC)."))
     return "\n".join(rows), notes
