@@ -29,6 +29,10 @@ class Received:
                 if m.get("label") == "rtvi-ai" and m.get("type") == "user-transcription"
                 and m["data"].get("final")]
 
+    def replied_besides(self, turn_id: str) -> bool:
+        """Whether timing messages of another reply than ``turn_id`` came."""
+        return any(m["turn_id"] != turn_id for _, m in self.of_type("speech.chunk"))
+
     def voiced(self, threshold: int = 300) -> list[tuple[float, np.ndarray]]:
         return [(t, f) for t, f in self.audio if np.abs(f).max(initial=0) > threshold]
 

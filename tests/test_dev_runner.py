@@ -27,6 +27,21 @@ def _get(url: str):
         return e.code, json.loads(e.read())
 
 
+def _ready(proc: subprocess.Popen, base: str, timeout: float = 180) -> dict:
+    """``/ready``'s body once it answers 200 (the runner's output if it exits first)."""
+    deadline, status, body = time.monotonic() + timeout, None, None
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            status, body = _get(f"{base}/ready")
+            if status == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(1)
+    assert status == 200, proc.stdout.read() if proc.poll() is not None else "not ready"
+    return body
+
+
 def test_dev_runner_serves_ready_and_tokens(models_dir, livekit):  # livekit: the binary is built
     http_port, lk_port = free_port(), free_port()
     proc = subprocess.Popen(
@@ -37,18 +52,8 @@ def test_dev_runner_serves_ready_and_tokens(models_dir, livekit):  # livekit: th
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 180
-        status = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                status, body = _get(f"{base}/ready")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        assert status == 200, proc.stdout.read() if proc.poll() is not None else "not ready"
-        assert body == {"ready": True, "models_loaded": True, "livekit_reachable": True}
+        assert _ready(proc, base) == {"ready": True, "models_loaded": True,
+                                      "livekit_reachable": True}
 
         req = urllib.request.Request(f"{base}/token", method="POST",
                                      data=json.dumps({"name": "me"}).encode(),
@@ -106,17 +111,8 @@ def test_dev_runner_with_smallwebrtc_starts_the_bot_alone(models_dir):
         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{http_port}"
     try:
-        deadline, status = time.monotonic() + 180, None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                status, body = _get(f"{base}/ready")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        assert status == 200, proc.stdout.read() if proc.poll() is not None else "not ready"
-        assert body == {"ready": True, "models_loaded": True, "livekit_reachable": None}
+        assert _ready(proc, base) == {"ready": True, "models_loaded": True,
+                                      "livekit_reachable": None}
         assert _get(f"{base}/config") == (200, {"transport": "smallwebrtc"})
         assert len(_children(proc.pid)) == 1  # the bot, no LiveKit
         os.killpg(proc.pid, signal.SIGINT)

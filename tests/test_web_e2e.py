@@ -110,8 +110,7 @@ def test_microphone_speech_is_transcribed_and_the_bot_answers_aloud(session):
     assert (rms > 0.02).sum() / rate > 1.0, "less than a second of audible bot speech"
 
 
-def test_visemes_move_the_mouth_while_the_bot_speaks(session):
-    r = session.result
+def _mouth_follows_the_timings(r: dict) -> None:
     chunks = [c for c in r["chunks"] if c["scheduled"]]
     assert chunks and all(c["msg"]["source"] == "model" for c in chunks)
     spoken = [(c["scheduled"]["start"], c["scheduled"]["end"]) for c in chunks]
@@ -119,6 +118,10 @@ def test_visemes_move_the_mouth_while_the_bot_speaks(session):
     silent = [lvl for t, lvl in r["mouth"] if all(t < a - 500 or t > b + 500 for a, b in spoken)]
     assert during and max(during) > 0.3, "the mouth never opened while the bot spoke"
     assert silent and np.median(silent) < 0.05, "the mouth moves when nobody speaks"
+
+
+def test_visemes_move_the_mouth_while_the_bot_speaks(session):
+    _mouth_follows_the_timings(session.result)
 
 
 def test_muting_the_microphone_stops_transcription(session):
@@ -393,14 +396,7 @@ def test_direct_connection_loads_nothing_foreign_and_converses(peer_session):
 
 
 def test_direct_connection_mouth_moves_with_the_timings(peer_session):
-    r = peer_session.result
-    chunks = [c for c in r["chunks"] if c["scheduled"]]
-    assert chunks and all(c["msg"]["source"] == "model" for c in chunks)
-    spoken = [(c["scheduled"]["start"], c["scheduled"]["end"]) for c in chunks]
-    during = [lvl for t, lvl in r["mouth"] if any(a <= t <= b for a, b in spoken)]
-    silent = [lvl for t, lvl in r["mouth"] if all(t < a - 500 or t > b + 500 for a, b in spoken)]
-    assert during and max(during) > 0.3, "the mouth never opened while the bot spoke"
-    assert silent and np.median(silent) < 0.05, "the mouth moves when nobody speaks"
+    _mouth_follows_the_timings(peer_session.result)
 
 
 def test_direct_connection_barge_in_stops_voice_and_mouth(peer_session):
