@@ -53,8 +53,11 @@ from .engines.tts import VoiceBank
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4096
-# A browser's offer: audio + data channel and its ICE candidates, ~1.5 KB per network interface.
-MAX_OFFER_BYTES = 32768
+# A browser's offer: audio + data channel and its ICE candidates, 2-5 KB. Its body may be up to
+# six times the SDP's length (JSON escapes a control character as \u00XX), so a too-long SDP is
+# a 422 that says so rather than the body cap's 413.
+MAX_SDP_CHARS = 16384
+MAX_OFFER_BYTES = 6 * MAX_SDP_CHARS + 1024
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -90,7 +93,7 @@ class ClientConfig(BaseModel):
 class Offer(BaseModel):
     """The browser's SDP offer, after ICE gathering (all candidates in it)."""
     model_config = ConfigDict(extra="forbid")
-    sdp: str = Field(min_length=1, max_length=MAX_OFFER_BYTES,
+    sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS,
                      description="Session description: an audio section whose first track is "
                      "the microphone (the bot's voice comes back on it) and a data channel.")
     type: Literal["offer"]

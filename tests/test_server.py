@@ -290,7 +290,7 @@ def test_an_offer_is_guarded_like_a_token_request():
         answers.append((sdp, kind))
         return {"sdp": "v=0 answer", "type": "answer", "pc_id": "internal"}
 
-    client = TestClient(create_app(_settings(transport="smallwebrtc", rate_limit_per_minute=7),
+    client = TestClient(create_app(_settings(transport="smallwebrtc", rate_limit_per_minute=8),
                                    on_offer=answer))
     assert client.post("/webrtc/offer", json=OFFER).status_code == 401
     assert client.post("/webrtc/offer", json=OFFER,
@@ -305,15 +305,19 @@ def test_an_offer_is_guarded_like_a_token_request():
                     headers=AUTH)
     assert r.status_code == 503 and r.headers["Retry-After"] == "30"
     assert r.json()["code"] == "busy" and "all avatars are busy" in r.json()["detail"]
-    # an offer may be larger than other bodies (its ICE candidates), within a bound
+    # an offer may be larger than other bodies (its ICE candidates), within bounds: its SDP's
+    # length (a 422 that says so), and the body's (413)
     big = {**OFFER, "sdp": OFFER_SDP + "a=x\r\n" * 2000}
     assert len(json.dumps(big)) > 4096
     assert client.post("/webrtc/offer", json=big, headers=AUTH).status_code == 200
-    huge = json.dumps({**OFFER, "sdp": OFFER_SDP + "a=x\r\n" * 8000})
+    long = {**OFFER, "sdp": OFFER_SDP + "a=x\r\n" * 4000}
+    r = client.post("/webrtc/offer", json=long, headers=AUTH)
+    assert r.status_code == 422 and "16384 characters" in r.text, r.text
+    huge = json.dumps({**OFFER, "sdp": OFFER_SDP + "a=x\r\n" * 20000})
     r = client.post("/webrtc/offer", content=huge,
                     headers={**AUTH, "Content-Type": "application/json"})
-    assert r.status_code == 413 and "32768" in r.json()["detail"]
-    # the same rate limit per address as /token: 7 a minute here, six calls above counted (the
+    assert r.status_code == 413 and "99328" in r.json()["detail"]
+    # the same rate limit per address as /token: 8 a minute here, seven calls above counted (the
     # 413 never reached the API), so one more passes
     codes = [client.post("/webrtc/offer", json=OFFER, headers=AUTH).status_code for _ in range(2)]
     assert codes == [200, 429]
