@@ -116,6 +116,7 @@ export class Conversation {
       botTrack: (t) => this.onTrack(t),
       data: (payload) => this.onData(payload),
     });
+    if (this.link !== link) return void (await link.close()); // stopped while it connected
     if (!opened.ok) {
       this.link = null;
       this.set({ needsKey: opened.needsKey });
