@@ -18,10 +18,15 @@ export async function requestToken(accessKey: string): Promise<TokenResult> {
       headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
     });
     if (data) return { ok: true, token: data.token, url: data.url };
-    return { ok: false, error: tokenError(response, error), needsKey: response.status === 401 || response.status === 403 };
+    return refusal(response, error);
   } catch {
     return { ok: false, error: UNREACHABLE, needsKey: false };
   }
+}
+
+/** A refused conversation request (a token or an offer): the words, and whether to ask for the key. */
+export function refusal(response: Response, error: unknown): { ok: false; error: string; needsKey: boolean } {
+  return { ok: false, error: tokenError(response, error), needsKey: response.status === 401 || response.status === 403 };
 }
 
 export function tokenError(response: Response, error: unknown): string {

@@ -6,7 +6,7 @@
 // before the microphone is open, this browser's own addresses may be hidden behind mDNS names;
 // the bot's answer carries its real ones, and ICE learns the browser's from its checks.)
 import { fetchClient } from "../api";
-import { tokenError } from "../token";
+import { refusal } from "../token";
 import { type Link, type LinkEvents, MIC_CONSTRAINTS, type MicOptions, micError, type Opened, UNREACHABLE } from "./link";
 
 const GATHER_MS = 3000; // LAN host candidates come at once; whatever came by then is offered
@@ -178,7 +178,7 @@ async function requestAnswer(accessKey: string, sdp: string):
       headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
     });
     if (data) return { ok: true, sdp: data.sdp };
-    return { ok: false, error: tokenError(response, error), needsKey: response.status === 401 || response.status === 403 };
+    return refusal(response, error);
   } catch {
     return { ok: false, error: UNREACHABLE, needsKey: false };
   }
