@@ -89,6 +89,10 @@ class SpeechStopMessage(_Message):
     type: Literal["speech.stop"] = "speech.stop"
     turn_id: str
     reason: Literal["interrupted", "ended"] = "interrupted"
+    sent_ms: Ms | None = Field(None, description="How far the turn's audio had left the bot when "
+                               "it stopped (a place in the turn's audio, like offset_ms): the "
+                               "person still hears its voice up to there, so the mouth goes on "
+                               "until then. None: unknown (close the mouth at once).")
 
 
 Message = Annotated[SpeechChunkMessage | SpeechStopMessage, Field(discriminator="type")]

@@ -10,11 +10,18 @@ receive/playout delay`` (docs/protocol.md).
 - SmallWebRTC (``TRANSPORT=smallwebrtc``): Pipecat's peer-to-peer transport on aiortc, no media
   server. Its queue is the outgoing track's list of 10 ms pieces; the data channel carries the
   same messages (RTVI and ours) as LiveKit's data packets.
+
+At a barge-in the stop message says how far the turn's audio had gone out (``sent_ms``): what
+was sent before it is still heard, and the mouth goes on until there (``SentPosition``).
 """
 
 from __future__ import annotations
 
-from pipecat.frames.frames import OutputTransportMessageFrame, OutputTransportMessageUrgentFrame
+from pipecat.frames.frames import (
+    OutputAudioRawFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+)
 from pipecat.transports.livekit.transport import LiveKitOutputTransport, LiveKitTransport
 from pipecat.transports.smallwebrtc.transport import (
     SmallWebRTCOutputTransport,
@@ -24,18 +31,59 @@ from pipecat.transports.smallwebrtc.transport import (
 MessageFrame = OutputTransportMessageFrame | OutputTransportMessageUrgentFrame
 
 
-def with_lead(frame: MessageFrame, queued_s: float) -> None:
-    """Stamp a ``speech.chunk`` with the audio queued ahead of it."""
-    message = frame.message
-    if isinstance(message, dict) and message.get("type") == "speech.chunk":
-        frame.message = {**message, "lead_ms": round(queued_s * 1000, 1)}
+class SentPosition:
+    """Where the turn being sent stands in its own audio: its last ``speech.chunk``'s offset plus
+    the audio written since, less what the outgoing queue still holds (audio an interruption
+    drops, or that leaves later). Stamps ``lead_ms`` on chunks and ``sent_ms`` on stops."""
+
+    def __init__(self) -> None:
+        self.turn_id: str | None = None
+        self.offset_ms = 0.0
+        self.written_s = 0.0
+
+    def wrote(self, frame: OutputAudioRawFrame) -> None:
+        self.written_s += len(frame.audio) / (2 * frame.num_channels * frame.sample_rate)
+
+    def stamp(self, frame: MessageFrame, queued_s: float) -> None:
+        message = frame.message
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "speech.chunk":
+            # it goes out just before its first audio frame is written
+            frame.message = {**message, "lead_ms": round(queued_s * 1000, 1)}
+            self.turn_id, self.offset_ms, self.written_s = (message["turn_id"],
+                                                            message["offset_ms"], 0.0)
+        elif kind == "speech.stop" and message.get("turn_id") == self.turn_id:
+            sent_ms = self.offset_ms + (self.written_s - queued_s) * 1000
+            frame.message = {**message, "sent_ms": round(max(0.0, sent_ms), 1)}
+            self.turn_id = None
 
 
-class AnchoredLiveKitOutputTransport(LiveKitOutputTransport):
+class _Anchored:
+    """An output transport that stamps our messages from its ``SentPosition``; each transport
+    says how much audio its outgoing queue holds (``_queued_s``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sent = SentPosition()
+
+    def _queued_s(self) -> float:
+        raise NotImplementedError
+
     async def send_message(self, frame: MessageFrame):
+        self._sent.stamp(frame, self._queued_s())
+        await super().send_message(frame)  # type: ignore[misc]
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        written = await super().write_audio_frame(frame)  # type: ignore[misc]
+        if written:
+            self._sent.wrote(frame)
+        return written
+
+
+class AnchoredLiveKitOutputTransport(_Anchored, LiveKitOutputTransport):
+    def _queued_s(self) -> float:
         source = self._client._audio_source
-        with_lead(frame, source.queued_duration if source is not None else 0.0)
-        await super().send_message(frame)
+        return source.queued_duration if source is not None else 0.0
 
 
 class AvatarLiveKitTransport(LiveKitTransport):
@@ -49,12 +97,10 @@ class AvatarLiveKitTransport(LiveKitTransport):
 PIECE_S = 0.01  # Pipecat's RawAudioTrack hands aiortc 10 ms at a time
 
 
-class AnchoredSmallWebRTCOutputTransport(SmallWebRTCOutputTransport):
-    async def send_message(self, frame: MessageFrame):
+class AnchoredSmallWebRTCOutputTransport(_Anchored, SmallWebRTCOutputTransport):
+    def _queued_s(self) -> float:
         track = self._client._audio_output_track
-        pieces = len(track._chunk_queue) if track is not None else 0
-        with_lead(frame, pieces * PIECE_S)
-        await super().send_message(frame)
+        return (len(track._chunk_queue) if track is not None else 0) * PIECE_S
 
 
 class AvatarSmallWebRTCTransport(SmallWebRTCTransport):

@@ -33,6 +33,14 @@ class Received:
         """Whether timing messages of another reply than ``turn_id`` came."""
         return any(m["turn_id"] != turn_id for _, m in self.of_type("speech.chunk"))
 
+    def sent_span(self, turn_id: str, before: float) -> tuple[float, float]:
+        """Where a turn's audio can have gone out to when a message came at ``before``: from its
+        last chunk's offset, less the earlier audio still queued ahead of it then (``lead_ms``),
+        to that chunk's end. (Chunks and stops travel one ordered channel.)"""
+        last = [m for t, m in self.of_type("speech.chunk") if m["turn_id"] == turn_id
+                and t <= before][-1]
+        return last["offset_ms"] - last["lead_ms"], last["offset_ms"] + last["duration_ms"]
+
     def voiced(self, threshold: int = 300) -> list[tuple[float, np.ndarray]]:
         return [(t, f) for t, f in self.audio if np.abs(f).max(initial=0) > threshold]
 

@@ -155,6 +155,10 @@ async def test_barge_in_stops_audio_and_trims_the_context(stack, engines, becket
     stops = [(t, m) for t, m in client.got.of_type("speech.stop") if m["turn_id"] == first_turn]
     assert stops, "no speech.stop for the interrupted turn"
     assert stops[0][0] - t_barge < 2.0
+    # it says how far the turn's voice had gone out: the page's mouth goes on until there
+    low, high = client.got.sent_span(first_turn, stops[0][0])
+    assert 0 < stops[0][1]["sent_ms"] and low - 0.1 <= stops[0][1]["sent_ms"] <= high + 0.1, \
+        (stops[0][1], low, high)
     # the bot's audio of that turn stops: quiet within a second of the stop message
     after = [f for t, f in client.got.audio if stops[0][0] + 1.0 < t < stops[0][0] + 1.8]
     assert after and max(np.abs(f).max() for f in after) < 300

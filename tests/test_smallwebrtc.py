@@ -103,6 +103,10 @@ async def test_barge_in_stops_the_bots_voice(peer_stack, engines, beckett):
 
     stops = [(t, m) for t, m in client.got.of_type("speech.stop") if m["turn_id"] == first_turn]
     assert stops and stops[0][1]["reason"] == "interrupted", client.got.of_type("speech.stop")
+    # it says how far the turn's voice had gone out: the page's mouth goes on until there
+    low, high = client.got.sent_span(first_turn, stops[0][0])
+    assert 0 < stops[0][1]["sent_ms"] and low - 0.1 <= stops[0][1]["sent_ms"] <= high + 0.1, \
+        (stops[0][1], low, high)
     # the bot's audio of that turn stops: quiet a second after the stop message
     assert await client.wait_for(lambda: client.got.audio[-1][0] > stops[0][0] + 1.8, timeout=10)
     after = [f for t, f in client.got.audio if stops[0][0] + 1.0 < t < stops[0][0] + 1.8]

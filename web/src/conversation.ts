@@ -57,6 +57,7 @@ export class Conversation {
   private botTrack: MediaStreamTrack | null = null;
   private statsTimer = 0;
   private raf = 0;
+  private closeMouthAt: number | null = null; // after a barge-in, when the voice on its way ends
   private lastUserVoice = 0; // when the person last spoke, or sent a typed message (the end of their turn)
   private latency = new LatencyTracker();
   private listeners = new Set<() => void>();
@@ -66,7 +67,7 @@ export class Conversation {
   };
   private typed = 0;
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
-  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; concealedMs: number; turnId: string }[], stops: [] as { msg: SpeechStopMessage; arrival: number }[] };
+  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; concealedMs: number; turnId: string }[], stops: [] as { msg: SpeechStopMessage; arrival: number; closeAt: number }[] };
 
   constructor(private readonly avatar: AvatarDriver, private readonly measure = false) {
     this.scheduler = new SpeechScheduler(avatar.textLipSync);
@@ -303,11 +304,21 @@ export class Conversation {
     this.set({ lines });
   }
 
+  /** Barge-in: the mouth goes on with the voice still on its way, then closes (`frame`). */
   private onStop(msg: SpeechStopMessage, now: number) {
-    if (this.measure) this.log.stops.push({ msg, arrival: now });
-    this.scheduler.stop(msg, now);
+    const closeAt = this.scheduler.stop(msg, now);
+    if (this.measure) this.log.stops.push({ msg, arrival: now, closeAt });
+    this.closeMouthAt = closeAt;
+    if (closeAt > now) this.requeueMouth(now);
+    else this.closeMouth(now);
+  }
+
+  /** The mouth to rest at once (TalkingHead would ease it there over a second or two); shapes
+   * of a reply that started since stay queued. */
+  private closeMouth(now: number) {
+    this.closeMouthAt = null;
     this.avatar.stopSpeaking();
-    this.set({ speaking: null });
+    this.requeueMouth(now);
   }
 
   /** Every animation frame: levels, the spoken word, the avatar's state, the latency panel. */
@@ -317,6 +328,7 @@ export class Conversation {
     if (micLevel > VOICE_LEVEL) this.lastUserVoice = now;
     const measured = this.latency.frame(now);
     if (measured) this.set({ latencies: [...this.state.latencies.slice(-9), measured] });
+    if (this.closeMouthAt !== null && now >= this.closeMouthAt) this.closeMouth(now);
     const heard = this.scheduler.wordAt(now);
     const speaking = heard ? { turnId: heard.turnId, index: heard.word.index } : null;
     let avatarState = this.state.avatarState;

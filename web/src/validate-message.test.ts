@@ -13,7 +13,7 @@ const chunk = {
 describe("incoming messages are checked against the protocol schema", () => {
   it("accepts the bot's messages", () => {
     expect(validateMessage(chunk)).toBe(true);
-    expect(validateMessage({ v: 1, type: "speech.stop", turn_id: "t1", reason: "interrupted" })).toBe(true);
+    expect(validateMessage({ v: 1, type: "speech.stop", turn_id: "t1", reason: "interrupted", sent_ms: null })).toBe(true);
   });
   it("refuses another version, a missing field, a wrong type, an unknown viseme", () => {
     expect(validateMessage({ ...chunk, v: 2 })).toBe(false);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { SpeechChunkMessage } from "../gen/protocol";
-import { estimateTimings, MOUTH_LEAD_MS, mouthCues, REANCHOR_MS, SpeechScheduler } from "./scheduler";
+import { estimateTimings, MOUTH_LEAD_MS, mouthCues, REANCHOR_MS, SpeechScheduler, STOP_TAIL_MAX_MS } from "./scheduler";
 
 // "Hello world" as the bot sends it: words and visemes tiling 1000 ms of audio.
 function chunk(over: Partial<SpeechChunkMessage> = {}): SpeechChunkMessage {
@@ -15,7 +15,8 @@ function chunk(over: Partial<SpeechChunkMessage> = {}): SpeechChunkMessage {
     ...over,
   };
 }
-const stop = (turn_id = "t1") => ({ v: 1 as const, type: "speech.stop" as const, turn_id, reason: "interrupted" as const });
+const stop = (turn_id = "t1", sent_ms: number | null = null) =>
+  ({ v: 1 as const, type: "speech.stop" as const, turn_id, reason: "interrupted" as const, sent_ms });
 
 describe("SpeechScheduler", () => {
   it("places a chunk at arrival + lead + receive delay", () => {
@@ -71,6 +72,30 @@ describe("SpeechScheduler", () => {
     expect(s.visemeAt(1400)).toBeNull();
     expect(s.speakingAfter(1400)).toBe(false);
     expect(s.add(chunk({ seq: 1, offset_ms: 1000 }), 1500, 60)).toBeNull();
+  });
+
+  it("speech.stop with sent_ms: the mouth goes on with the voice still on its way, then stops", () => {
+    const s = new SpeechScheduler();
+    s.add(chunk(), 1000, 60); // heard 1160 ... 2160
+    // the bot had sent 600 ms of the turn's audio when it stopped: heard until 1760
+    expect(s.stop(stop("t1", 600), 1400)).toBe(1760);
+    expect(s.visemeAt(1700)).toBe("U");
+    expect(s.wordAt(1700)?.word.word).toBe("world");
+    expect(s.visemeAt(1760)).toBeNull();
+    expect(s.speakingAfter(1760)).toBe(false);
+    expect(s.add(chunk({ seq: 1, offset_ms: 1000 }), 1500, 60)).toBeNull();
+  });
+
+  it("speech.stop with sent_ms already heard, or far ahead: now, or at most STOP_TAIL_MAX_MS on", () => {
+    const heard = new SpeechScheduler();
+    heard.add(chunk(), 1000, 60);
+    expect(heard.stop(stop("t1", 100), 1400)).toBe(1400);
+    expect(heard.visemeAt(1400)).toBeNull();
+    const far = new SpeechScheduler();
+    far.add(chunk({ duration_ms: 9000 }), 1000, 60);
+    expect(far.stop(stop("t1", 8000), 1400)).toBe(1400 + STOP_TAIL_MAX_MS);
+    const unknown = new SpeechScheduler(); // a stop for a turn never scheduled here
+    expect(unknown.stop(stop("t5", 600), 1400)).toBe(1400);
   });
 
   it("a stop that overtakes its turn's first chunk still silences that turn", () => {

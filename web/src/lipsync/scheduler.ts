@@ -92,6 +92,10 @@ export function mouthCues(cues: VisemeCue[], leadMs = MOUTH_LEAD_MS): VisemeCue[
  * up to this long before an anchored chunk's message, matched by nothing, is that chunk's. */
 export const EARLY_ONSET_MS = 1000;
 
+/** After an interruption, the mouth goes on with the voice already on its way for at most this
+ * long (0.3-0.7 s was heard after the stop message in the browser tests). */
+export const STOP_TAIL_MAX_MS = 2000;
+
 interface Turn {
   base: number; // heard time of the turn's offset 0
   words: number; // words scheduled so far
@@ -149,12 +153,18 @@ export class SpeechScheduler {
     return chunk;
   }
 
-  /** speech.stop: the turn's mouth stops now and its later chunks are ignored. */
-  stop(msg: SpeechStopMessage, now: number): void {
-    this.cut(msg.turn_id, now);
+  /** speech.stop: the turn's later chunks are ignored, and its mouth stops where its voice will:
+   * the voice the bot had sent (`sent_ms`, on the turn's clock) is still on its way and will be
+   * heard, for at most STOP_TAIL_MAX_MS; without `sent_ms`, now. Returns when the mouth stops. */
+  stop(msg: SpeechStopMessage, now: number): number {
     const turn = this.turns.get(msg.turn_id);
+    const sent = msg.sent_ms ?? null;
+    const at = turn && !turn.stopped && sent !== null
+      ? Math.min(now + STOP_TAIL_MAX_MS, Math.max(now, turn.base + sent)) : now;
+    this.cut(msg.turn_id, at);
     if (turn) turn.stopped = true;
     else this.turns.set(msg.turn_id, { base: now, words: 0, stopped: true });
+    return at;
   }
 
   /** A voice onset heard at `t` after `quietMs` of quiet. When it is the first audible sound of
