@@ -155,8 +155,14 @@ class Settings(BaseSettings):
         return get_profile(self.model_profile)
 
 
+TURN_SECRET_SHORT = "TURN_SECRET must be at least 32 characters (openssl rand -base64 32)"
+
+
 def check_config(settings: Settings) -> None:
-    """Refuse a configuration that would be unsafe on a network (unless DEV_MODE)."""
+    """Refuse a configuration that would be unsafe on a network (unless DEV_MODE), or a TURN
+    relay whose credentials could not work."""
+    if settings.turn_host and len(settings.turn_secret or "") < 32:
+        raise ConfigError(f"TURN_HOST is set: {TURN_SECRET_SHORT}")
     if settings.dev_mode:
         return
     if settings.transport == "livekit":

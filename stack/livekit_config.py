@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import REPO_ROOT, Settings
+from .config import REPO_ROOT, TURN_SECRET_SHORT, Settings
+from .ice import TURN_PORT
 
 
 def livekit_config(settings: Settings, base: Path = REPO_ROOT / "livekit.yaml") -> dict:
@@ -20,13 +21,13 @@ def livekit_config(settings: Settings, base: Path = REPO_ROOT / "livekit.yaml") 
     return config
 
 
-def with_turn(config: dict, *, host: str, secret: str, port: int = 3478, tls_port: int = 5349,
+def with_turn(config: dict, *, host: str, secret: str, port: int = TURN_PORT, tls_port: int = 5349,
               ttl: int = 14400) -> dict:
     """livekit.yaml plus coturn as TURN server, with time-limited credentials from a shared
     secret (the same as coturn's --static-auth-secret): LiveKit gives each client a
     username/password valid for ``ttl`` seconds. The secret never sits in a committed file."""
     if len(secret) < 32:
-        raise ValueError("TURN_SECRET must be at least 32 characters (openssl rand -base64 32)")
+        raise ValueError(TURN_SECRET_SHORT)
     rtc = dict(config.get("rtc", {}))
     rtc["turn_servers"] = [
         {"host": host, "port": port, "protocol": "udp", "secret": secret, "ttl": ttl},

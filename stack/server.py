@@ -9,6 +9,8 @@
 - ``POST /webrtc/offer`` (SmallWebRTC): starts a conversation on a direct WebRTC connection
   between the browser and the bot: the browser's SDP offer in, the bot's answer out (both with
   all their ICE candidates: no trickle). The same access key, rate limit and 503 as ``/token``.
+- ``GET /webrtc/ice-servers`` (SmallWebRTC): the stack's TURN relay with credentials of its own
+  (stack/ice.py), asked for before the offer; behind the access key.
 - ``GET /health``: the process is alive. ``GET /ready``: models loaded and LiveKit reachable
   (when TRANSPORT is livekit).
 - ``GET /avatars``: the avatars people can choose (every GLB in ``AVATARS_DIR``), each served at
@@ -49,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from . import metrics
 from .config import Settings, check_config
 from .engines.tts import VoiceBank
+from .ice import ice_servers
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,19 @@ class Offer(BaseModel):
             raise ValueError("the offer has no data channel (transcripts and lip-sync timings "
                              "travel on it)")
         return sdp
+
+
+class IceServer(BaseModel):
+    urls: list[str] = Field(description="TURN URLs of the stack's coturn (UDP and TCP).")
+    username: str = Field(description="Time-limited: `<expiry, Unix seconds>:<id>`.")
+    credential: str
+
+
+class IceServers(BaseModel):
+    ice_servers: list[IceServer] = Field(
+        description="For the browser's RTCPeerConnection (`iceServers`); empty without TURN_HOST "
+        "(the bot's own addresses must then be reachable: one machine or a LAN).")
+    expires_in: int = Field(description="Seconds the credentials stay valid (TURN_TTL_SECONDS).")
 
 
 class Answer(BaseModel):
@@ -367,6 +383,16 @@ def create_app(settings: Settings, *, models_ready: Callable[[], bool] = lambda:
         except ValueError as e:  # aiortc could not take the offer (e.g. no common codec)
             raise HTTPException(400, f"the offer cannot be answered: {e}") from e
         return Answer(sdp=answer["sdp"], type=answer["type"])
+
+    @app.get("/webrtc/ice-servers", response_model=IceServers,
+             responses={k: errors[k] for k in (401, 403, 404)},
+             dependencies=[Depends(uses("smallwebrtc")), Depends(authorize)])
+    async def webrtc_ice_servers() -> IceServers:
+        """The TURN relay for a direct connection (TRANSPORT=smallwebrtc), with credentials of
+        its own: ask before making the offer, so that its candidates include the relayed ones
+        (a browser behind NAT or a strict firewall reaches the bot through it)."""
+        return IceServers(ice_servers=[IceServer(**s) for s in ice_servers(settings)],
+                          expires_in=settings.turn_ttl_seconds)
 
     @app.get("/config", response_model=ClientConfig)
     async def client_config() -> ClientConfig:

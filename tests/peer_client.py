@@ -11,7 +11,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from av import AudioFrame, AudioResampler
 from lk_client import BOT_RATE, MIC_RATE, Received, wait_until
 
@@ -54,8 +61,13 @@ Offer = Callable[[dict], Awaitable[dict]]
 
 
 class PeerClient:
-    def __init__(self):
-        self.pc = RTCPeerConnection()
+    def __init__(self, ice_servers: list[dict] | None = None, relay_only: bool = False):
+        """``ice_servers``: as GET /webrtc/ice-servers gives them; ``relay_only``: every packet
+        through the TURN relay (a browser that reaches nothing else)."""
+        self.pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=[RTCIceServer(**s) for s in ice_servers or []],
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay_only
+            else RTCIceTransportPolicy.ALL))
         self.mic = MicTrack()
         self.got = Received()
         self._tasks: list[asyncio.Task] = []

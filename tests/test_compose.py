@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -16,9 +15,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from turn_server import coturn
 from web_session import BOT_ARGS
 
 from stack.config import Settings
+from stack.ice import ice_servers
 from stack.livekit_config import livekit_config, with_turn
 from stack.livekit_server import LiveKitServer, find_binary, free_port
 from stack.manifest import GPU
@@ -190,6 +191,9 @@ def test_ports_match_livekit_yaml_and_turnserver_conf(gpu):
     servers = with_turn({}, host="h", secret="x" * 32)["rtc"]["turn_servers"]
     ports = {int(turn["listening-port"]), int(turn["tls-listening-port"])}
     assert {s["port"] for s in servers} == ports
+    # and the relay a direct connection's browser gets (TRANSPORT=smallwebrtc)
+    relay = ice_servers(Settings(turn_host="h", turn_secret="x" * 32, _env_file=None))
+    assert {u.split(":")[2].split("?")[0] for u in relay[0]["urls"]} == {turn["listening-port"]}
     # the firewall list at the top of the file
     header = (ROOT / "docker-compose.gpu.yml").read_text().split("\nname:")[0]
     for documented in (f"{port}/tcp", f"{rtc['tcp_port']}/tcp",
@@ -394,20 +398,11 @@ def test_livekit_starts_with_the_preflight_config_and_the_compose_keys(tmp_path)
 
 @pytest.mark.e2e
 def test_coturn_starts_with_the_compose_command_and_answers_the_healthcheck(gpu, tmp_path):
-    turnserver = shutil.which("turnserver")
-    if turnserver is None:
-        pytest.fail("coturn is missing: run scripts/test.sh (apt-get install coturn)")
     service = gpu["services"]["coturn"]
-    # the configuration the preflight writes for it: turnserver.conf + secret + this host
-    conf = tmp_path / "turnserver.conf"
-    conf.write_text(coturn_config(preflight_settings(), ["192.168.1.10"]))
-    cmd = [turnserver if a == "turnserver" else a for a in service["command"]]
-    cmd[cmd.index("-c") + 1] = str(conf)
     port = free_port()
-    cmd += [f"--listening-port={port}", f"--tls-listening-port={free_port()}", "--no-tls",
-            "--no-dtls", f"--pidfile={tmp_path / 'turn.pid'}"]
-    proc = subprocess.Popen(cmd, stdout=open(tmp_path / "turn.log", "w"), stderr=subprocess.STDOUT)
-    try:
+    # the configuration the preflight writes for it: turnserver.conf + secret + this host
+    with coturn(coturn_config(preflight_settings(), ["192.168.1.10"]), tmp_path, port,
+                command=service["command"]) as log:
         check = service["healthcheck"]["test"][1:]
         check[check.index("-p") + 1] = str(port)
         answered = None
@@ -417,11 +412,8 @@ def test_coturn_starts_with_the_compose_command_and_answers_the_healthcheck(gpu,
                 break
             except subprocess.TimeoutExpired:
                 continue
-        assert answered and answered.returncode == 0, (tmp_path / "turn.log").read_text()[-2000:]
+        assert answered and answered.returncode == 0, log.read_text()[-2000:]
         assert "UDP reflexive addr" in answered.stdout
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_dockerfile_pulls_only_its_bases_and_trusts_the_operators_extra_cas():

@@ -1,6 +1,10 @@
 """The HTTP API: access control, validation, limits, minimal token grants, OpenAPI drift."""
 
+import base64
+import hashlib
+import hmac
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -116,6 +120,42 @@ def test_without_livekit_its_keys_are_not_asked_for_but_the_access_key_is():
                          livekit_api_secret="secret"))
     with pytest.raises(ConfigError, match="ACCESS_KEY"):
         create_app(_settings(transport="smallwebrtc", access_key=None))
+
+
+def test_a_turn_host_without_a_usable_secret_is_refused_even_in_dev_mode():
+    for kw in (dict(turn_secret=None), dict(turn_secret="short", dev_mode=True)):
+        with pytest.raises(ConfigError, match="TURN_SECRET must be at least 32"):
+            create_app(_settings(transport="smallwebrtc", turn_host="turn.example", **kw))
+
+
+TURN_SECRET = "t" * 40
+
+
+def test_a_direct_connection_gets_the_turn_relay_with_credentials_of_its_own():
+    peer = TestClient(create_app(_settings(transport="smallwebrtc", turn_host="turn.example",
+                                           turn_secret=TURN_SECRET, turn_ttl_seconds=600)))
+    assert peer.get("/webrtc/ice-servers").status_code == 401
+    assert peer.get("/webrtc/ice-servers",
+                    headers={"Authorization": "Bearer wrong"}).status_code == 403
+    before = time.time()
+    first, second = (peer.get("/webrtc/ice-servers", headers=AUTH).json() for _ in range(2))
+    assert first["expires_in"] == 600
+    [server] = first["ice_servers"]
+    assert server["urls"] == ["turn:turn.example:3478?transport=udp",
+                              "turn:turn.example:3478?transport=tcp"]
+    # TURN REST credentials, as coturn's use-auth-secret checks them (a relay through a real
+    # coturn: tests/test_smallwebrtc.py)
+    expiry, _ = server["username"].split(":")
+    assert int(before) + 600 <= int(expiry) <= time.time() + 600
+    mac = hmac.new(TURN_SECRET.encode(), server["username"].encode(), hashlib.sha1).digest()
+    assert base64.b64decode(server["credential"]) == mac
+    assert second["ice_servers"][0]["username"] != server["username"]  # each their own
+    # no TURN_HOST: none (one machine, or a LAN); and it is a direct connection's call only
+    bare = TestClient(create_app(_settings(transport="smallwebrtc")))
+    assert bare.get("/webrtc/ice-servers", headers=AUTH).json()["ice_servers"] == []
+    livekit = TestClient(create_app(_settings(turn_host="turn.example", turn_secret=TURN_SECRET)))
+    r = livekit.get("/webrtc/ice-servers", headers=AUTH)
+    assert r.status_code == 404 and "POST /token" in r.json()["detail"]
 
 
 def test_committed_openapi_matches_the_code():

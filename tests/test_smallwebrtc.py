@@ -5,16 +5,22 @@ for the browser (tests/peer_client.py). The browser itself: tests/test_web_e2e.p
 from __future__ import annotations
 
 import re
+from contextlib import asynccontextmanager
 
 import httpx
 import jiwer
 import numpy as np
 import pytest
+from aiortc import RTCSessionDescription
 from conftest import BECKETT
 from lk_client import wait_until
 from peer_client import PeerClient
+from turn_server import coturn
 
+import stack.ice
 from stack.bot import JOIN_TIMEOUT_S, BotManager
+from stack.livekit_server import free_port
+from stack.preflight import coturn_config, host_addresses
 from stack.protocol import MESSAGE_ADAPTER
 from stack.server import create_app
 
@@ -22,23 +28,33 @@ pytestmark = pytest.mark.e2e
 KEY = "test access key"
 
 
-@pytest.fixture
-async def peer_stack(engines, settings):
+@asynccontextmanager
+async def _serving(engines, settings, **update):
+    """The bot and its API in this process, over SmallWebRTC: (manager, offer, http)."""
     s = settings.model_copy(update=dict(
         transport="smallwebrtc", access_key=KEY, rate_limit_per_minute=1000,
-        session_idle_seconds=60, session_empty_seconds=2, max_conversations=2))
+        session_idle_seconds=60, session_empty_seconds=2, max_conversations=2, **update))
     manager = BotManager(s, engines)
     app = create_app(s, models_ready=lambda: True, on_offer=manager.answer)
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot",
+                             headers={"Authorization": f"Bearer {KEY}"})
 
     async def offer(body: dict, expect: int = 200) -> dict:
-        r = await http.post("/webrtc/offer", json=body, headers={"Authorization": f"Bearer {KEY}"})
+        r = await http.post("/webrtc/offer", json=body)
         assert r.status_code == expect, r.text
         return r.json()
 
-    yield manager, offer
-    await manager.stop_all()
-    await http.aclose()
+    try:
+        yield manager, offer, http
+    finally:
+        await manager.stop_all()
+        await http.aclose()
+
+
+@pytest.fixture
+async def peer_stack(engines, settings):
+    async with _serving(engines, settings) as (manager, offer, _http):
+        yield manager, offer
 
 
 def _norm(text: str) -> str:
@@ -159,3 +175,42 @@ async def test_an_unanswerable_offer_is_400_and_leaves_nothing(peer_stack):
     assert "cannot be answered" in err["detail"], err
     assert not manager.sessions
     await client.leave()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_browser_that_reaches_only_the_turn_relay_converses_through_it(
+        engines, settings, tmp_path, monkeypatch, transport):
+    """A browser behind NAT or a firewall that lets only the TURN port through: every packet
+    goes through Debian's coturn, configured as the stack's preflight configures it, to the
+    bot's host address (the one private peer it may relay to)."""
+    addresses = host_addresses(settings)
+    assert addresses, "this machine has no address but loopback"
+    port = free_port()
+    monkeypatch.setattr(stack.ice, "TURN_PORT", port)
+    turn = dict(turn_host=addresses[0], turn_secret="r" * 40)
+    with coturn(coturn_config(settings.model_copy(update=turn), addresses), tmp_path, port) as log:
+        async with _serving(engines, settings, **turn) as (manager, offer, http):
+            [server] = (await http.get("/webrtc/ice-servers")).json()["ice_servers"]
+            # aiortc takes the first TURN address: the one over this transport
+            server["urls"] = [u for u in server["urls"] if u.endswith(transport)]
+            client = PeerClient(ice_servers=[server], relay_only=True)
+            body = await client.make_offer()
+            candidates = [x for x in body["sdp"].splitlines() if x.startswith("a=candidate")]
+            assert candidates and all(" typ relay" in x for x in candidates), candidates
+            answer = await offer(body)
+            await client.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            assert await wait_until(lambda: client.pc.connectionState == "connected", 20), \
+                (client.pc.connectionState, log.read_text()[-3000:])
+            await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
+            client.send({"id": "1", "label": "rtvi-ai", "type": "send-text",
+                         "data": {"content": "What is the capital of France?",
+                                  "options": {"run_immediately": True, "audio_response": True}}})
+            assert await client.wait_for(lambda: client.got.voiced(), timeout=60), \
+                "no spoken answer through the relay"
+            await client.silence(2.0)
+            words = [w for _, m in client.got.of_type("speech.chunk") for w in m["words"]]
+            assert "paris" in _norm(" ".join(words)), words
+            await client.leave()
+    text = log.read_text()
+    # coturn took the credentials the API gave, and relayed to the bot's address
+    assert "ALLOCATE processed, success" in text and f"peer {addresses[0]}:" in text, text[-3000:]

@@ -16,6 +16,7 @@ import jiwer
 import numpy as np
 import pytest
 from conftest import LIVEKIT_KEY, LIVEKIT_SECRET
+from turn_server import coturn
 from web_session import (
     ROOT,
     SHARED_AVATARS,
@@ -30,7 +31,9 @@ from web_session import (
     write_mic_wav,
 )
 
+from stack.ice import TURN_PORT
 from stack.livekit_server import free_port
+from stack.preflight import coturn_config, host_addresses
 
 QUESTION = "Can you tell me a short story about a friendly robot?"
 ARTIFACTS = ROOT / "test-artifacts" / "web"
@@ -361,15 +364,24 @@ def peer_session(engines, settings, tmp_path_factory):
     gap = np.zeros(int(24000 * (BARGE_IN_AT_S - 0.5)) - len(question))
     wav = tmp / "barge-in.wav"
     write_mic_wav(wav, np.concatenate([question, gap, stop]), 24000, lead_s=0.5, tail_s=13)
+    # the stack's TURN relay (coturn as the preflight configures it, on its port): the page
+    # asks for it and gathers relayed candidates too (ICE then picks the direct pair here)
+    addresses = host_addresses(settings)
+    turn = settings.model_copy(update=dict(turn_host=addresses[0], turn_secret="r" * 40))
     bot = BotProcess({
         "MODEL_PROFILE": "test", "MODELS_DIR": str(settings.models_dir), "DEVICE": "cpu",
         "TRANSPORT": "smallwebrtc", "DEV_MODE": "true", "AVATARS_DIR": str(SHARED_AVATARS),
-        "DEFAULT_AVATAR": "brunette-t",
+        "DEFAULT_AVATAR": "brunette-t", "TURN_HOST": turn.turn_host,
+        "TURN_SECRET": turn.turn_secret,
         # nothing of LiveKit: the page must not need it
         "LIVEKIT_URL": "ws://127.0.0.1:9"}, free_port(), tmp / "bot.log")
+    out = ARTIFACTS / "smallwebrtc"
     try:
-        bot.wait_ready()
-        yield run_session(bot.url, wav, ARTIFACTS / "smallwebrtc", talk_s=45)
+        with coturn(coturn_config(turn, addresses), tmp, TURN_PORT) as turn_log:
+            bot.wait_ready()
+            session = run_session(bot.url, wav, out, talk_s=45)
+        shutil.copy(turn_log, out / "turn.log")
+        yield session
     finally:
         bot.stop()
 
@@ -395,6 +407,14 @@ def test_direct_connection_loads_nothing_foreign_and_converses(peer_session):
     assert voices == {typed["voice"]}, voices
     # and muting (the track disabled: silence goes to the bot) stops transcription
     assert r["afterMute"] == r["afterMuteStart"], r["afterMute"][len(r["afterMuteStart"]):]
+
+
+def test_direct_connection_gathers_through_the_turn_relay_with_the_apis_credentials(peer_session):
+    # Chromium took the ICE servers of GET /webrtc/ice-servers and coturn granted it a relay
+    # with their credentials (a browser that reaches only the relay converses through it:
+    # tests/test_smallwebrtc.py)
+    log = (peer_session.out / "turn.log").read_text()
+    assert re.search(r"username=<\d+:[0-9a-f]+>.*\n.*ALLOCATE processed, success", log), log[-3000:]
 
 
 def test_direct_connection_mouth_moves_with_the_timings(peer_session):

@@ -1,6 +1,7 @@
 // A direct WebRTC connection with the bot (TRANSPORT=smallwebrtc: Pipecat's SmallWebRTC on the
 // server), made with this browser's own RTCPeerConnection: nothing is loaded for it. The offer
-// goes to POST /webrtc/offer once ICE gathering is done (no trickle); its first audio section is
+// goes to POST /webrtc/offer once ICE gathering is done (no trickle), with the relayed candidates
+// of the stack's TURN server when it has one (GET /webrtc/ice-servers); its first audio section is
 // the microphone, and the bot's voice comes back on the same one; a data channel carries the
 // messages both ways as text (JSON), the same messages as LiveKit's data packets. (Gathered
 // before the microphone is open, this browser's own addresses may be hidden behind mDNS names;
@@ -9,12 +10,12 @@ import { fetchClient } from "../api";
 import { refusal } from "../token";
 import { type Link, type LinkEvents, MIC_CONSTRAINTS, type MicOptions, micError, type Opened, UNREACHABLE } from "./link";
 
-const GATHER_MS = 3000; // LAN host candidates come at once; whatever came by then is offered
+const GATHER_MS = 3000; // host candidates come at once, a TURN relay's in a round trip; whatever came by then is offered
 const CONNECT_MS = 20_000;
 const CLOSE_WAIT_MS = 5000;
 
 const UNCONNECTED = "Cannot open a direct connection to the avatar's server (WebRTC, peer to peer). "
-  + "A firewall between this browser and the server may block it: on another network the administrator should use TRANSPORT=livekit with a TURN relay.";
+  + "A firewall between this browser and the server may block it: the administrator can set up the TURN relay (TURN_HOST) or use TRANSPORT=livekit.";
 
 /** The bot's own signalling on the data channel (Pipecat's SmallWebRTC), not for the page. */
 function signalling(text: string): { type?: string } | null {
@@ -36,7 +37,10 @@ export class PeerLink implements Link {
   private muted = false;
 
   async open(accessKey: string, options: MicOptions, events: LinkEvents): Promise<Opened> {
-    const pc = new RTCPeerConnection(); // no ICE servers: one machine or a LAN
+    const ice = await requestIceServers(accessKey);
+    if (!ice.ok) return ice;
+    // the stack's TURN relay when it has one (a browser behind NAT reaches the bot through it)
+    const pc = new RTCPeerConnection({ iceServers: ice.iceServers });
     this.pc = pc;
     // the microphone's section, its track added once the server has said yes (as with LiveKit:
     // a wrong key or a full server is said before the microphone is asked for)
@@ -168,6 +172,20 @@ function gathered(pc: RTCPeerConnection): Promise<void> {
       }
     });
   });
+}
+
+/** The TURN relay and its credentials (none without TURN_HOST); a wrong key is said here. */
+async function requestIceServers(accessKey: string):
+  Promise<{ ok: true; iceServers: RTCIceServer[] } | { ok: false; error: string; needsKey: boolean }> {
+  try {
+    const { data, error, response } = await fetchClient.GET("/webrtc/ice-servers", {
+      headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
+    });
+    if (data) return { ok: true, iceServers: data.ice_servers };
+    return refusal(response, error);
+  } catch {
+    return { ok: false, error: UNREACHABLE, needsKey: false };
+  }
 }
 
 async function requestAnswer(accessKey: string, sdp: string):
