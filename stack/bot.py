@@ -36,7 +36,7 @@ from .engines.load import Engines
 from .memory import return_freed_memory
 from .pipeline import Conversation, build_pipeline
 from .server import AtCapacity
-from .transport import AvatarLiveKitTransport, AvatarSmallWebRTCTransport
+from .transport import AvatarLiveKitTransport, AvatarSmallWebRTCTransport, awaiting_hidden_hosts
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ class BotManager:
             self._admit()
             connection = SmallWebRTCConnection()
             try:
-                await connection.initialize(sdp=sdp, type=kind)
+                await connection.initialize(sdp=awaiting_hidden_hosts(sdp), type=kind)
             except Exception as e:  # the browser's offer, parsed by aiortc: a 400, not a 500
                 await connection.pc.close()
                 raise ValueError(str(e) or type(e).__name__) from e

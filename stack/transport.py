@@ -11,11 +11,16 @@ receive/playout delay`` (docs/protocol.md).
   server. Its queue is the outgoing track's list of 10 ms pieces; the data channel carries the
   same messages (RTVI and ours) as LiveKit's data packets.
 
+A browser's offer whose own addresses are hidden behind mDNS names is taken as one still
+gathering (``awaiting_hidden_hosts``), so the bot learns those addresses from the browser's checks.
+
 At a barge-in the stop message says how far the turn's audio had gone out (``sent_ms``): what
 was sent before it is still heard, and the mouth goes on until there (``SentPosition``).
 """
 
 from __future__ import annotations
+
+import re
 
 from pipecat.frames.frames import (
     OutputAudioRawFrame,
@@ -109,3 +114,17 @@ class AvatarSmallWebRTCTransport(SmallWebRTCTransport):
             self._output = AnchoredSmallWebRTCOutputTransport(self._client, self._params,
                                                               name=self._output_name)
         return self._output
+
+
+_MDNS_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ [0-9a-fA-F-]+\.local ", re.M)
+_END_OF_CANDIDATES = re.compile(r"^a=end-of-candidates\r?\n", re.M)
+
+
+def awaiting_hidden_hosts(sdp: str) -> str:
+    """A browser that has not been given the microphone yet (the page sends its offer first)
+    hides its own addresses behind mDNS names (``<uuid>.local``), which the bot resolves only on
+    the same link. With ``a=end-of-candidates`` in the offer as well (Firefox), aiortc's ICE gives
+    up at once with nothing to check; without it, it waits for the browser's checks and learns
+    the address they come from (a peer-reflexive candidate). A browser that never connects is
+    ended by the session's join timeout."""
+    return _END_OF_CANDIDATES.sub("", sdp) if _MDNS_CANDIDATE.search(sdp) else sdp

@@ -5,6 +5,7 @@ for the browser (tests/peer_client.py). The browser itself: tests/test_web_e2e.p
 from __future__ import annotations
 
 import re
+import uuid
 from contextlib import asynccontextmanager
 
 import httpx
@@ -23,6 +24,7 @@ from stack.livekit_server import free_port
 from stack.preflight import coturn_config, host_addresses
 from stack.protocol import MESSAGE_ADAPTER
 from stack.server import create_app
+from stack.transport import awaiting_hidden_hosts
 
 pytestmark = pytest.mark.e2e
 KEY = "test access key"
@@ -87,14 +89,19 @@ async def test_a_conversation_over_a_direct_connection(peer_stack, beckett):
     await client.leave()
 
 
+def _ask_in_text(client: PeerClient) -> None:
+    """What is the capital of France? (RTVI send-text, answered aloud)"""
+    client.send({"id": "1", "label": "rtvi-ai", "type": "send-text",
+                 "data": {"content": "What is the capital of France?",
+                          "options": {"run_immediately": True, "audio_response": True}}})
+
+
 async def test_typed_text_is_answered_over_the_data_channel(peer_stack):
     _manager, offer = peer_stack
     client = PeerClient()
     await client.join(offer)
     await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
-    client.send({"id": "1", "label": "rtvi-ai", "type": "send-text",
-                 "data": {"content": "What is the capital of France?",
-                          "options": {"run_immediately": True, "audio_response": True}}})
+    _ask_in_text(client)
     assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "no spoken answer"
     await client.silence(2.0)
     words = [w for _, m in client.got.of_type("speech.chunk") for w in m["words"]]
@@ -177,6 +184,36 @@ async def test_an_unanswerable_offer_is_400_and_leaves_nothing(peer_stack):
     await client.leave()
 
 
+async def test_a_browser_hiding_its_addresses_behind_mdns_names_connects(peer_stack):
+    """Firefox (and Chrome before the microphone is allowed) offers its host candidates as
+    `<uuid>.local` names, which the bot cannot resolve off their link, and Firefox says
+    end-of-candidates too: the bot must wait for its checks instead of failing at once."""
+    _manager, offer = peer_stack
+    client = PeerClient()
+    body = await client.make_offer()
+    lines = body["sdp"].splitlines()
+    hidden = [re.sub(r"^(a=candidate:\S+ \d+ \S+ \d+ )\S+ ",
+                     lambda m: f"{m[1]}{uuid.uuid4()}.local ", x) for x in lines]
+    assert "a=end-of-candidates" in lines and any(".local " in x for x in hidden)
+    answer = await offer({**body, "sdp": "\r\n".join(hidden) + "\r\n"})
+    await client.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+    assert await wait_until(lambda: client.pc.connectionState == "connected", 20), \
+        client.pc.connectionState
+    await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
+    _ask_in_text(client)
+    assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "no spoken answer"
+    await client.leave()
+
+
+def test_only_an_offer_with_hidden_addresses_is_taken_as_still_gathering():
+    host = "a=candidate:1 1 udp 2122260223 192.0.2.7 51000 typ host\r\n"
+    hidden = ("a=candidate:1 1 udp 2122260223 0c9a7ad3-93b5-4a3b-8d46-2b4f4d1b2f10.local 51000 "
+              "typ host\r\n")
+    end = "a=end-of-candidates\r\n"
+    assert awaiting_hidden_hosts(host + end) == host + end
+    assert awaiting_hidden_hosts(hidden + host + end) == hidden + host
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_a_browser_that_reaches_only_the_turn_relay_converses_through_it(
         engines, settings, tmp_path, monkeypatch, transport):
@@ -202,9 +239,7 @@ async def test_a_browser_that_reaches_only_the_turn_relay_converses_through_it(
             assert await wait_until(lambda: client.pc.connectionState == "connected", 20), \
                 (client.pc.connectionState, log.read_text()[-3000:])
             await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
-            client.send({"id": "1", "label": "rtvi-ai", "type": "send-text",
-                         "data": {"content": "What is the capital of France?",
-                                  "options": {"run_immediately": True, "audio_response": True}}})
+            _ask_in_text(client)
             assert await client.wait_for(lambda: client.got.voiced(), timeout=60), \
                 "no spoken answer through the relay"
             await client.silence(2.0)

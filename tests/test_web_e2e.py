@@ -247,18 +247,20 @@ def audio_output():
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+@pytest.mark.parametrize("transport", ["livekit", "smallwebrtc"])
 def test_firefox_answers_a_typed_question_aloud_with_the_mouth_moving(
-        livekit, settings, engines, audio_output, tmp_path):
+        livekit, settings, engines, audio_output, tmp_path, transport):
     """Debian's Firefox ESR over WebDriver BiDi (web/e2e/firefox.mjs): only local requests, the
-    avatar rendered, a conversation connected, a typed question answered with the bot's voice
-    heard on the WebRTC track and the mouth moving to its timing messages, in step with it."""
+    avatar rendered, a conversation connected (through LiveKit, or directly to the bot's aiortc),
+    a typed question answered with the bot's voice heard on the WebRTC track and the mouth
+    moving to its timing messages, in step with it."""
     firefox = shutil.which("firefox-esr")
     if not firefox or not shutil.which("xvfb-run"):
         pytest.fail("Firefox ESR or Xvfb is missing: run scripts/test.sh "
                     "(apt-get install firefox-esr xvfb)")
-    out = ARTIFACTS / "firefox"
+    out = ARTIFACTS / f"firefox-{transport}"
     bot = _bot(settings, livekit, tmp_path / "bot.log", DEV_MODE="true",
-               DEFAULT_AVATAR="brunette-t")
+               DEFAULT_AVATAR="brunette-t", TRANSPORT=transport)
     try:
         bot.wait_ready()
         # a windowed Firefox on a virtual display: headless, it finds no GL driver for WebGL
