@@ -122,6 +122,15 @@ class PeerClient:
     def send(self, message: dict) -> None:
         self.channel.send(json.dumps(message))
 
+    def ask_in_text(self, text: str = "What is the capital of France?") -> None:
+        """A typed question (RTVI send-text), to be answered aloud."""
+        self.send({"id": "1", "label": "rtvi-ai", "type": "send-text",
+                   "data": {"content": text,
+                            "options": {"run_immediately": True, "audio_response": True}}})
+
+    def spoken_words(self) -> str:
+        return " ".join(w for _, m in self.got.of_type("speech.chunk") for w in m["words"])
+
     async def wait_for(self, predicate, timeout: float) -> bool:
         return await wait_until(predicate, timeout)
 

@@ -89,23 +89,15 @@ async def test_a_conversation_over_a_direct_connection(peer_stack, beckett):
     await client.leave()
 
 
-def _ask_in_text(client: PeerClient) -> None:
-    """What is the capital of France? (RTVI send-text, answered aloud)"""
-    client.send({"id": "1", "label": "rtvi-ai", "type": "send-text",
-                 "data": {"content": "What is the capital of France?",
-                          "options": {"run_immediately": True, "audio_response": True}}})
-
-
 async def test_typed_text_is_answered_over_the_data_channel(peer_stack):
     _manager, offer = peer_stack
     client = PeerClient()
     await client.join(offer)
     await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
-    _ask_in_text(client)
+    client.ask_in_text()
     assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "no spoken answer"
     await client.silence(2.0)
-    words = [w for _, m in client.got.of_type("speech.chunk") for w in m["words"]]
-    assert "paris" in _norm(" ".join(words)), words
+    assert "paris" in _norm(client.spoken_words()), client.spoken_words()
     await client.leave()
 
 
@@ -200,7 +192,7 @@ async def test_a_browser_hiding_its_addresses_behind_mdns_names_connects(peer_st
     assert await wait_until(lambda: client.pc.connectionState == "connected", 20), \
         client.pc.connectionState
     await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
-    _ask_in_text(client)
+    client.ask_in_text()
     assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "no spoken answer"
     await client.leave()
 
@@ -239,12 +231,11 @@ async def test_a_browser_that_reaches_only_the_turn_relay_converses_through_it(
             assert await wait_until(lambda: client.pc.connectionState == "connected", 20), \
                 (client.pc.connectionState, log.read_text()[-3000:])
             await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
-            _ask_in_text(client)
+            client.ask_in_text()
             assert await client.wait_for(lambda: client.got.voiced(), timeout=60), \
                 "no spoken answer through the relay"
             await client.silence(2.0)
-            words = [w for _, m in client.got.of_type("speech.chunk") for w in m["words"]]
-            assert "paris" in _norm(" ".join(words)), words
+            assert "paris" in _norm(client.spoken_words()), client.spoken_words()
             await client.leave()
     text = log.read_text()
     # coturn took the credentials the API gave, and relayed to the bot's address
