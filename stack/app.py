@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from . import metrics
 from .bot import BotManager
 from .config import ConfigError, Settings, get_settings
 from .engines.load import load_engines
@@ -60,8 +61,10 @@ def build_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app):
         task = asyncio.create_task(load())
+        lag = asyncio.create_task(metrics.watch_event_loop())
         yield
         task.cancel()
+        lag.cancel()
         if state["manager"] is not None:
             await state["manager"].stop_all()
 

@@ -6,11 +6,13 @@ LLM's first token, Kokoro's first audio), all as histograms per process. Convers
 started and refused; turns; errors by the service that raised them. The LLM engine's own
 counters (tokens generated, prompt tokens read or found cached, decode steps and the sequences
 they carried, queue waits) are read from the engine at scrape time, so the engine needs no
-metrics library.
+metrics library. The event loop's lag (how late a 20 ms timer fires) says when the process is
+too busy to keep its conversations' audio and messages on time.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -52,6 +54,24 @@ TTS_GAPS = Histogram(
     "shows here).", buckets=(0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0), registry=REGISTRY)
 ERRORS = Counter("avatar_errors", "Errors reported in a conversation, by the service that "
                  "reported them (stt, llm, tts, other).", ["source"], registry=REGISTRY)
+
+
+EVENT_LOOP_LAG = Histogram(
+    "avatar_event_loop_lag_seconds", "How late the bot's event loop ran a 20 ms timer. Every "
+    "conversation's frames and messages pass through this loop, and over SmallWebRTC it also "
+    "paces the bot's voice: lags of tens of ms send that voice in bursts the browser must "
+    "absorb (a machine too busy for its conversations shows here first).",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0), registry=REGISTRY)
+LAG_INTERVAL_S = 0.02
+
+
+async def watch_event_loop() -> None:
+    """Observe EVENT_LOOP_LAG until cancelled (the server runs it for its lifetime)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(LAG_INTERVAL_S)
+        EVENT_LOOP_LAG.observe(max(0.0, loop.time() - start - LAG_INTERVAL_S))
 
 
 class _LLMEngineCollector(Collector):

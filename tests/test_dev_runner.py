@@ -3,6 +3,7 @@ the product as a whole process tree, reached over HTTP and LiveKit."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,6 +116,11 @@ def test_dev_runner_with_smallwebrtc_starts_the_bot_alone(models_dir):
                                       "livekit_reachable": None}
         assert _get(f"{base}/config") == (200, {"transport": "smallwebrtc"})
         assert len(_children(proc.pid)) == 1  # the bot, no LiveKit
+        # the running server watches its event loop (GET /metrics, open in dev mode)
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+            scraped = r.read().decode()
+        count = re.search(r"^avatar_event_loop_lag_seconds_count (\S+)$", scraped, re.M)
+        assert count and float(count[1]) > 0, scraped[-2000:]
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(30)
     finally:

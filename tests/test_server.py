@@ -1,5 +1,6 @@
 """The HTTP API: access control, validation, limits, minimal token grants, OpenAPI drift."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from livekit import api as lkapi
 
 from stack.config import ConfigError, Settings
+from stack.metrics import REGISTRY, watch_event_loop
 from stack.server import AtCapacity, NotLoaded, create_app, openapi_schema
 
 SECRET = "s" * 40
@@ -361,3 +363,24 @@ def test_an_offer_is_guarded_like_a_token_request():
     # 413 never reached the API), so one more passes
     codes = [client.post("/webrtc/offer", json=OFFER, headers=AUTH).status_code for _ in range(2)]
     assert codes == [200, 429]
+
+
+async def test_a_blocked_event_loop_shows_in_its_lag_histogram():
+    def observed(above: str | None = None) -> float:
+        total = REGISTRY.get_sample_value("avatar_event_loop_lag_seconds_count") or 0.0
+        if above is None:
+            return total
+        return total - REGISTRY.get_sample_value("avatar_event_loop_lag_seconds_bucket",
+                                                 {"le": above})
+
+    before = {le: observed(le) for le in (None, "0.05", "0.2", "0.5")}
+    watcher = asyncio.create_task(watch_event_loop())
+    await asyncio.sleep(0.2)  # timers on time
+    time.sleep(0.3)  # a long synchronous step holds the loop
+    await asyncio.sleep(0.1)
+    watcher.cancel()
+    added = {le: observed(le) - n for le, n in before.items()}
+    assert added[None] >= 5
+    # the one timer the step held is about 0.3 s late (others may be a little late on a busy
+    # machine, not that late)
+    assert added["0.05"] >= 1 and (added["0.2"], added["0.5"]) == (1, 0), added
