@@ -49,3 +49,21 @@ def write_section(path: Path, key: str, title: str, header: str, table: str) -> 
         text = text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)
     return section
+
+
+def event_loop_lag(base_url: str) -> str:
+    """A sentence on the bot's event-loop lag so far, from its GET /metrics (dev mode: open)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    family = next((f for f in text_string_to_metric_families(text)
+                   if f.name == "avatar_event_loop_lag_seconds"), None)
+    if family is None:
+        return "The bot's event-loop lag: not reported."
+    upto = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    n = upto["+Inf"]
+    late = ", ".join(f"{(n - upto[le]) / n:.1%} more than {float(le) * 1000:.0f} ms late"
+                     for le in ("0.01", "0.05", "0.2")) if n else "none"
+    return (f"The bot's event loop (avatar_event_loop_lag_seconds, a 20 ms timer, {n:.0f} times "
+            f"over the session): {late}.")

@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_common import event_loop_lag  # noqa: E402
 from web_session import (  # noqa: E402
     BOT_ARGS,
     SHARED_AVATARS,
@@ -82,6 +83,8 @@ def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
                 sessions[name] = run_session(bot.url, tmp / "q.wav",
                                              tmp / f"session-{name.split()[0]}", talk_s,
                                              typed_chat=name == "ours")
+                if name == "ours":
+                    lag = event_loop_lag(bot.url)
             finally:
                 bot.stop()
             load.append(os.getloadavg()[0])
@@ -140,5 +143,6 @@ def run_web_bench(settings: Settings, talk_s: int, stock: bool = True,
                 "page), one after the other; " if stock else "(ours only); ")
              + f"load average (1 min) {' → '.join(f'{x:.1f}' for x in load)} on "
              f"{os.cpu_count()} cores shared by the browser, " + (
-                 "LiveKit and the bot." if livekit else "and the bot (no LiveKit: SmallWebRTC)."))
+                 "LiveKit and the bot." if livekit else "and the bot (no LiveKit: SmallWebRTC).")
+             + f" {lag}")
     return "\n".join(rows), notes
