@@ -1,7 +1,10 @@
 """STT -> LLM -> TTS as one Pipecat pipeline, headless (Pipecat's test runner), on beckett.wav."""
 
+import asyncio
 import dataclasses
+import os
 import re
+import threading
 import time
 from collections import defaultdict
 
@@ -21,6 +24,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 
 from stack.pipeline import build_pipeline
 from stack.protocol import MESSAGE_ADAPTER, SpeechChunkMessage
+from stack.services.threaded import call_in_thread, iterate_in_thread
 from stack.services.tts import ReplyStartAggregator
 
 CHUNK = 320  # 20 ms at 16 kHz, what a transport delivers
@@ -238,3 +242,29 @@ async def test_a_replys_first_words_go_to_speech_before_its_first_sentence_ends(
     await aggregator.handle_interruption()
     assert await _aggregate(aggregator, "Dogs bark at night, mostly.") == [
         "Dogs bark at night,", "mostly."]
+
+
+async def test_model_calls_leave_the_event_loops_default_executor_free():
+    """Conversations' model calls (waiting for an engine's lock, or running for seconds) must
+    not hold asyncio's default executor: aiortc encodes each 10 ms of the bot's voice there
+    (SmallWebRTC), and it has only cpu count + 4 threads."""
+    loop = asyncio.get_running_loop()
+    held = threading.Event()
+
+    def waiting_for_an_engine(stop):
+        held.wait(10)
+        yield "done"
+
+    async def first(stream):
+        async for item in stream:
+            return item
+
+    calls = [asyncio.create_task(first(iterate_in_thread(waiting_for_an_engine)))
+             for _ in range((os.cpu_count() or 1) + 8)]
+    calls.append(asyncio.create_task(call_in_thread(held.wait, 10)))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await asyncio.wait_for(loop.run_in_executor(None, lambda: None), 5)  # an encoding's hop
+    assert time.monotonic() - started < 1.0
+    held.set()
+    assert await asyncio.gather(*calls) == ["done"] * (len(calls) - 1) + [True]

@@ -5,7 +5,6 @@ strategies (stack/turns.py) know when all of the person's speech has been transc
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncGenerator
@@ -19,6 +18,7 @@ from pipecat.utils.time import time_now_iso8601
 
 from ..engines.stt import SAMPLE_RATE, WhisperSTT
 from ..turns import SegmentTranscribedFrame, SegmentTranscriptionFrame
+from .threaded import call_in_thread
 
 
 class LocalWhisperSTTService(SegmentedSTTService):
@@ -55,8 +55,8 @@ class LocalWhisperSTTService(SegmentedSTTService):
         try:
             # Off the event loop: audio keeps flowing while Whisper runs. No word timestamps:
             # nothing downstream reads the person's word times, and they cost an extra pass.
-            transcript = await asyncio.to_thread(self._engine.transcribe, pcm,
-                                                 word_timestamps=False)
+            transcript = await call_in_thread(self._engine.transcribe, pcm,
+                                              word_timestamps=False)
         except Exception as e:  # a failed utterance must not take the session down
             transcript = None
             yield ErrorFrame(error=f"speech-to-text failed: {e}")
