@@ -25,11 +25,15 @@ from pathlib import Path
 import httpx
 import jiwer
 import pytest
+import yaml
 from conftest import BECKETT
 from lk_client import Client
+from peer_client import PeerClient
 from web_session import ROOT, SHARED_AVATARS, WEB
 
+from stack.config import Settings
 from stack.livekit_server import free_port
+from stack.preflight import host_addresses
 from stack.protocol import MESSAGE_ADAPTER
 
 pytestmark = pytest.mark.e2e
@@ -302,3 +306,42 @@ def test_the_model_step_names_a_file_it_cannot_fetch_and_where_from(composed):
     assert m, err[-2000:]
     assert "huggingface.co/" in m.group(2)
     assert "Check this machine's access to that host" in err
+
+
+async def test_a_direct_connection_through_the_stacks_turn_relay(composed, tmp_path):
+    """TRANSPORT=smallwebrtc in the composed stack (last here: the bot is recreated with it), and
+    a browser that reaches nothing but coturn: relayed by the stack's own coturn, configured by
+    its preflight, to the bot's container on the host's network."""
+    addresses = host_addresses(Settings(_env_file=None))
+    assert addresses, "this machine has no address but loopback"
+    # what an operator puts in .env (read by the bot's env_file; the test's .env is elsewhere)
+    override = tmp_path / "smallwebrtc.yml"
+    override.write_text(yaml.safe_dump({"services": {"bot": {"environment": {
+        "TRANSPORT": "smallwebrtc", "TURN_HOST": addresses[0]}}}}))
+    files = [a for f in (*FILES, str(override)) for a in ("-f", f)]
+    up = _run(["docker", "compose", "--env-file", str(composed.env_file), "-p", composed.project,
+               *files, "up", "-d", "bot"], env=composed.env, timeout=600)
+    assert up.returncode == 0, f"{up.stderr[-2000:]}\n{composed.diagnose()}"
+    composed.wait_healthy(timeout=300)
+    auth = {"Authorization": f"Bearer {composed.values['ACCESS_KEY']}"}
+    async with httpx.AsyncClient(base_url=composed.base, timeout=30, headers=auth) as http:
+        assert (await http.get("/config")).json() == {"transport": "smallwebrtc"}
+        [server] = (await http.get("/webrtc/ice-servers")).json()["ice_servers"]
+        client = PeerClient(ice_servers=[server], relay_only=True)
+
+        async def offer(body: dict) -> dict:
+            r = await http.post("/webrtc/offer", json=body)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        try:
+            await client.join(offer)
+            await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
+            client.ask_in_text()
+            assert await client.wait_for(
+                lambda: client.got.voiced() and "paris" in _norm(client.spoken_words()),
+                timeout=90), \
+                f"no spoken answer through the stack's relay:\n{client.spoken_words()}\n" \
+                f"{composed.diagnose()}"
+        finally:
+            await client.leave()
