@@ -20,7 +20,7 @@ from . import metrics
 from .bot import BotManager
 from .config import ConfigError, Settings, get_settings
 from .engines.load import load_engines
-from .memory import limit_arenas
+from .memory import freeze_loaded_objects, limit_arenas
 from .server import NotLoaded, create_app
 
 log = logging.getLogger("stack")
@@ -32,6 +32,7 @@ def build_app(settings: Settings) -> FastAPI:
     async def load():
         try:
             engines = await asyncio.to_thread(load_engines, settings)
+            freeze_loaded_objects()
             state["manager"] = BotManager(settings, engines)
             log.info("models of profile %s loaded on %s", settings.model_profile, engines.device)
         except Exception as e:  # e.g. a missing model file: the message names it and the fix
