@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +33,17 @@ def coturn(config: str, tmp: Path, port: int, command: list[str] = COMMAND) -> I
             "--no-dtls", "--verbose", f"--pidfile={tmp / 'turn.pid'}"]
     proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     try:
+        # listening before anyone asks: a TURN client over TCP that finds the port closed gets
+        # no relay candidate at all (UDP ones retry)
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"coturn did not listen on {port}:\n{log.read_text()[-2000:]}")
         yield log
     finally:
         proc.terminate()

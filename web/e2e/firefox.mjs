@@ -48,8 +48,18 @@ await recordSession(browser, outDir, result, mark, async () => {
   await writeFile(`${outDir}/avatar-firefox.png`, Buffer.from(shot, "base64"));
   result.screenshot = await page.evaluate(pixelStats, shot);
 
+  page.on("pageerror", (e) => result.consoleErrors.push(`uncaught: ${e?.message ?? e}`));
   await page.click('[data-testid="start"]');
-  await page.waitForSelector('[data-testid="connection"][data-state="connected"]', { timeout: 60_000 });
+  try {
+    await page.waitForSelector('[data-testid="connection"][data-state="connected"]', { timeout: 60_000 });
+  } catch (e) {
+    // what the page showed instead (an intermittent failure over SmallWebRTC: tests/test_web_e2e.py)
+    result.notConnected = await page.evaluate(() => ({
+      state: document.querySelector('[data-testid="connection"]')?.getAttribute("data-state"),
+      text: document.body.innerText.slice(0, 2000),
+    }));
+    throw e;
+  }
   mark("connected");
   await page.evaluate(recordMouth);
   await page.click('[data-testid="mute"]'); // the fake microphone's tone is not a question
