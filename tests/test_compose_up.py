@@ -9,6 +9,7 @@ The static checks of the same files are in tests/test_compose.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import json
@@ -77,6 +78,7 @@ class Composed:
     env_file: Path
     env: dict[str, str]
     project: str = PROJECT
+    files: tuple[str, ...] = FILES
 
     @functools.cached_property
     def values(self) -> dict[str, str]:
@@ -88,7 +90,7 @@ class Composed:
 
     def compose(self, *args: str, timeout: float = 600, check: bool = False):
         return _run(["docker", "compose", "--env-file", str(self.env_file), "-p", self.project,
-                     *(a for f in FILES for a in ("-f", f)), *args],
+                     *(a for f in self.files for a in ("-f", f)), *args],
                     env=self.env, timeout=timeout, check=check)
 
     def states(self) -> dict[str, dict]:
@@ -318,9 +320,8 @@ async def test_a_direct_connection_through_the_stacks_turn_relay(composed, tmp_p
     override = tmp_path / "smallwebrtc.yml"
     override.write_text(yaml.safe_dump({"services": {"bot": {"environment": {
         "TRANSPORT": "smallwebrtc", "TURN_HOST": addresses[0]}}}}))
-    files = [a for f in (*FILES, str(override)) for a in ("-f", f)]
-    up = _run(["docker", "compose", "--env-file", str(composed.env_file), "-p", composed.project,
-               *files, "up", "-d", "bot"], env=composed.env, timeout=600)
+    up = dataclasses.replace(composed, files=(*FILES, str(override))).compose(
+        "up", "-d", "bot", timeout=600)
     assert up.returncode == 0, f"{up.stderr[-2000:]}\n{composed.diagnose()}"
     composed.wait_healthy(timeout=300)
     auth = {"Authorization": f"Bearer {composed.values['ACCESS_KEY']}"}

@@ -6,27 +6,29 @@ import { UNREACHABLE } from "./link/link";
 
 type ApiError = components["schemas"]["Error"];
 
-export type TokenResult =
-  | { ok: true; token: string; url: string }
-  | { ok: false; error: string; needsKey: boolean };
+export type Refused = { ok: false; error: string; needsKey: boolean };
+export type TokenResult = { ok: true; token: string; url: string } | Refused;
 
 export async function requestToken(accessKey: string): Promise<TokenResult> {
+  // The server names the room and this person: nobody else can join or take it over.
+  return conversationRequest(
+    (headers) => fetchClient.POST("/token", { body: { name: "Guest" }, headers }),
+    accessKey, (data) => ({ ok: true, token: data.token, url: data.url }));
+}
+
+/** One of the requests that start a conversation (a token; TURN servers and an offer), sent with
+ * the access key: what `accepted` makes of its answer, or the words for a refusal (and whether
+ * to ask for the key), or for a server that cannot be reached. */
+export async function conversationRequest<T, R>(
+  send: (headers: Record<string, string>) => Promise<{ data?: T; error?: unknown; response: Response }>,
+  accessKey: string, accepted: (data: T) => R): Promise<R | Refused> {
   try {
-    // The server names the room and this person: nobody else can join or take it over.
-    const { data, error, response } = await fetchClient.POST("/token", {
-      body: { name: "Guest" },
-      headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
-    });
-    if (data) return { ok: true, token: data.token, url: data.url };
-    return refusal(response, error);
+    const { data, error, response } = await send(accessKey ? { Authorization: `Bearer ${accessKey}` } : {});
+    if (data) return accepted(data);
+    return { ok: false, error: tokenError(response, error), needsKey: response.status === 401 || response.status === 403 };
   } catch {
     return { ok: false, error: UNREACHABLE, needsKey: false };
   }
-}
-
-/** A refused conversation request (a token or an offer): the words, and whether to ask for the key. */
-export function refusal(response: Response, error: unknown): { ok: false; error: string; needsKey: boolean } {
-  return { ok: false, error: tokenError(response, error), needsKey: response.status === 401 || response.status === 403 };
 }
 
 export function tokenError(response: Response, error: unknown): string {

@@ -7,8 +7,8 @@
 // before the microphone is open, this browser's own addresses may be hidden behind mDNS names;
 // the bot's answer carries its real ones, and ICE learns the browser's from its checks.)
 import { fetchClient } from "../api";
-import { refusal } from "../token";
-import { type Link, type LinkEvents, MIC_CONSTRAINTS, type MicOptions, micError, type Opened, UNREACHABLE } from "./link";
+import { conversationRequest } from "../token";
+import { type Link, type LinkEvents, MIC_CONSTRAINTS, type MicOptions, micError, type Opened } from "./link";
 
 const GATHER_MS = 3000; // host candidates come at once, a TURN relay's in a round trip; whatever came by then is offered
 const CONNECT_MS = 20_000;
@@ -175,29 +175,13 @@ function gathered(pc: RTCPeerConnection): Promise<void> {
 }
 
 /** The TURN relay and its credentials (none without TURN_HOST); a wrong key is said here. */
-async function requestIceServers(accessKey: string):
-  Promise<{ ok: true; iceServers: RTCIceServer[] } | { ok: false; error: string; needsKey: boolean }> {
-  try {
-    const { data, error, response } = await fetchClient.GET("/webrtc/ice-servers", {
-      headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
-    });
-    if (data) return { ok: true, iceServers: data.ice_servers };
-    return refusal(response, error);
-  } catch {
-    return { ok: false, error: UNREACHABLE, needsKey: false };
-  }
+function requestIceServers(accessKey: string) {
+  return conversationRequest((headers) => fetchClient.GET("/webrtc/ice-servers", { headers }),
+    accessKey, (data) => ({ ok: true as const, iceServers: data.ice_servers }));
 }
 
-async function requestAnswer(accessKey: string, sdp: string):
-  Promise<{ ok: true; sdp: string } | { ok: false; error: string; needsKey: boolean }> {
-  try {
-    const { data, error, response } = await fetchClient.POST("/webrtc/offer", {
-      body: { sdp, type: "offer" },
-      headers: accessKey ? { Authorization: `Bearer ${accessKey}` } : {},
-    });
-    if (data) return { ok: true, sdp: data.sdp };
-    return refusal(response, error);
-  } catch {
-    return { ok: false, error: UNREACHABLE, needsKey: false };
-  }
+function requestAnswer(accessKey: string, sdp: string) {
+  return conversationRequest(
+    (headers) => fetchClient.POST("/webrtc/offer", { body: { sdp, type: "offer" }, headers }),
+    accessKey, (data) => ({ ok: true as const, sdp: data.sdp }));
 }
