@@ -106,6 +106,10 @@ class Settings(BaseSettings):
                                   "no TURN (browsers must reach LiveKit directly).")
     turn_secret: str | None = Field(None, description="Shared secret of coturn and LiveKit.")
     turn_ttl_seconds: int = Field(14400, description="Lifetime of a browser's TURN credentials.")
+    turn_tls_cert: Path | None = Field(
+        None, description="Certificate (PEM, full chain) naming TURN_HOST, for TURN over TLS on "
+        "5349/tcp: browsers behind firewalls that pass only TLS; None = no TURN over TLS.")
+    turn_tls_key: Path | None = Field(None, description="TURN_TLS_CERT's private key (PEM).")
     livekit_api_key: str = DEV_KEY
     livekit_api_secret: str = DEV_SECRET
 
@@ -163,6 +167,11 @@ def check_config(settings: Settings) -> None:
     relay whose credentials could not work."""
     if settings.turn_host and len(settings.turn_secret or "") < 32:
         raise ConfigError(f"TURN_HOST is set: {TURN_SECRET_SHORT}")
+    if bool(settings.turn_tls_cert) != bool(settings.turn_tls_key):
+        raise ConfigError("TURN over TLS needs both TURN_TLS_CERT and TURN_TLS_KEY (or neither)")
+    if settings.turn_tls_cert and not settings.turn_host:
+        raise ConfigError("TURN_TLS_CERT is set but TURN_HOST is not: TURN over TLS is offered "
+                          "as TURN_HOST, the name the certificate must carry")
     if settings.dev_mode:
         return
     if settings.transport == "livekit":

@@ -21,12 +21,14 @@ import time
 from .config import Settings
 
 TURN_PORT = 3478  # coturn/turnserver.conf `listening-port`, UDP and TCP
+TURN_TLS_PORT = 5349  # its `tls-listening-port`: TURN over TLS, with TURN_TLS_CERT
 
 
 def ice_servers(settings: Settings, now: float | None = None) -> list[dict]:
     """RTCIceServer dictionaries (``urls``, ``username``, ``credential``) valid for
-    TURN_TTL_SECONDS; none without TURN_HOST. TURN over TLS is not offered: coturn has no
-    certificate in the stack, and a TURN server a browser cannot reach holds up its gathering."""
+    TURN_TTL_SECONDS; none without TURN_HOST. TURN over TLS only with a certificate
+    (TURN_TLS_CERT): without one coturn does not listen there, and a URL a browser cannot reach
+    only holds up its gathering."""
     if not settings.turn_host:
         return []
     expiry = int(time.time() if now is None else now) + settings.turn_ttl_seconds
@@ -35,7 +37,9 @@ def ice_servers(settings: Settings, now: float | None = None) -> list[dict]:
     host = settings.turn_host
     if ":" in host and not host.startswith("["):  # an IPv6 address
         host = f"[{host}]"
-    return [{"urls": [f"turn:{host}:{TURN_PORT}?transport=udp",
-                      f"turn:{host}:{TURN_PORT}?transport=tcp"],
+    urls = [f"turn:{host}:{TURN_PORT}?transport=udp", f"turn:{host}:{TURN_PORT}?transport=tcp"]
+    if settings.turn_tls_cert:
+        urls.append(f"turns:{host}:{TURN_TLS_PORT}?transport=tcp")
+    return [{"urls": urls,
              "username": username,
              "credential": base64.b64encode(digest.digest()).decode()}]

@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from turn_server import coturn
+from turn_server import coturn, self_signed
 from web_session import BOT_ARGS
 
 from stack.config import Settings
@@ -188,12 +188,14 @@ def test_ports_match_livekit_yaml_and_turnserver_conf(gpu):
     turn = dict(re.findall(r"^([a-z-]+)=(\S+)$", conf, re.M))
     hc = services["coturn"]["healthcheck"]["test"]
     assert hc[hc.index("-p") + 1] == turn["listening-port"]
-    servers = with_turn({}, host="h", secret="x" * 32)["rtc"]["turn_servers"]
+    servers = with_turn({}, host="h", secret="x" * 32, tls=True)["rtc"]["turn_servers"]
     ports = {int(turn["listening-port"]), int(turn["tls-listening-port"])}
     assert {s["port"] for s in servers} == ports
     # and the relay a direct connection's browser gets (TRANSPORT=smallwebrtc)
-    relay = ice_servers(Settings(turn_host="h", turn_secret="x" * 32, _env_file=None))
-    assert {u.split(":")[2].split("?")[0] for u in relay[0]["urls"]} == {turn["listening-port"]}
+    relay = ice_servers(Settings(turn_host="h", turn_secret="x" * 32, turn_tls_cert="c",
+                                 turn_tls_key="k", _env_file=None))
+    assert {u.split(":")[2].split("?")[0] for u in relay[0]["urls"]} == {
+        turn["listening-port"], turn["tls-listening-port"]}
     # the firewall list at the top of the file
     header = (ROOT / "docker-compose.gpu.yml").read_text().split("\nname:")[0]
     for documented in (f"{port}/tcp", f"{rtc['tcp_port']}/tcp",
@@ -360,10 +362,69 @@ def test_preflight_writes_coturn_its_secret_and_this_host_as_the_one_private_pee
         assert not any(SECRETS["TURN_SECRET"] in a for a in gpu["services"][name]["command"])
     text = coturn_config(preflight_settings(), ["192.168.1.10"])
     assert f"static-auth-secret={SECRETS['TURN_SECRET']}" in text.splitlines()
-    assert text.splitlines()[-1] == "allowed-peer-ip=192.168.1.10"
+    assert [x for x in text.splitlines() if x.startswith("allowed-peer-ip=")] == [
+        "allowed-peer-ip=192.168.1.10"]
+    assert "no-tls" in text.splitlines()  # no certificate: no TURN over TLS
     assert "denied-peer-ip=192.168.0.0-192.168.255.255" in text  # the rest of the LAN stays closed
     addresses = host_addresses(preflight_settings(turn_host="localhost"))
     assert "127.0.0.1" not in addresses  # never loopback: every local service listens there
+
+
+def _preflight(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith(
+        ("LIVEKIT_", "ACCESS_KEY", "TURN_", "DEV_MODE"))}
+    return subprocess.run([sys.executable, "-m", "stack.preflight", *args], cwd=tmp_path,
+                          env={**clean, "PYTHONPATH": str(ROOT), **SECRETS, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_preflight_gives_coturn_the_tls_certificate_it_checked(gpu, tmp_path):
+    """TURN over TLS: the preflight (root: certbot's keys are root's) reads the certificate and
+    key Compose mounts into it, refuses one browsers would refuse, and gives coturn a copy."""
+    service = gpu["services"]["preflight"]
+    mounted = service["command"][service["command"].index("--turn-tls-dir") + 1]
+    assert service["user"] == "root"
+    # .env.example leaves TURN_TLS_* empty: nothing of the host's is mounted
+    assert f"/dev/null:{mounted}/cert.pem:ro" in service["volumes"]
+    assert f"/dev/null:{mounted}/key.pem:ro" in service["volumes"]
+    used = variables((ROOT / "docker-compose.gpu.yml").read_text())
+    assert {"TURN_TLS_CERT", "TURN_TLS_KEY"} <= used
+    host = "turn.example.internal"
+    certs = tmp_path / "mounted"
+    certs.mkdir()
+    cert, key = self_signed([host])
+    (certs / "cert.pem").write_bytes(cert)
+    (certs / "key.pem").write_bytes(key)
+    out = tmp_path / "run"
+    args = ["--livekit-config", str(out / "livekit.yaml"), "--coturn-config",
+            str(out / "turnserver.conf"), "--turn-tls-dir", str(certs)]
+    # the paths as the operator wrote them (on the host); the preflight reads the mounted files
+    tls = {"TURN_HOST": host, "TURN_TLS_CERT": "/etc/letsencrypt/live/x/fullchain.pem",
+           "TURN_TLS_KEY": "/etc/letsencrypt/live/x/privkey.pem"}
+    r = _preflight(tmp_path, *args, **tls)
+    assert r.returncode == 0 and "over TLS" in r.stdout, r.stderr
+    conf = (out / "turnserver.conf").read_text().splitlines()
+    assert f"cert={out / 'turn-tls-cert.pem'}" in conf and "no-tls" not in conf
+    assert f"pkey={out / 'turn-tls-key.pem'}" in conf
+    assert (out / "turn-tls-key.pem").read_bytes() == key
+    assert (out / "turn-tls-cert.pem").read_bytes() == cert
+    servers = yaml.safe_load((out / "livekit.yaml").read_text())["rtc"]["turn_servers"]
+    assert {(s["protocol"], s["host"]) for s in servers} >= {("tls", host)}
+    # a certificate for another name: refused, saying why
+    (certs / "cert.pem").write_bytes(self_signed(["other.example"])[0])
+    r = _preflight(tmp_path, *args, **tls)
+    assert r.returncode == 2
+    assert "names other.example, not TURN_HOST=turn.example.internal" in r.stderr
+    assert "not the key of TURN_TLS_CERT" in r.stderr
+    # unreadable: the setting and its path named
+    r = _preflight(tmp_path, *args[:4], **tls)
+    assert r.returncode == 2 and "TURN_TLS_CERT=/etc/letsencrypt/live/x/fullchain.pem cannot " \
+        "be read" in r.stderr, r.stderr
+    # TLS turned off again: no key left in the volume
+    r = _preflight(tmp_path, *args, TURN_HOST=host)
+    assert r.returncode == 0, r.stderr
+    assert not (out / "turn-tls-key.pem").exists()
+    assert "no-tls" in (out / "turnserver.conf").read_text().splitlines()
 
 
 def test_make_env_writes_secrets_the_preflight_accepts(tmp_path):

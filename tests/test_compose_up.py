@@ -30,6 +30,7 @@ import yaml
 from conftest import BECKETT
 from lk_client import Client
 from peer_client import PeerClient
+from turn_server import self_signed
 from web_session import ROOT, SHARED_AVATARS, WEB
 
 from stack.config import Settings
@@ -310,39 +311,58 @@ def test_the_model_step_names_a_file_it_cannot_fetch_and_where_from(composed):
     assert "Check this machine's access to that host" in err
 
 
-async def test_a_direct_connection_through_the_stacks_turn_relay(composed, tmp_path):
+async def test_a_direct_connection_through_the_stacks_turn_relay(composed, tmp_path,
+                                                                 monkeypatch):
     """TRANSPORT=smallwebrtc in the composed stack (last here: the bot is recreated with it), and
     a browser that reaches nothing but coturn: relayed by the stack's own coturn, configured by
-    its preflight, to the bot's container on the host's network."""
+    its preflight, to the bot's container on the host's network; over UDP, and over TLS with a
+    certificate in .env (TURN_TLS_CERT, a key only root can read, as certbot's), taken up by
+    README's command after a renewal (`up -d --force-recreate preflight coturn`)."""
     addresses = host_addresses(Settings(_env_file=None))
     assert addresses, "this machine has no address but loopback"
-    # what an operator puts in .env (read by the bot's env_file; the test's .env is elsewhere)
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    for path, pem in zip((cert, key), self_signed([addresses[0]]), strict=True):
+        path.write_bytes(pem)
+    key.chmod(0o600)
+    tls = {"TURN_HOST": addresses[0], "TURN_TLS_CERT": str(cert), "TURN_TLS_KEY": str(key)}
+    env_file = tmp_path / ".env"
+    text = composed.env_file.read_text()
+    for name, value in tls.items():
+        text = re.sub(rf"^{name}=.*$", f"{name}={value}", text, flags=re.M)
+    env_file.write_text(text)
+    # .env as the services read it (env_file: the repository's .env; the test's is elsewhere)
     override = tmp_path / "smallwebrtc.yml"
-    override.write_text(yaml.safe_dump({"services": {"bot": {"environment": {
-        "TRANSPORT": "smallwebrtc", "TURN_HOST": addresses[0]}}}}))
-    up = dataclasses.replace(composed, files=(*FILES, str(override))).compose(
-        "up", "-d", "bot", timeout=600)
-    assert up.returncode == 0, f"{up.stderr[-2000:]}\n{composed.diagnose()}"
-    composed.wait_healthy(timeout=300)
-    auth = {"Authorization": f"Bearer {composed.values['ACCESS_KEY']}"}
-    async with httpx.AsyncClient(base_url=composed.base, timeout=30, headers=auth) as http:
+    override.write_text(yaml.safe_dump({"services": {
+        "preflight": {"environment": tls},
+        "bot": {"environment": {"TRANSPORT": "smallwebrtc", **tls}}}}))
+    stack = dataclasses.replace(composed, env_file=env_file, files=(*FILES, str(override)))
+    up = stack.compose("up", "-d", "--force-recreate", "preflight", "coturn", "bot", timeout=600)
+    assert up.returncode == 0, f"{up.stderr[-2000:]}\n{stack.diagnose()}"
+    stack.wait_healthy(timeout=300)
+    assert "and over TLS" in stack.compose("logs", "preflight").stdout
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this certificate alone
+    auth = {"Authorization": f"Bearer {stack.values['ACCESS_KEY']}"}
+    async with httpx.AsyncClient(base_url=stack.base, timeout=30, headers=auth) as http:
         assert (await http.get("/config")).json() == {"transport": "smallwebrtc"}
         [server] = (await http.get("/webrtc/ice-servers")).json()["ice_servers"]
-        client = PeerClient(ice_servers=[server], relay_only=True)
 
         async def offer(body: dict) -> dict:
             r = await http.post("/webrtc/offer", json=body)
             assert r.status_code == 200, r.text
             return r.json()
 
-        try:
-            await client.join(offer)
-            await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
-            client.ask_in_text()
-            assert await client.wait_for(
-                lambda: client.got.voiced() and "paris" in _norm(client.spoken_words()),
-                timeout=90), \
-                f"no spoken answer through the stack's relay:\n{client.spoken_words()}\n" \
-                f"{composed.diagnose()}"
-        finally:
-            await client.leave()
+        # aiortc takes a server's first address: one client over UDP, one over TLS
+        for scheme in ("turn:", "turns:"):
+            url = next(u for u in server["urls"] if u.startswith(scheme))
+            client = PeerClient(ice_servers=[{**server, "urls": [url]}], relay_only=True)
+            try:
+                await client.join(offer)
+                await client.wait_for(lambda c=client: c.channel.readyState == "open", 15)
+                client.ask_in_text()
+                assert await client.wait_for(
+                    lambda c=client: c.got.voiced() and "paris" in _norm(c.spoken_words()),
+                    timeout=90), \
+                    f"no spoken answer through {url}:\n{client.spoken_words()}\n" \
+                    f"{stack.diagnose()}"
+            finally:
+                await client.leave()

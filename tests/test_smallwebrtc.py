@@ -16,7 +16,7 @@ from aiortc import RTCSessionDescription
 from conftest import BECKETT
 from lk_client import wait_until
 from peer_client import PeerClient
-from turn_server import coturn
+from turn_server import coturn, self_signed
 
 import stack.ice
 from stack.bot import JOIN_TIMEOUT_S, BotManager
@@ -206,22 +206,36 @@ def test_only_an_offer_with_hidden_addresses_is_taken_as_still_gathering():
     assert awaiting_hidden_hosts(hidden + host + end) == hidden + host
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
 async def test_a_browser_that_reaches_only_the_turn_relay_converses_through_it(
         engines, settings, tmp_path, monkeypatch, transport):
-    """A browser behind NAT or a firewall that lets only the TURN port through: every packet
-    goes through Debian's coturn, configured as the stack's preflight configures it, to the
-    bot's host address (the one private peer it may relay to)."""
+    """A browser behind NAT or a firewall that lets only the TURN port through (or, with a
+    certificate, only TLS): every packet goes through Debian's coturn, configured as the stack's
+    preflight configures it, to the bot's host address (the one private peer it may relay to)."""
     addresses = host_addresses(settings)
     assert addresses, "this machine has no address but loopback"
-    port = free_port()
+    port, tls_port = free_port(), None
     monkeypatch.setattr(stack.ice, "TURN_PORT", port)
     turn = dict(turn_host=addresses[0], turn_secret="r" * 40)
-    with coturn(coturn_config(settings.model_copy(update=turn), addresses), tmp_path, port) as log:
+    files = None
+    if transport == "tls":
+        # a certificate for the bot host's address, which this client alone trusts
+        tls_port = free_port()
+        monkeypatch.setattr(stack.ice, "TURN_TLS_PORT", tls_port)
+        files = (tmp_path / "cert.pem", tmp_path / "key.pem")
+        for path, pem in zip(files, self_signed([addresses[0]]), strict=True):
+            path.write_bytes(pem)
+        monkeypatch.setenv("SSL_CERT_FILE", str(files[0]))
+        turn.update(turn_tls_cert=files[0], turn_tls_key=files[1])
+    config = coturn_config(settings.model_copy(update=turn), addresses, files)
+    with coturn(config, tmp_path, port, tls_port=tls_port) as log:
         async with _serving(engines, settings, **turn) as (manager, offer, http):
             [server] = (await http.get("/webrtc/ice-servers")).json()["ice_servers"]
             # aiortc takes the first TURN address: the one over this transport
-            server["urls"] = [u for u in server["urls"] if u.endswith(transport)]
+            scheme = "turns" if transport == "tls" else "turn"
+            server["urls"] = [u for u in server["urls"] if u.split(":")[0] == scheme
+                              and (transport == "tls" or u.endswith(transport))]
+            assert len(server["urls"]) == 1, server["urls"]
             client = PeerClient(ice_servers=[server], relay_only=True)
             body = await client.make_offer()
             candidates = [x for x in body["sdp"].splitlines() if x.startswith("a=candidate")]
