@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_livekit import KEY, QUESTIONS, SECRET, _pct, _run_turns
+from bench_livekit import KEY, QUESTIONS, SECRET, Participant, _pct, _trimmed
 
 from stack.bot import BotManager
 from stack.config import Settings
@@ -37,12 +37,18 @@ STAGGER_S = 1.5
 
 async def _one_run(manager: BotManager, url: str, n: int, questions: list[list[np.ndarray]],
                    tag: str) -> list[float | None]:
-    async def person(i: int):
+    """Each person's voice-to-voice per question (None: not answered within 60 s)."""
+    async def person(i: int) -> list[float | None]:
         await asyncio.sleep(i * STAGGER_S)
-        return await _run_turns(manager, url, f"bench-{tag}-{n}-{i}", questions[i])
+        p = Participant("ours", manager)
+        await p.start(url, f"bench-{tag}-{n}-{i}")
+        try:
+            return [(await p.ask(audio, (i, k))).v2v for k, audio in enumerate(questions[i])]
+        finally:
+            await p.stop()
 
     results = await asyncio.gather(*(person(i) for i in range(n)))
-    return [latency for per in results for latency, _ in per]
+    return [latency for per in results for latency in per]
 
 
 def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: int = 3,
@@ -72,7 +78,7 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
                 text = QUESTIONS[(person * 3 + k) % len(QUESTIONS)]
                 speech = np.concatenate([c.audio for c in shared.tts.synthesize(
                     text, voice=voices[person % len(voices)])])
-                audio[key] = resample(speech, 24000, 16000)
+                audio[key] = _trimmed(resample(speech, 24000, 16000))  # its end: speech's
             return audio[key]
 
         for n in sizes:
