@@ -10,6 +10,7 @@
     python scripts/bench.py --soak 200              # join/leave cycles: memory, threads, tasks
     python scripts/bench.py --llm-batch 1,2,4       # N conversations on one LLM, both engines
     python scripts/bench.py --concurrent 1,2,4      # N voice conversations through LiveKit
+    python scripts/bench.py --concurrent 1,2,4 --transport smallwebrtc   # ... directly, vs LiveKit
     python scripts/bench.py --threads               # the engines' thread settings, all busy at once
 
 Figures: model load time, STT real-time factor, LLM time to first token and tokens/s, TTS time
@@ -151,7 +152,8 @@ def main() -> int:
     ap.add_argument("--talk-seconds", type=int, default=90, help="conversation length with --web")
     ap.add_argument("--transport", choices=["livekit", "smallwebrtc"], default="livekit",
                     help="with --web: how the page reaches the bot (smallwebrtc: directly, "
-                    "without LiveKit; its own section in docs/benchmarks.md)")
+                    "without LiveKit; its own section in docs/benchmarks.md); with --concurrent "
+                    "smallwebrtc: direct connections against LiveKit, both on the batched LLM")
     ap.add_argument("--long", type=int, default=0, metavar="TURNS",
                     help="a conversation of TURNS typed turns through the whole pipeline")
     ap.add_argument("--soak", type=int, default=0, metavar="CYCLES",
@@ -196,10 +198,13 @@ def main() -> int:
         from bench_concurrent import run_concurrent_bench
 
         table, notes = run_concurrent_bench(settings, [int(n) for n in args.concurrent.split(",")],
-                                            args.questions, args.rounds)
-        print(write_section(args.out, f"concurrent:{args.profile}",
-                            f"Conversations at once through LiveKit, `{args.profile}`",
-                            f"{stamp} {notes}", table))
+                                            args.questions, args.rounds, args.transport)
+        key, title = f"concurrent:{args.profile}", "Conversations at once through LiveKit"
+        if args.transport != "livekit":
+            key, title = f"concurrent-{args.transport}:{args.profile}", \
+                "Conversations at once: SmallWebRTC against LiveKit"
+        print(write_section(args.out, key, f"{title}, `{args.profile}`", f"{stamp} {notes}",
+                            table))
         return 0
     if args.llm_batch:
         from bench_llm_batch import run_llm_batch_bench

@@ -1,28 +1,40 @@
-"""Several conversations at once through a real LiveKit server: the batched LLM engine against
-one reply at a time, in the same run. Used by ``scripts/bench.py --concurrent 1,2,4``.
+"""Several conversations at once: the batched LLM engine against one reply at a time through a
+real LiveKit server, or (``--transport smallwebrtc``) direct connections against LiveKit, in the
+same run. Used by ``scripts/bench.py --concurrent 1,2,4``.
 
-For each N, N Python LiveKit clients (tests/lk_client.py) join N rooms, each with its own bot
-session of the product's pipeline, and each speaks ``--questions`` questions, one after the
-other reply, the clients starting 1.5 s apart (people do not all speak at the same instant).
-Both engines serve the same STT and TTS engines (only the LLM differs), and for each N the two
-run alternately (one at a time, batched, then batched, one at a time with ``--rounds 2``).
+For each N, N clients each hold a conversation with its own bot session of the product's
+pipeline, and each speaks ``--questions`` questions, one after the other reply, the clients
+starting 1.5 s apart (people do not all speak at the same instant). The clients: Python LiveKit
+participants (tests/lk_client.py) in N rooms, or aiortc peers (tests/peer_client.py) offering to
+the bot's POST /webrtc/offer as the page does. Everything shares one process and its event loop:
+the bot, its API and the clients (an aiortc client's audio work runs in Python; a LiveKit
+client's mostly in LiveKit's native library), and the machine with the LiveKit server.
 
-Per N and engine: voice to voice at the clients (the last sample of a question leaving its
+Contenders: ``livekit``: one LLM reply at a time vs the batched engine, both through LiveKit;
+``smallwebrtc``: the batched engine through LiveKit vs over SmallWebRTC. Both share the same STT
+and TTS engines, and for each N the two run alternately (A, B, then B, A with ``--rounds 2``).
+
+Per N and contender: voice to voice at the clients (the last sample of a question leaving its
 microphone track → the first audible sample of the answer arriving), p50 and p95; turns
 answered within 60 s; the LLM's aggregate tokens/s over the run (generated tokens ÷ the run's
 wall time: it counts idle time too, so it compares engines at the same load, not peak speed)
-and its mean wait for a free sequence (batched) or for the lock (one at a time).
+and its mean wait for a free sequence (batched) or for the lock (one at a time); how often the
+event loop ran a 20 ms timer more than 50 ms late (stack/metrics.py's EVENT_LOOP_LAG; over
+SmallWebRTC that loop paces every conversation's voice).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
-from bench_livekit import KEY, QUESTIONS, SECRET, Participant, _pct, _trimmed
+from bench_livekit import KEY, QUESTIONS, SECRET, Participant, _pct, _trimmed, answer_heard
+from peer_client import PeerClient
 
 from stack.bot import BotManager
 from stack.config import Settings
@@ -31,28 +43,80 @@ from stack.engines.llm_batch import BatchedLlamaLLM
 from stack.engines.load import Engines, load_engines
 from stack.engines.stt import resample
 from stack.livekit_server import LiveKitServer, find_binary
+from stack.metrics import EVENT_LOOP_LAG, watch_event_loop
+from stack.server import create_app
 
 STAGGER_S = 1.5
+LATE_S = 0.05  # a bucket of EVENT_LOOP_LAG
 
 
-async def _one_run(manager: BotManager, url: str, n: int, questions: list[list[np.ndarray]],
-                   tag: str) -> list[float | None]:
+async def _livekit_person(manager: BotManager, url: str, room: str,
+                          questions: list[np.ndarray]) -> list[float | None]:
+    p = Participant("ours", manager)
+    await p.start(url, room)
+    try:
+        return [(await p.ask(audio, (0, k))).v2v for k, audio in enumerate(questions)]
+    finally:
+        await p.stop()
+
+
+async def _peer_person(http: httpx.AsyncClient, questions: list[np.ndarray]) -> list[float | None]:
+    async def offer(body: dict) -> dict:
+        r = await http.post("/webrtc/offer", json=body)
+        r.raise_for_status()
+        return r.json()
+
+    client = PeerClient()
+    await client.join(offer)
+    await client.silence(1.0)
+    out: list[float | None] = []
+    try:
+        for audio in questions:
+            await client.speak(audio)  # returns once its last sample has gone out
+            t_end = time.monotonic()
+            await client.silence(0.2)
+            first = await answer_heard(client, t_end)
+            out.append(None if first is None else first - t_end)
+        return out
+    finally:
+        await client.leave()
+
+
+async def _one_run(manager: BotManager, transport: str, url: str, n: int,
+                   questions: list[list[np.ndarray]], tag: str) -> list[float | None]:
     """Each person's voice-to-voice per question (None: not answered within 60 s)."""
+    app = create_app(manager.settings, models_ready=lambda: True, on_offer=manager.answer)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot",
+                             headers={"Authorization": f"Bearer {manager.settings.access_key}"})
+
     async def person(i: int) -> list[float | None]:
         await asyncio.sleep(i * STAGGER_S)
-        p = Participant("ours", manager)
-        await p.start(url, f"bench-{tag}-{n}-{i}")
-        try:
-            return [(await p.ask(audio, (i, k))).v2v for k, audio in enumerate(questions[i])]
-        finally:
-            await p.stop()
+        if transport == "smallwebrtc":
+            return await _peer_person(http, questions[i])
+        return await _livekit_person(manager, url, f"bench-{tag}-{n}-{i}", questions[i])
 
-    results = await asyncio.gather(*(person(i) for i in range(n)))
+    watcher = asyncio.ensure_future(watch_event_loop())
+    try:
+        results = await asyncio.gather(*(person(i) for i in range(n)))
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await manager.stop_all()
+        await http.aclose()
     return [latency for per in results for latency in per]
 
 
+def _loop_counts() -> tuple[float, float]:
+    """EVENT_LOOP_LAG so far: (timers observed, timers more than LATE_S late)."""
+    buckets = {s.labels["le"]: s.value for s in EVENT_LOOP_LAG.collect()[0].samples
+               if s.name.endswith("_bucket")}
+    total = buckets["+Inf"]
+    return total, total - buckets[str(LATE_S)]
+
+
 def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: int = 3,
-                         rounds: int = 1) -> tuple[str, str]:
+                         rounds: int = 1, transport: str = "livekit") -> tuple[str, str]:
     binary = find_binary()
     if binary is None:
         raise SystemExit("livekit-server not found: run scripts/test.sh once (it builds it)")
@@ -60,15 +124,19 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
     livekit = LiveKitServer(binary, tmp, KEY, SECRET)
     s = settings.model_copy(update=dict(
         livekit_url=livekit.url, livekit_api_key=KEY, livekit_api_secret=SECRET,
+        access_key="bench access key", rate_limit_per_minute=10_000,
         session_empty_seconds=30, max_conversations=max(sizes)))
     path = s.models_dir / s.profile.llm_model
     rows = []
     try:
         shared = load_engines(s.model_copy(update=dict(llm_parallel=1)))
-        llms = {"one at a time": shared.llm,
-                "batched": BatchedLlamaLLM(path, device=shared.device, n_ctx=s.llm_context_tokens,
-                                           threads=s.thread_budget["llm"], parallel=max(sizes))}
         assert isinstance(shared.llm, LlamaLLM)
+        batched = BatchedLlamaLLM(path, device=shared.device, n_ctx=s.llm_context_tokens,
+                                  threads=s.thread_budget["llm"], parallel=max(sizes))
+        # name -> (LLM engine, transport)
+        contenders = ({"one at a time": (shared.llm, "livekit"),
+                       "batched": (batched, "livekit")} if transport == "livekit" else
+                      {"LiveKit": (batched, "livekit"), "SmallWebRTC": (batched, "smallwebrtc")})
         voices = ["am_michael", "bf_emma", "af_bella", "af_heart"]
         audio = {}  # (person, question) -> 16 kHz speech, a voice per person
 
@@ -83,51 +151,60 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
 
         for n in sizes:
             questions = [[asked(i, k) for k in range(questions_each)] for i in range(n)]
-            got: dict[str, list] = {name: [] for name in llms}
-            spent: dict[str, list] = {name: [] for name in llms}
+            got: dict[str, list] = {name: [] for name in contenders}
+            spent: dict[str, list] = {name: [] for name in contenders}
             for r in range(rounds):
-                order = list(llms) if r % 2 == 0 else list(reversed(llms))
+                order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
                 for name in order:
-                    llm = llms[name]
+                    llm, via = contenders[name]
                     engines = Engines(stt=shared.stt, llm=llm, tts=shared.tts,
                                       device=shared.device)
-                    manager = BotManager(s, engines)
+                    manager = BotManager(s.model_copy(update=dict(transport=via)), engines)
                     stats = llm.stats
-                    before = (stats.generated_tokens, stats.admitted, stats.queue_seconds)
+                    before = (stats.generated_tokens, stats.admitted, stats.queue_seconds,
+                              *_loop_counts())
                     started = time.monotonic()
-                    latencies = asyncio.run(_one_run(manager, livekit.url, n, questions,
+                    latencies = asyncio.run(_one_run(manager, via, livekit.url, n, questions,
                                                      f"{name[:3]}{r}"))
                     wall = time.monotonic() - started
+                    ticks, late = _loop_counts()
                     got[name] += latencies
                     spent[name].append((wall, stats.generated_tokens - before[0],
                                         stats.admitted - before[1],
-                                        stats.queue_seconds - before[2]))
+                                        stats.queue_seconds - before[2],
+                                        ticks - before[3], late - before[4]))
                     answered = [x for x in latencies if x is not None]
                     print(f"N={n} round {r + 1} {name}: {len(answered)}/{len(latencies)} "
                           f"answered, p50 {_pct(answered, .5) if answered else float('nan'):.2f} s",
                           flush=True)
-            for name in llms:
+            for name in contenders:
                 answered = [x for x in got[name] if x is not None]
                 runs = spent[name]
                 tokens = f"{sum(x[1] for x in runs) / sum(x[0] for x in runs):.1f}"
                 wait = f"{sum(x[3] for x in runs) / max(1, sum(x[2] for x in runs)) * 1000:.0f} ms"
-                rows.append((n, name, answered, len(got[name]), tokens, wait))
-        llms["batched"].close()
+                lag = f"{sum(x[5] for x in runs) / max(1, sum(x[4] for x in runs)):.1%}"
+                rows.append((n, name, answered, len(got[name]), tokens, wait, lag))
+        batched.close()
     finally:
         livekit.stop()
 
     def fmt(xs: list[float], q: float) -> str:
         return f"{_pct(xs, q):.2f} s" if xs else "n/a"
 
-    lines = ["| conversations | LLM engine | voice to voice p50 | p95 | answered | "
-             "LLM tokens/s over the run | LLM wait for a sequence or the lock (mean) |",
-             "|---|---|---|---|---|---|---|"]
-    for n, name, answered, total, tokens, wait in rows:
+    lines = [f"| conversations | {'LLM engine' if transport == 'livekit' else 'transport'} | "
+             "voice to voice p50 | p95 | answered | LLM tokens/s over the run | "
+             "LLM wait for a sequence or the lock (mean) | event loop: 20 ms timers > 50 ms late |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n, name, answered, total, tokens, wait, lag in rows:
         lines.append(f"| {n} | {name} | {fmt(answered, .5)} | {fmt(answered, .95)} | "
-                     f"{len(answered)}/{total} | {tokens} | {wait} |")
-    notes = (f"{questions_each} questions per conversation, conversations starting "
-             f"{STAGGER_S:g} s apart, {rounds} round(s) per engine and N, alternating; the same "
-             "STT and TTS engines serve both. Voice to voice at the clients: the last sample of a "
-             "question leaving its microphone track → the first audible sample of the answer. "
-             "An answer not heard within 60 s counts as not answered.")
+                     f"{len(answered)}/{total} | {tokens} | {wait} | {lag} |")
+    who = ("One LLM reply at a time and the batched engine, both through LiveKit"
+           if transport == "livekit" else
+           "The batched LLM engine through LiveKit and over SmallWebRTC (aiortc clients offering "
+           "to POST /webrtc/offer, in the bot's process)")
+    notes = (f"{who}; {questions_each} questions per conversation, conversations starting "
+             f"{STAGGER_S:g} s apart, {rounds} round(s) per contender and N, alternating; the "
+             "same STT and TTS engines serve both. Voice to voice at the clients: the last sample "
+             "of a question leaving its microphone track → the first audible sample of the "
+             "answer. An answer not heard within 60 s counts as not answered.")
     return "\n".join(lines), notes

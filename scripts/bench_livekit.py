@@ -236,15 +236,7 @@ class Participant:
         await client.speak(audio)
         t_end = time.monotonic() + client.source.queued_duration  # last sample leaves the mic
         await client.silence(0.2)
-        got = await client.wait_for(
-            lambda end=t_end: any(t > end for t, _ in client.got.voiced()), 60)
-        first = min((t for t, _ in client.got.voiced() if t > t_end), default=None) if got else None
-        # wait for the reply to finish: 1.5 s without audible bot audio
-        while True:
-            await client.silence(0.5)
-            last = max((t for t, _ in client.got.voiced()), default=0)
-            if time.monotonic() - last > 1.5:
-                break
+        first = await answer_heard(client, t_end)
         turn = Turn(self.name, key, self.waterfall.after(t_end))
         if first is not None:
             turn.moments["heard"] = first - t_end
@@ -263,6 +255,19 @@ class Participant:
     async def stop(self) -> None:
         await self.client.leave()
         await self.manager.stop(self.room)
+
+
+async def answer_heard(client, t_end: float) -> float | None:
+    """When the first audible sample of the answer arrived after ``t_end`` (None: none within
+    60 s); returns once the reply is over (1.5 s without audible bot audio). ``client``: a LiveKit
+    participant (tests/lk_client.py) or a direct peer (tests/peer_client.py)."""
+    got = await client.wait_for(lambda: any(t > t_end for t, _ in client.got.voiced()), 60)
+    first = min((t for t, _ in client.got.voiced() if t > t_end), default=None) if got else None
+    while True:
+        await client.silence(0.5)
+        last = max((t for t, _ in client.got.voiced()), default=0)
+        if time.monotonic() - last > 1.5:
+            return first
 
 
 async def _interleaved(pipelines: list[Participant], livekit_url: str,

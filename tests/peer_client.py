@@ -104,11 +104,14 @@ class PeerClient:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return self.offer_body()
 
-    async def join(self, post_offer: Offer) -> None:
-        answer = await post_offer(await self.make_offer())
+    async def join(self, post_offer: Offer, offer: dict | None = None,
+                   timeout: float = 15, diagnose: Callable[[], str] = lambda: "") -> None:
+        """Offer (``offer``: the one make_offer gave, looked at or rewritten; else a fresh one),
+        take the bot's answer, and wait until connected (else fail with ``diagnose()``)."""
+        answer = await post_offer(offer or await self.make_offer())
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
-        assert await wait_until(lambda: self.pc.connectionState == "connected", 15), \
-            self.pc.connectionState
+        assert await wait_until(lambda: self.pc.connectionState == "connected", timeout), \
+            (self.pc.connectionState, diagnose())
 
     async def speak(self, audio: np.ndarray, *, trailing_s: float = 0.0) -> None:
         """float32 16 kHz audio as the microphone, then silence; returns once it has gone out."""

@@ -12,7 +12,6 @@ import httpx
 import jiwer
 import numpy as np
 import pytest
-from aiortc import RTCSessionDescription
 from conftest import BECKETT
 from lk_client import wait_until
 from peer_client import PeerClient
@@ -187,10 +186,7 @@ async def test_a_browser_hiding_its_addresses_behind_mdns_names_connects(peer_st
     hidden = [re.sub(r"^(a=candidate:\S+ \d+ \S+ \d+ )\S+ ",
                      lambda m: f"{m[1]}{uuid.uuid4()}.local ", x) for x in lines]
     assert "a=end-of-candidates" in lines and any(".local " in x for x in hidden)
-    answer = await offer({**body, "sdp": "\r\n".join(hidden) + "\r\n"})
-    await client.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-    assert await wait_until(lambda: client.pc.connectionState == "connected", 20), \
-        client.pc.connectionState
+    await client.join(offer, {**body, "sdp": "\r\n".join(hidden) + "\r\n"}, timeout=20)
     await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
     client.ask_in_text()
     assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "no spoken answer"
@@ -240,10 +236,7 @@ async def test_a_browser_that_reaches_only_the_turn_relay_converses_through_it(
             body = await client.make_offer()
             candidates = [x for x in body["sdp"].splitlines() if x.startswith("a=candidate")]
             assert candidates and all(" typ relay" in x for x in candidates), candidates
-            answer = await offer(body)
-            await client.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-            assert await wait_until(lambda: client.pc.connectionState == "connected", 20), \
-                (client.pc.connectionState, log.read_text()[-3000:])
+            await client.join(offer, body, timeout=20, diagnose=lambda: log.read_text()[-3000:])
             await client.wait_for(lambda: client.channel.readyState == "open", timeout=15)
             client.ask_in_text()
             assert await client.wait_for(lambda: client.got.voiced(), timeout=60), \
