@@ -44,9 +44,9 @@ await recordSession(browser, outDir, result, mark, async () => {
   await page.waitForSelector('[data-testid="avatar-progress"]', { hidden: true, timeout: 120_000 });
   await sleep(4000); // the pose, the camera and the rendering resolution settle
   mark("avatar-shown");
-  const shot = await (await page.$('[data-testid="avatar"]')).screenshot({ encoding: "base64" });
-  await writeFile(`${outDir}/avatar-firefox.png`, Buffer.from(shot, "base64"));
-  result.screenshot = await page.evaluate(pixelStats, shot);
+  const shot = Buffer.from(await (await page.$('[data-testid="avatar"]')).screenshot({ encoding: "base64" }), "base64");
+  await writeFile(`${outDir}/avatar-firefox.png`, shot);
+  result.screenshot = await pixelStats(shot);
 
   page.on("pageerror", (e) => result.consoleErrors.push(`uncaught: ${e?.message ?? e}`));
   await page.click('[data-testid="start"]');
@@ -57,6 +57,7 @@ await recordSession(browser, outDir, result, mark, async () => {
     result.notConnected = await page.evaluate(() => ({
       state: document.querySelector('[data-testid="connection"]')?.getAttribute("data-state"),
       text: document.body.innerText.slice(0, 2000),
+      steps: window.__avatar?.conversation?.linkProgress?.(), // where PeerLink.open stopped
     }));
     throw e;
   }

@@ -22,7 +22,7 @@ try {
   await page.waitForTimeout(3000); // the pose and the rendering resolution settle
   const shot = await page.locator('[data-testid="avatar"]').screenshot();
   await writeFile(out, shot);
-  result.screenshot = await page.evaluate(pixelStats, shot.toString("base64"));
+  result.screenshot = await pixelStats(shot);
   await page.click('[data-testid="start"]');
   if (key) { // refused without the key: the page asks for it
     await page.fill('input[type="password"]', key);

@@ -31,7 +31,7 @@ await recordSession(browser, outDir, result, mark, async () => {
   mark("avatar-shown");
   const shot = await page.locator('[data-testid="avatar"]').screenshot();
   await writeFile(`${outDir}/avatar.png`, shot);
-  result.screenshot = await page.evaluate(pixelStats, shot.toString("base64"));
+  result.screenshot = await pixelStats(shot);
   result.avatars = await page.locator('[data-testid="avatar-choice"] option').allTextContents();
 
   // A person's own GLB file, loaded from disk into the page.
@@ -42,7 +42,7 @@ await recordSession(browser, outDir, result, mark, async () => {
     await page.waitForTimeout(3000);
     const custom = await page.locator('[data-testid="avatar"]').screenshot();
     await writeFile(`${outDir}/avatar-custom.png`, custom);
-    result.customScreenshot = await page.evaluate(pixelStats, custom.toString("base64"));
+    result.customScreenshot = await pixelStats(custom);
     mark("custom-avatar-shown");
   }
 

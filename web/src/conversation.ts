@@ -49,6 +49,7 @@ const VOICE_LEVEL = 0.02; // RMS above which the microphone or the bot counts as
 
 export class Conversation {
   private link: Link | null = null;
+  private linkSteps: readonly string[] = [];
   private scheduler: SpeechScheduler;
   private delay = new ReceiveDelay();
   private playout = new PlayoutStretch();
@@ -99,6 +100,11 @@ export class Conversation {
     this.listeners.forEach((fn) => fn());
   }
 
+  /** The last connection's steps (Link.progress), for the browser tests' failure reports. */
+  linkProgress(): readonly string[] {
+    return this.linkSteps;
+  }
+
   async start(accessKey: string, deviceId: string | null): Promise<void> {
     // Web Audio starts here, inside the person's click: browsers' autoplay rules (Safari's
     // strictest) may keep a context started later suspended, and the page would then hear
@@ -112,6 +118,7 @@ export class Conversation {
     // the server says how it is reached: a LiveKit room, or directly (SmallWebRTC)
     const link: Link = (await serverTransport()) === "smallwebrtc" ? new PeerLink() : new LiveKitLink();
     this.link = link;
+    this.linkSteps = link.progress ?? []; // kept when a failed link is dropped
     const opened = await link.open(accessKey, { deviceId }, {
       state: (s) => { if (this.link === link) this.onConnection(s); },
       botTrack: (t) => this.onTrack(t),

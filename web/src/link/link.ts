@@ -34,6 +34,9 @@ export interface Link {
   /** The receiver's statistics of the bot's voice (inbound-rtp: jitter buffer, concealment). */
   botStats(): Promise<RTCStatsReport | undefined>;
   close(): Promise<void>;
+  /** How far open() got, step by step, with ms since it began: where a connection that never
+   *  came stopped (read by the browser tests; shown nowhere). */
+  readonly progress?: readonly string[];
 }
 
 export const MIC_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };

@@ -35,9 +35,13 @@ export class PeerLink implements Link {
   private mic: MediaStreamTrack | null = null;
   private audio: HTMLAudioElement | null = null;
   private muted = false;
+  readonly progress: string[] = [];
 
   async open(accessKey: string, options: MicOptions, events: LinkEvents): Promise<Opened> {
+    const began = performance.now();
+    const step = (what: string) => this.progress.push(`${Math.round(performance.now() - began)} ${what}`);
     const ice = await requestIceServers(accessKey);
+    step(`ice servers: ${ice.ok ? ice.iceServers.length : "refused"}`);
     if (!ice.ok) return ice;
     // the stack's TURN relay when it has one (a browser behind NAT reaches the bot through it)
     const pc = new RTCPeerConnection({ iceServers: ice.iceServers });
@@ -53,12 +57,14 @@ export class PeerLink implements Link {
     const opened = new Promise<boolean>((resolve) => {
       const timer = window.setTimeout(() => resolve(false), CONNECT_MS);
       channel.onopen = () => {
+        step("channel open");
         window.clearTimeout(timer);
         connected = true;
         resolve(true);
       };
       pc.onconnectionstatechange = () => {
         const s = pc.connectionState;
+        step(`connection ${s}`);
         if (this.pc !== pc) return;
         if (s === "failed" || s === "closed") {
           window.clearTimeout(timer);
@@ -75,6 +81,7 @@ export class PeerLink implements Link {
       } else events.data(new Uint8Array(e.data));
     };
     pc.ontrack = (e) => {
+      step(`track ${e.track.kind}`);
       if (e.track.kind !== "audio") return;
       const el = document.createElement("audio"); // the bot's voice plays from the track itself
       el.id = "bot-audio";
@@ -89,15 +96,20 @@ export class PeerLink implements Link {
 
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
+    step(`offer gathered (${pc.iceGatheringState})`);
     const answer = await requestAnswer(accessKey, pc.localDescription!.sdp);
+    step(`answer: ${answer.ok ? "received" : "refused"}`);
     if (!answer.ok) {
       await this.close();
       return answer;
     }
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    step("answer applied");
     try {
       this.mic = await openMic(options.deviceId);
+      step("microphone open");
       await this.sender.replaceTrack(this.mic);
+      step("microphone sending");
     } catch (e) {
       // Closed once connected, the bot hears it and frees its place at once; closed before,
       // the bot would wait for a browser that never comes.
