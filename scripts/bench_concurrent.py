@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from bench_livekit import KEY, QUESTIONS, SECRET, Participant, _pct, _trimmed, answer_heard
-from peer_client import PeerClient
+from peer_client import PeerClient, offers_to
 
 from stack.bot import BotManager
 from stack.config import Settings
@@ -61,13 +61,8 @@ async def _livekit_person(manager: BotManager, url: str, room: str,
 
 
 async def _peer_person(http: httpx.AsyncClient, questions: list[np.ndarray]) -> list[float | None]:
-    async def offer(body: dict) -> dict:
-        r = await http.post("/webrtc/offer", json=body)
-        r.raise_for_status()
-        return r.json()
-
     client = PeerClient()
-    await client.join(offer)
+    await client.join(offers_to(http))
     await client.silence(1.0)
     out: list[float | None] = []
     try:

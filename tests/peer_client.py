@@ -60,6 +60,18 @@ class MicTrack(MediaStreamTrack):
 Offer = Callable[[dict], Awaitable[dict]]
 
 
+def offers_to(http) -> Callable[..., Awaitable[dict]]:
+    """An Offer that POSTs to /webrtc/offer through ``http`` (an httpx.AsyncClient with the
+    bot's address and access key): the answer's JSON, or with ``expect`` another status's body;
+    any other status fails, with the bot's reason."""
+    async def offer(body: dict, expect: int = 200) -> dict:
+        r = await http.post("/webrtc/offer", json=body)
+        assert r.status_code == expect, r.text
+        return r.json()
+
+    return offer
+
+
 class PeerClient:
     def __init__(self, ice_servers: list[dict] | None = None, relay_only: bool = False):
         """``ice_servers``: as GET /webrtc/ice-servers gives them; ``relay_only``: every packet

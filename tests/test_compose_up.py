@@ -29,8 +29,8 @@ import pytest
 import yaml
 from conftest import BECKETT
 from lk_client import Client
-from peer_client import PeerClient
-from turn_server import self_signed
+from peer_client import PeerClient, offers_to
+from turn_server import self_signed_files
 from web_session import ROOT, SHARED_AVATARS, WEB
 
 from stack.config import Settings
@@ -135,12 +135,16 @@ class Composed:
         return self.compose("ps", "-q", service, check=True).stdout.strip()
 
 
+def _with_values(env_text: str, **override: str) -> str:
+    """A .env's text with these settings' lines set to these values."""
+    for name, value in override.items():
+        env_text = re.sub(rf"^{name}=.*$", f"{name}={value}", env_text, flags=re.M)
+    return env_text
+
+
 def _make_env(path: Path, **override: str) -> Path:
     _run(["python3", "scripts/make_env.py", "--out", str(path), "--force"], check=True)
-    text = path.read_text()
-    for name, value in override.items():
-        text = re.sub(rf"^{name}=.*$", f"{name}={value}", text, flags=re.M)
-    path.write_text(text)
+    path.write_text(_with_values(path.read_text(), **override))
     return path
 
 
@@ -320,16 +324,11 @@ async def test_a_direct_connection_through_the_stacks_turn_relay(composed, tmp_p
     README's command after a renewal (`up -d --force-recreate preflight coturn`)."""
     addresses = host_addresses(Settings(_env_file=None))
     assert addresses, "this machine has no address but loopback"
-    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
-    for path, pem in zip((cert, key), self_signed([addresses[0]]), strict=True):
-        path.write_bytes(pem)
-    key.chmod(0o600)
+    cert, key = self_signed_files([addresses[0]], tmp_path / "fullchain.pem",
+                                  tmp_path / "privkey.pem")
     tls = {"TURN_HOST": addresses[0], "TURN_TLS_CERT": str(cert), "TURN_TLS_KEY": str(key)}
     env_file = tmp_path / ".env"
-    text = composed.env_file.read_text()
-    for name, value in tls.items():
-        text = re.sub(rf"^{name}=.*$", f"{name}={value}", text, flags=re.M)
-    env_file.write_text(text)
+    env_file.write_text(_with_values(composed.env_file.read_text(), **tls))
     # .env as the services read it (env_file: the repository's .env; the test's is elsewhere)
     override = tmp_path / "smallwebrtc.yml"
     override.write_text(yaml.safe_dump({"services": {
@@ -345,12 +344,7 @@ async def test_a_direct_connection_through_the_stacks_turn_relay(composed, tmp_p
     async with httpx.AsyncClient(base_url=stack.base, timeout=30, headers=auth) as http:
         assert (await http.get("/config")).json() == {"transport": "smallwebrtc"}
         [server] = (await http.get("/webrtc/ice-servers")).json()["ice_servers"]
-
-        async def offer(body: dict) -> dict:
-            r = await http.post("/webrtc/offer", json=body)
-            assert r.status_code == 200, r.text
-            return r.json()
-
+        offer = offers_to(http)
         # aiortc takes a server's first address: one client over UDP, one over TLS
         for scheme in ("turn:", "turns:"):
             url = next(u for u in server["urls"] if u.startswith(scheme))

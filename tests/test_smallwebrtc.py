@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import BECKETT
 from lk_client import wait_until
-from peer_client import PeerClient
-from turn_server import coturn, self_signed
+from peer_client import PeerClient, offers_to
+from turn_server import coturn, self_signed_files
 
 import stack.ice
 from stack.bot import JOIN_TIMEOUT_S, BotManager
@@ -40,13 +40,8 @@ async def _serving(engines, settings, **update):
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot",
                              headers={"Authorization": f"Bearer {KEY}"})
 
-    async def offer(body: dict, expect: int = 200) -> dict:
-        r = await http.post("/webrtc/offer", json=body)
-        assert r.status_code == expect, r.text
-        return r.json()
-
     try:
-        yield manager, offer, http
+        yield manager, offers_to(http), http
     finally:
         await manager.stop_all()
         await http.aclose()
@@ -218,9 +213,7 @@ async def test_a_browser_that_reaches_only_the_turn_relay_converses_through_it(
         # a certificate for the bot host's address, which this client alone trusts
         tls_port = free_port()
         monkeypatch.setattr(stack.ice, "TURN_TLS_PORT", tls_port)
-        files = (tmp_path / "cert.pem", tmp_path / "key.pem")
-        for path, pem in zip(files, self_signed([addresses[0]]), strict=True):
-            path.write_bytes(pem)
+        files = self_signed_files([addresses[0]], tmp_path / "cert.pem", tmp_path / "key.pem")
         monkeypatch.setenv("SSL_CERT_FILE", str(files[0]))
         turn.update(turn_tls_cert=files[0], turn_tls_key=files[1])
     config = coturn_config(settings.model_copy(update=turn), addresses, files)

@@ -47,6 +47,15 @@ def self_signed(names: list[str], days: float = 30, start_days: float = -1) -> t
                               serialization.NoEncryption()))
 
 
+def self_signed_files(names: list[str], cert: Path, key: Path) -> tuple[Path, Path]:
+    """self_signed(names) written to ``cert`` and ``key`` (the key readable by its owner alone,
+    as certbot leaves one)."""
+    for path, pem in zip((cert, key), self_signed(names), strict=True):
+        path.write_bytes(pem)
+    key.chmod(0o600)
+    return cert, key
+
+
 @contextmanager
 def coturn(config: str, tmp: Path, port: int, command: list[str] = COMMAND,
            tls_port: int | None = None) -> Iterator[Path]:

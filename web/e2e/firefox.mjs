@@ -44,7 +44,7 @@ await recordSession(browser, outDir, result, mark, async () => {
   await page.waitForSelector('[data-testid="avatar-progress"]', { hidden: true, timeout: 120_000 });
   await sleep(4000); // the pose, the camera and the rendering resolution settle
   mark("avatar-shown");
-  const shot = Buffer.from(await (await page.$('[data-testid="avatar"]')).screenshot({ encoding: "base64" }), "base64");
+  const shot = await (await page.$('[data-testid="avatar"]')).screenshot();
   await writeFile(`${outDir}/avatar-firefox.png`, shot);
   result.screenshot = await pixelStats(shot);
 
