@@ -108,8 +108,11 @@ class Settings(BaseSettings):
     turn_ttl_seconds: int = Field(14400, description="Lifetime of a browser's TURN credentials.")
     turn_tls_cert: Path | None = Field(
         None, description="Certificate (PEM, full chain) naming TURN_HOST, for TURN over TLS on "
-        "5349/tcp: browsers behind firewalls that pass only TLS; None = no TURN over TLS.")
+        "TURN_TLS_PORT: browsers behind firewalls that pass only TLS; None = no TURN over TLS.")
     turn_tls_key: Path | None = Field(None, description="TURN_TLS_CERT's private key (PEM).")
+    turn_tls_port: int = Field(
+        5349, ge=1, le=65535, description="coturn's TCP port for TURN over TLS. 443 also passes "
+        "firewalls that let only HTTPS out, where nothing else on this host listens on 443.")
     livekit_api_key: str = DEV_KEY
     livekit_api_secret: str = DEV_SECRET
 

@@ -20,8 +20,7 @@ import time
 
 from .config import Settings
 
-TURN_PORT = 3478  # coturn/turnserver.conf `listening-port`, UDP and TCP
-TURN_TLS_PORT = 5349  # its `tls-listening-port`: TURN over TLS, with TURN_TLS_CERT
+TURN_PORT = 3478  # coturn/turnserver.conf `listening-port`, UDP and TCP (over TLS: TURN_TLS_PORT)
 
 
 def ice_servers(settings: Settings, now: float | None = None) -> list[dict]:
@@ -39,7 +38,7 @@ def ice_servers(settings: Settings, now: float | None = None) -> list[dict]:
         host = f"[{host}]"
     urls = [f"turn:{host}:{TURN_PORT}?transport=udp", f"turn:{host}:{TURN_PORT}?transport=tcp"]
     if settings.turn_tls_cert:
-        urls.append(f"turns:{host}:{TURN_TLS_PORT}?transport=tcp")
+        urls.append(f"turns:{host}:{settings.turn_tls_port}?transport=tcp")
     return [{"urls": urls,
              "username": username,
              "credential": base64.b64encode(digest.digest()).decode()}]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import re
 import socket
 import sys
 from datetime import datetime, timezone
@@ -41,6 +42,7 @@ from .config import (
 )
 from .livekit_config import livekit_config
 
+COTURN_BASE = REPO_ROOT / "coturn" / "turnserver.conf"
 FIX = "run `python3 scripts/make_env.py` to write .env with strong secrets, or edit .env"
 
 
@@ -58,6 +60,23 @@ def problems(settings: Settings, *, turn: bool = False) -> list[str]:
     if turn and not settings.turn_host and len(settings.turn_secret or "") < 32:
         found.append(TURN_SECRET_SHORT)  # with TURN_HOST, check_config says it
     return found
+
+
+def turn_tls_port_problems(settings: Settings, coturn_base: Path = COTURN_BASE) -> list[str]:
+    """TURN_TLS_PORT where another of the stack's TCP listeners already is (they all share this
+    host's network): coturn, or the other one, would fail to start."""
+    if not settings.turn_tls_cert:
+        return []
+    livekit = livekit_config(settings)
+    turn = re.search(r"^listening-port=(\d+)", coturn_base.read_text(), re.M)
+    taken = [(settings.http_port, "the bot's HTTP_PORT"),
+             (livekit.get("port"), "LiveKit's signalling port (livekit.yaml `port`)"),
+             (livekit.get("rtc", {}).get("tcp_port"), "LiveKit's media over TCP (livekit.yaml "
+              "`rtc.tcp_port`)"),
+             (int(turn.group(1)) if turn else None, "coturn's TURN port (turnserver.conf "
+              "`listening-port`)")]
+    return [f"TURN_TLS_PORT={port} is {name}: pick another (5349, or 443 where nothing else on "
+            "this host listens there)" for port, name in taken if port == settings.turn_tls_port]
 
 
 def host_addresses(settings: Settings) -> list[str]:
@@ -81,10 +100,12 @@ def host_addresses(settings: Settings) -> list[str]:
 
 
 def coturn_config(settings: Settings, addresses: list[str], tls: tuple[Path, Path] | None = None,
-                  base: Path = REPO_ROOT / "coturn" / "turnserver.conf") -> str:
+                  base: Path = COTURN_BASE) -> str:
     """coturn/turnserver.conf with the shared secret, and relaying allowed to this host only;
     ``tls``: the certificate and key files as coturn reads them (TURN over TLS), else none."""
-    lines = [base.read_text().rstrip(), "", "# written by stack/preflight.py",
+    text = re.sub(r"^tls-listening-port=.*$", f"tls-listening-port={settings.turn_tls_port}",
+                  base.read_text().rstrip(), flags=re.M)
+    lines = [text, "", "# written by stack/preflight.py",
              f"static-auth-secret={settings.turn_secret}"]
     lines += [f"allowed-peer-ip={a}" for a in addresses]
     # without a certificate coturn would only warn and serve no TLS; said here, it does not try
@@ -171,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     found = problems(settings, turn=args.coturn_config is not None)
     tls = None
     if not found and settings.turn_tls_cert and args.coturn_config:
+        found += turn_tls_port_problems(settings)
         try:
             tls = read_turn_tls(settings, args.turn_tls_dir)
             found += turn_tls_problems(*tls, host=settings.turn_host or "")

@@ -188,7 +188,11 @@ def test_ports_match_livekit_yaml_and_turnserver_conf(gpu):
     turn = dict(re.findall(r"^([a-z-]+)=(\S+)$", conf, re.M))
     hc = services["coturn"]["healthcheck"]["test"]
     assert hc[hc.index("-p") + 1] == turn["listening-port"]
-    servers = with_turn({}, host="h", secret="x" * 32, tls=True)["rtc"]["turn_servers"]
+    servers = with_turn({}, host="h", secret="x" * 32,
+                        tls_port=Settings(_env_file=None).turn_tls_port)["rtc"]["turn_servers"]
+    # TURN_TLS_PORT's default is the port the committed file has (the preflight writes the
+    # setting's there: tests/test_turn.py)
+    assert Settings(_env_file=None).turn_tls_port == int(turn["tls-listening-port"])
     ports = {int(turn["listening-port"]), int(turn["tls-listening-port"])}
     assert {s["port"] for s in servers} == ports
     # and the relay a direct connection's browser gets (TRANSPORT=smallwebrtc)
@@ -409,7 +413,17 @@ def test_preflight_gives_coturn_the_tls_certificate_it_checked(gpu, tmp_path):
     assert (out / "turn-tls-key.pem").read_bytes() == key
     assert (out / "turn-tls-cert.pem").read_bytes() == cert
     servers = yaml.safe_load((out / "livekit.yaml").read_text())["rtc"]["turn_servers"]
-    assert {(s["protocol"], s["host"]) for s in servers} >= {("tls", host)}
+    assert {(s["protocol"], s["host"], s["port"]) for s in servers} >= {("tls", host, 5349)}
+    assert "tls-listening-port=5349" in conf
+    # on 443 (a firewall that passes only HTTPS): coturn listens there, LiveKit offers it there
+    r = _preflight(tmp_path, *args, **tls, TURN_TLS_PORT="443")
+    assert r.returncode == 0, r.stderr
+    assert "tls-listening-port=443" in (out / "turnserver.conf").read_text().splitlines()
+    servers = yaml.safe_load((out / "livekit.yaml").read_text())["rtc"]["turn_servers"]
+    assert {s["port"] for s in servers if s["protocol"] == "tls"} == {443}
+    # a port another service of the stack holds: refused, saying whose
+    r = _preflight(tmp_path, *args, **tls, TURN_TLS_PORT="7880")
+    assert r.returncode == 2 and "TURN_TLS_PORT=7880 is LiveKit's signalling port" in r.stderr
     # a certificate for another name: refused, saying why
     (certs / "cert.pem").write_bytes(self_signed(["other.example"])[0])
     r = _preflight(tmp_path, *args, **tls)

@@ -319,14 +319,17 @@ async def test_a_direct_connection_through_the_stacks_turn_relay(composed, tmp_p
                                                                  monkeypatch):
     """TRANSPORT=smallwebrtc in the composed stack (last here: the bot is recreated with it), and
     a browser that reaches nothing but coturn: relayed by the stack's own coturn, configured by
-    its preflight, to the bot's container on the host's network; over UDP, and over TLS with a
-    certificate in .env (TURN_TLS_CERT, a key only root can read, as certbot's), taken up by
-    README's command after a renewal (`up -d --force-recreate preflight coturn`)."""
+    its preflight, to the bot's container on the host's network; over UDP, and over TLS on 443
+    with a certificate in .env (TURN_TLS_CERT, a key only root can read, as certbot's), taken up
+    by README's command after a renewal (`up -d --force-recreate preflight coturn`)."""
     addresses = host_addresses(Settings(_env_file=None))
     assert addresses, "this machine has no address but loopback"
     cert, key = self_signed_files([addresses[0]], tmp_path / "fullchain.pem",
                                   tmp_path / "privkey.pem")
-    tls = {"TURN_HOST": addresses[0], "TURN_TLS_CERT": str(cert), "TURN_TLS_KEY": str(key)}
+    # on 443, as for a network that lets only HTTPS out (coturn runs as nobody: the port is
+    # below 1024, which its image allows turnserver)
+    tls = {"TURN_HOST": addresses[0], "TURN_TLS_CERT": str(cert), "TURN_TLS_KEY": str(key),
+           "TURN_TLS_PORT": "443"}
     env_file = tmp_path / ".env"
     env_file.write_text(_with_values(composed.env_file.read_text(), **tls))
     # .env as the services read it (env_file: the repository's .env; the test's is elsewhere)
@@ -348,6 +351,7 @@ async def test_a_direct_connection_through_the_stacks_turn_relay(composed, tmp_p
         # aiortc takes a server's first address: one client over UDP, one over TLS
         for scheme in ("turn:", "turns:"):
             url = next(u for u in server["urls"] if u.startswith(scheme))
+            assert scheme == "turn:" or ":443?" in url, url
             client = PeerClient(ice_servers=[{**server, "urls": [url]}], relay_only=True)
             try:
                 await client.join(offer)

@@ -212,10 +212,9 @@ async def test_a_browser_that_reaches_only_the_turn_relay_converses_through_it(
     if transport == "tls":
         # a certificate for the bot host's address, which this client alone trusts
         tls_port = free_port()
-        monkeypatch.setattr(stack.ice, "TURN_TLS_PORT", tls_port)
         files = self_signed_files([addresses[0]], tmp_path / "cert.pem", tmp_path / "key.pem")
         monkeypatch.setenv("SSL_CERT_FILE", str(files[0]))
-        turn.update(turn_tls_cert=files[0], turn_tls_key=files[1])
+        turn.update(turn_tls_cert=files[0], turn_tls_key=files[1], turn_tls_port=tls_port)
     config = coturn_config(settings.model_copy(update=turn), addresses, files)
     with coturn(config, tmp_path, port, tls_port=tls_port) as log:
         async with _serving(engines, settings, **turn) as (manager, offer, http):

