@@ -1,5 +1,6 @@
 // What the browser scripts share: Debian's Chromium with software WebGL, the "nothing leaves this
 // host" watch, and a screenshot's pixel statistics (blank or flat canvases fail the tests).
+import { execFileSync } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { chromium } from "playwright-core";
 import sharp from "sharp";
@@ -24,6 +25,23 @@ export function watchPage(page, origin, result) {
   });
   page.on("console", (m) => { if (m.type() === "error") result.consoleErrors.push(m.text()); });
   page.on("pageerror", (e) => result.consoleErrors.push(String(e.stack ?? e)));
+}
+
+// A browser's main threads and its busy ones (state, CPU share, where each waits in the kernel),
+// for when a page stops answering: a main thread running (R) or asleep in a futex (S) says which
+// kind of hang it is.
+export function threadsOf(rootPid) {
+  if (!rootPid) return [];
+  const rows = execFileSync("ps", ["-eL", "-o", "pid=,ppid=,tid=,stat=,pcpu=,wchan:24=,comm="], { encoding: "utf8" })
+    .trim().split("\n").map((line) => line.trim().split(/\s+/));
+  const tree = new Set([String(rootPid)]);
+  let size = 0;
+  while (tree.size > size) { // children, then theirs (content processes are the parent's)
+    size = tree.size;
+    for (const [pid, ppid] of rows) if (tree.has(ppid)) tree.add(pid);
+  }
+  return rows.filter(([pid, , tid, , cpu]) => tree.has(pid) && (pid === tid || Number(cpu) >= 5))
+    .map((r) => r.join(" "));
 }
 
 // The avatar is in the scene and its loading indicator gone.
@@ -101,6 +119,10 @@ export async function recordSession(browser, outDir, result, mark, body) {
     mark("stopped");
   } catch (e) {
     result.error = String(e?.stack ?? e);
+    // a script call the page never answered (puppeteer's protocol timeout): what its threads do
+    if (/timed out/.test(result.error) && typeof browser.process === "function") {
+      result.threads ??= threadsOf(browser.process()?.pid);
+    }
   } finally {
     await writeFile(`${outDir}/session.json`, JSON.stringify(result));
     await browser.close();

@@ -12,7 +12,7 @@
 // Usage: xvfb-run -a node e2e/firefox.mjs BASE_URL OUT_DIR
 import { mkdir, writeFile } from "node:fs/promises";
 import puppeteer from "puppeteer-core";
-import { pixelStats, recordMouth, recordSession, saveSession, watchPage } from "./browser.mjs";
+import { pixelStats, recordMouth, recordSession, saveSession, threadsOf, watchPage } from "./browser.mjs";
 
 const [base, outDir] = process.argv.slice(2);
 const TYPED = ["What is the capital of France?", "Tell me a short story about a friendly robot."];
@@ -53,12 +53,17 @@ await recordSession(browser, outDir, result, mark, async () => {
   try {
     await page.waitForSelector('[data-testid="connection"][data-state="connected"]', { timeout: 60_000 });
   } catch (e) {
-    // what the page showed instead (an intermittent failure over SmallWebRTC: tests/test_web_e2e.py)
-    result.notConnected = await page.evaluate(() => ({
-      state: document.querySelector('[data-testid="connection"]')?.getAttribute("data-state"),
-      text: document.body.innerText.slice(0, 2000),
-      steps: window.__avatar?.conversation?.linkProgress?.(), // where PeerLink.open stopped
-    }));
+    // what the page showed instead (an intermittent failure over SmallWebRTC: tests/test_web_e2e.py),
+    // and, the page having once left this question unanswered for minutes, what Firefox was doing
+    result.threads = threadsOf(browser.process()?.pid);
+    result.notConnected = await Promise.race([
+      page.evaluate(() => ({
+        state: document.querySelector('[data-testid="connection"]')?.getAttribute("data-state"),
+        text: document.body.innerText.slice(0, 2000),
+        steps: window.__avatar?.conversation?.linkProgress?.(), // where PeerLink.open stopped
+      })),
+      sleep(20_000).then(() => "the page did not answer within 20 s"),
+    ]);
     throw e;
   }
   mark("connected");
