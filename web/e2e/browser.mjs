@@ -40,7 +40,9 @@ export function threadsOf(rootPid) {
     size = tree.size;
     for (const [pid, ppid] of rows) if (tree.has(ppid)) tree.add(pid);
   }
-  return rows.filter(([pid, , tid, , cpu]) => tree.has(pid) && (pid === tid || Number(cpu) >= 5))
+  // every thread of a process whose main thread waits on a lock (a hung page): who holds it
+  const waiting = new Set(rows.filter(([pid, , tid, , , wchan]) => tree.has(pid) && pid === tid && wchan.startsWith("futex")).map(([pid]) => pid));
+  return rows.filter(([pid, , tid, , cpu]) => tree.has(pid) && (pid === tid || waiting.has(pid) || Number(cpu) >= 5))
     .map((r) => r.join(" "));
 }
 
