@@ -42,7 +42,10 @@ export function threadsOf(rootPid) {
   }
   // every thread of a process whose main thread waits on a lock (a hung page): who holds it
   const waiting = new Set(rows.filter(([pid, , tid, , , wchan]) => tree.has(pid) && pid === tid && wchan.startsWith("futex")).map(([pid]) => pid));
-  return rows.filter(([pid, , tid, , cpu]) => tree.has(pid) && (pid === tid || waiting.has(pid) || Number(cpu) >= 5))
+  // and the parent's audio threads: a page's audio calls are served there (AudioIPC, cubeb)
+  const audio = (pid, name) => waiting.size > 0 && pid === String(rootPid) && /audio|cubeb|pulse/i.test(name);
+  return rows.filter(([pid, , tid, , cpu, , ...name]) => tree.has(pid)
+    && (pid === tid || waiting.has(pid) || Number(cpu) >= 5 || audio(pid, name.join(" "))))
     .map((r) => r.join(" "));
 }
 
