@@ -4,6 +4,7 @@ caches that make a second turn read only its new tokens."""
 
 import threading
 
+import jiwer
 import pytest
 
 from stack.config import Settings
@@ -60,11 +61,22 @@ def _together(llm, questions, **kw) -> list[str]:
     return out
 
 
+def _same_replies(got: list, want: list) -> None:
+    """Each reply is its question's one-at-a-time reply: the same opening words and at most a
+    word in three different. Not to the letter: llama.cpp's sums depend on the batch's shape, and
+    a near-tie in greedy decoding may then go the other way (a CI run: "a brilliant blue" against
+    "a brilliant shade of blue"). Another conversation's reply, or a corrupted cache's, fails."""
+    assert len(got) == len(want), got
+    for g, w in zip(got, want, strict=True):
+        assert isinstance(g, str) and g.split()[:4] == w.split()[:4], (g, w)
+        assert jiwer.wer(w, g) <= 0.34, (g, w)
+
+
 def test_concurrent_replies_are_the_replies_given_one_at_a_time(batched, reference):
     steps = batched.stats.steps
     generated = batched.stats.generated_tokens
     answers = _together(batched, QUESTIONS[:4])
-    assert answers == reference[:4]
+    _same_replies(answers, reference[:4])
     assert "Paris" in answers[0]
     # and they were decoded together: fewer steps than tokens
     assert batched.stats.steps - steps < batched.stats.generated_tokens - generated
@@ -72,7 +84,7 @@ def test_concurrent_replies_are_the_replies_given_one_at_a_time(batched, referen
 
 def test_more_conversations_than_sequences_wait_their_turn(batched, reference):
     waits = len(batched.stats.queue_waits)
-    assert _together(batched, QUESTIONS) == reference  # six people, four sequences
+    _same_replies(_together(batched, QUESTIONS), reference)  # six people, four sequences
     assert len(batched.stats.queue_waits) - waits == len(QUESTIONS)
 
 
@@ -100,7 +112,7 @@ def test_cancelling_one_conversation_leaves_the_others_whole(batched, reference)
     for t in threads:
         t.join(120)
     assert len(story) == 5  # nothing after the cancel
-    assert others == reference[:3]
+    _same_replies(others, reference[:3])
 
 
 def test_a_consumer_that_stops_reading_frees_its_sequence(batched, reference):
@@ -108,7 +120,7 @@ def test_a_consumer_that_stops_reading_frees_its_sequence(batched, reference):
     next(stream)
     stream.close()  # the caller walks away (as a cancelled Pipecat task does)
     # all four sequences serve others at once again
-    assert _together(batched, QUESTIONS[:4]) == reference[:4]
+    _same_replies(_together(batched, QUESTIONS[:4]), reference[:4])
 
 
 def test_a_second_turn_reads_only_its_new_tokens(batched):
