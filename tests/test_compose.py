@@ -188,11 +188,11 @@ def test_ports_match_livekit_yaml_and_turnserver_conf(gpu):
     turn = dict(re.findall(r"^([a-z-]+)=(\S+)$", conf, re.M))
     hc = services["coturn"]["healthcheck"]["test"]
     assert hc[hc.index("-p") + 1] == turn["listening-port"]
-    servers = with_turn({}, host="h", secret="x" * 32,
-                        tls_port=Settings(_env_file=None).turn_tls_port)["rtc"]["turn_servers"]
     # TURN_TLS_PORT's default is the port the committed file has (the preflight writes the
     # setting's there: tests/test_turn.py)
-    assert Settings(_env_file=None).turn_tls_port == int(turn["tls-listening-port"])
+    tls_port = Settings(_env_file=None).turn_tls_port
+    assert tls_port == int(turn["tls-listening-port"])
+    servers = with_turn({}, host="h", secret="x" * 32, tls_port=tls_port)["rtc"]["turn_servers"]
     ports = {int(turn["listening-port"]), int(turn["tls-listening-port"])}
     assert {s["port"] for s in servers} == ports
     # and the relay a direct connection's browser gets (TRANSPORT=smallwebrtc)

@@ -262,10 +262,11 @@ def audio_output():
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-# Reproduced here once in 14 runs (2026-11-27): the bot's side connected (ICE, DTLS, the data
-# channel, within a second of the offer), no microphone audio came, and the page then left a
-# script call unanswered for puppeteer's 180 s: Firefox's page hung, as it once did over LiveKit
-# right after the avatar was shown. A failure now records Firefox's threads (session.json).
+# Reproduced here 3 times in 26 runs (2026-11-27): the bot's side connected (ICE, DTLS, the data
+# channel, within a second of the offer), no microphone audio came, and the page then answered no
+# script call (once for puppeteer's whole 180 s): its content process's main thread asleep on a
+# lock, as Firefox's page once hung over LiveKit right after the avatar was shown. A failure
+# records Firefox's threads (session.json: threads).
 FIREFOX_OVER_SMALLWEBRTC = pytest.mark.skipif(
     not os.environ.get("FIREFOX_SMALLWEBRTC"), reason="intermittent, so not in CI yet: one CI run "
     "of three never connected (the bot's side did: ICE, DTLS and the data channel; the page got "
