@@ -248,7 +248,8 @@ class BotManager:
         self.builder = builder or (lambda **kw: build_pipeline(self.engines, self.settings, **kw))
         self.sessions: dict[str, BotSession] = {}
         self._lock = asyncio.Lock()
-        metrics.watch(lambda: len(self.active_rooms()), engines.llm if engines else None)
+        metrics.watch(lambda: len(self.active_rooms()), engines.llm if engines else None,
+                      engines.tts if engines else None)
 
     async def ensure(self, room: str) -> BotSession:
         """The room's session, started if there is none (or the last one ended)."""

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     tts_speed: float = 1.0
     tts_threads: int | None = Field(None, ge=1, description="CPU threads for Kokoro; None = a "
                                     "quarter of the cores.")
+    tts_workers: int | None = Field(
+        None, ge=1, description="Syntheses Kokoro runs at the same time on its one model, each "
+        "on TTS_THREADS threads; None = the profile's (1 in every profile).")
 
     # Web client and avatars
     web_dir: Path | None = Field(None, description="The built web client (npm --prefix web "
@@ -138,6 +141,11 @@ class Settings(BaseSettings):
     def whisper_workers(self) -> int:
         """STT_WORKERS, or the profile's when unset."""
         return self.profile.stt_workers if self.stt_workers is None else self.stt_workers
+
+    @property
+    def kokoro_workers(self) -> int:
+        """TTS_WORKERS, or the profile's when unset."""
+        return self.profile.tts_workers if self.tts_workers is None else self.tts_workers
 
     @property
     def thread_budget(self) -> dict[str, int]:

@@ -86,6 +86,8 @@ class Profile:
     llm_parallel: int = 1  # conversations the LLM decodes together (LLM_PARALLEL's default)
     max_conversations: int = 4  # conversations at once per process (MAX_CONVERSATIONS' default)
     stt_workers: int = 1  # transcriptions at once (STT_WORKERS' default)
+    tts_workers: int = 1  # Kokoro syntheses at once (TTS_WORKERS' default; 2 measured no better
+    # at 4 conversations on 2 cores, docs/benchmarks.md)
     spacy_model: str | None = None  # a spaCy pipeline directory for misaki; None: no tagger
     sample_wav: str | None = None
     sample_text: str | None = None  # what is said in sample_wav

@@ -5,9 +5,10 @@ speaking → the bot's first audio leaves), and the stages inside it (Whisper's 
 LLM's first token, Kokoro's first audio), all as histograms per process. Conversations active,
 started and refused; turns; errors by the service that raised them. The LLM engine's own
 counters (tokens generated, prompt tokens read or found cached, decode steps and the sequences
-they carried, queue waits) are read from the engine at scrape time, so the engine needs no
-metrics library. The event loop's lag (how late a 20 ms timer fires) says when the process is
-too busy to keep its conversations' audio and messages on time.
+they carried, queue waits) and Kokoro's synthesis queue (chunks, waits for a worker) are read
+from the engines at scrape time, so the engines need no metrics library. The event loop's lag
+(how late a 20 ms timer fires) says when the process is too busy to keep its conversations'
+audio and messages on time.
 """
 
 from __future__ import annotations
@@ -104,15 +105,43 @@ class _LLMEngineCollector(Collector):
             yield family
 
 
+class _TTSQueueCollector(Collector):
+    """Kokoro's synthesis queue at scrape time (stack/engines/tts.py SynthesisStats): a wait
+    that grows for first chunks says TTS_WORKERS, or the machine, is short for its
+    conversations."""
+
+    def __init__(self):
+        self.engine = None
+
+    def collect(self):
+        stats = getattr(self.engine, "stats", None)
+        if stats is None:
+            return
+        for name, doc, values in (
+            ("avatar_tts_chunks", "Chunks Kokoro synthesized, by kind: a reply's first, or a "
+             "later one.", stats.chunks),
+            ("avatar_tts_queue_seconds", "Time chunks waited for a free synthesis worker "
+             "(TTS_WORKERS), summed, by kind (first chunks go ahead of later ones).",
+             stats.wait_seconds),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["chunk"])
+            for kind, value in values.items():
+                family.add_metric([kind], value)
+            yield family
+
+
 _LLM = _LLMEngineCollector()
 REGISTRY.register(_LLM)
+_TTS = _TTSQueueCollector()
+REGISTRY.register(_TTS)
 
 
-def watch(active: Callable[[], int], llm_engine) -> None:
-    """Read the live conversation count and the LLM engine's counters from these (the latest
-    call wins: one bot per process)."""
+def watch(active: Callable[[], int], llm_engine, tts_engine=None) -> None:
+    """Read the live conversation count and the LLM and TTS engines' counters from these (the
+    latest call wins: one bot per process)."""
     CONVERSATIONS_ACTIVE.set_function(active)
     _LLM.engine = llm_engine
+    _TTS.engine = tts_engine
 
 
 def scrape() -> bytes:

@@ -18,6 +18,8 @@ from stack.engines.tts import (
     LATER_LEAD_FRAMES,
     MAX_TOKENS,
     ChunkPlan,
+    FirstChunksFirst,
+    KokoroTTS,
     split_words,
 )
 from stack.lipsync import FRAME_SAMPLES, SAMPLE_RATE
@@ -301,15 +303,22 @@ def test_tts_a_reply_starts_small_and_its_chunks_grow_with_what_was_made(engines
     assert plan.made == len(chunks)
 
 
+def _one_worker(tts: KokoroTTS) -> KokoroTTS:
+    """The same model behind a queue of one synthesis at a time (TTS_WORKERS=1)."""
+    return KokoroTTS(tts.backend, tts.vocab, tts.voices, tts.g2p, tts.default_voice, workers=1)
+
+
 def test_tts_a_replys_first_chunk_goes_ahead_of_other_replys_later_chunks(engines):
     """Four replies under way (their later sentences: not a reply's start), then a new reply
     starts: its first chunk is made right after the chunk being made now, not after the chunks
-    that were already waiting."""
+    that were already waiting. One worker, so that the order is all the queue decides (with
+    more, test_synthesis_queue_* below)."""
+    tts = _one_worker(engines.tts)
     done: list[tuple[str, float]] = []
     first_out = threading.Event()
 
     def long_reply(name: str):
-        for _chunk in engines.tts.synthesize(" ".join(SENTENCES)):
+        for _chunk in tts.synthesize(" ".join(SENTENCES)):
             done.append((name, time.monotonic()))
             first_out.set()
 
@@ -319,7 +328,7 @@ def test_tts_a_replys_first_chunk_goes_ahead_of_other_replys_later_chunks(engine
     assert first_out.wait(60)
     time.sleep(0.2)  # the other replies' next chunks are queued by now
     asked = time.monotonic()
-    first = next(iter(engines.tts.synthesize("Hello there, how can I help?", quick_start=True)))
+    first = next(iter(tts.synthesize("Hello there, how can I help?", quick_start=True)))
     answered = time.monotonic()
     for t in others:
         t.join(180)
@@ -328,6 +337,108 @@ def test_tts_a_replys_first_chunk_goes_ahead_of_other_replys_later_chunks(engine
     # The chunk being made when it asked, and at most one more if that one ended while the new
     # reply was still turning its text into phonemes; a first-come queue lets all four go first.
     assert len(in_between) <= 2, (in_between, len(done))
+
+
+def _take(queue: FirstChunksFirst, first: bool, order: list[str], name: str) -> threading.Thread:
+    """A thread that waits for ``queue`` and notes ``name`` in ``order`` once it has a worker."""
+    def run():
+        assert queue.acquire(first)
+        order.append(name)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def _until(predicate, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+def test_synthesis_queue_runs_as_many_at_once_as_it_has_workers():
+    queue = FirstChunksFirst(slots=2)
+    order: list[str] = []
+    a, b = _take(queue, False, order, "a"), _take(queue, False, order, "b")
+    a.join(5), b.join(5)
+    assert sorted(order) == ["a", "b"]  # both at once: neither released
+    c = _take(queue, False, order, "c")
+    time.sleep(0.2)
+    assert "c" not in order  # a third waits for a worker
+    queue.release()
+    c.join(5)
+    assert order[-1] == "c"
+    assert queue.stats.chunks == {"first": 0, "later": 3}
+    assert queue.stats.wait_seconds["later"] >= 0.2  # c's wait, counted
+
+
+def test_synthesis_queue_gives_a_freed_worker_to_a_first_chunk_before_earlier_later_ones():
+    queue = FirstChunksFirst(slots=2)
+    order: list[str] = []
+    for name in ("busy 1", "busy 2"):
+        _take(queue, False, order, name).join(5)
+    waiting = [_take(queue, False, order, f"later {k}") for k in range(3)]
+    _until(lambda: len(queue._waiting) == 3)
+    first = _take(queue, True, order, "first")
+    _until(lambda: len(queue._waiting) == 4)
+    queue.release()
+    first.join(5)
+    assert order[2] == "first", order  # ahead of the three that asked before it
+    for _ in range(3):
+        queue.release()
+    for t in waiting:
+        t.join(5)
+    assert order[3:] == ["later 0", "later 1", "later 2"]  # the rest in order of arrival
+    assert queue.stats.chunks == {"first": 1, "later": 5}
+
+
+def test_synthesis_queue_refuses_no_workers():
+    with pytest.raises(ValueError, match="at least 1"):
+        FirstChunksFirst(slots=0)
+
+
+def test_tts_two_workers_synthesize_two_replies_at_once_as_one_would(engines):
+    """TTS_WORKERS=2: two replies' chunks are made at the same time on the one model, and each
+    is what the model makes alone (Kokoro is deterministic)."""
+    running, most = 0, 0
+    lock = threading.Lock()
+    infer = engines.tts.backend.infer
+
+    class Counting:
+        def infer(self, *args):
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            try:
+                return infer(*args)
+            finally:
+                with lock:
+                    running -= 1
+
+    tts = KokoroTTS(Counting(), engines.tts.vocab, engines.tts.voices, engines.tts.g2p,
+                    engines.tts.default_voice, workers=2)
+    texts = [" ".join(SENTENCES[:2]), " ".join(SENTENCES[1:3])]
+    alone = [[c.audio for c in _one_worker(engines.tts).synthesize(t, quick_start=True)]
+             for t in texts]
+    together: list[list[np.ndarray]] = [[], []]
+
+    def speak(k: int):
+        together[k] = [c.audio for c in tts.synthesize(texts[k], quick_start=True)]
+
+    threads = [threading.Thread(target=speak, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert most == 2
+    for mine, theirs in zip(together, alone, strict=True):
+        assert len(mine) == len(theirs) >= 2
+        for x, y in zip(mine, theirs, strict=True):
+            assert len(x) == len(y)
+            assert np.max(np.abs(x - y)) < 1e-3
+    assert tts.stats.chunks == {"first": 2, "later": sum(len(a) for a in alone) - 2}
 
 
 def test_tts_cancel_while_waiting_for_the_engine_makes_nothing(engines):

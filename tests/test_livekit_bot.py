@@ -446,6 +446,8 @@ async def test_metrics_scrape_counts_a_conversation_and_its_turn(stack, beckett)
         assert grew("avatar_stage_seconds_count", stage=stage) >= 1, stage
     assert grew("avatar_llm_generated_tokens_total") > 0
     assert grew("avatar_llm_decode_steps_total") > 0
+    assert grew("avatar_tts_chunks_total", chunk="first") >= 1  # the answer's first chunk
+    assert ("avatar_tts_queue_seconds_total", (("chunk", "later"),)) in during
     assert ("avatar_tts_gap_seconds_count", ()) in during  # answers end after this scrape
     assert await wait_until(lambda: conv.room not in manager.active_rooms(), 15)
     after = await _scrape(token.http)

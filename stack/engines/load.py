@@ -51,7 +51,8 @@ def load_engines(settings: Settings) -> Engines:
         tts=load_tts(backend=backend, model_path=root / profile.tts_model,
                      config_path=root / profile.tts_config, voices_dir=root / profile.voices_dir,
                      default_voice=settings.tts_voice or profile.default_voice,
-                     spacy_model=spacy_model, device=device, threads=threads["tts"]),
+                     spacy_model=spacy_model, device=device, threads=threads["tts"],
+                     workers=settings.kokoro_workers),
         device=device,
     )
 

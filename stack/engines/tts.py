@@ -14,8 +14,9 @@ from __future__ import annotations
 import heapq
 import json
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -207,24 +208,39 @@ def split_words(words: list[WordPhonemes], max_tokens: int = MAX_TOKENS,
     return chunks
 
 
-class FirstChunksFirst:
-    """One synthesis at a time, and the first chunk of a reply before any later chunk of
-    another: first audio is what a person waits for, while a later chunk has the audio before
-    it still playing. Otherwise in order of arrival."""
+@dataclass
+class SynthesisStats:
+    """What the synthesis queue has seen, per kind of chunk (a reply's first, or a later one):
+    how many ran and how long they waited for a worker, summed (read by /metrics)."""
 
-    def __init__(self):
+    chunks: dict[str, int] = field(default_factory=lambda: {"first": 0, "later": 0})
+    wait_seconds: dict[str, float] = field(default_factory=lambda: {"first": 0.0, "later": 0.0})
+
+
+class FirstChunksFirst:
+    """At most ``slots`` syntheses at a time (TTS_WORKERS), and the first chunk of a reply
+    before any later chunk of another: first audio is what a person waits for, while a later
+    chunk has the audio before it still playing. Otherwise in order of arrival."""
+
+    def __init__(self, slots: int = 1):
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, not {slots}")
+        self.slots = slots
+        self.stats = SynthesisStats()
         self._cond = threading.Condition()
-        self._busy = False
+        self._running = 0
         self._waiting: list[tuple[int, int]] = []  # (priority, ticket), a heap
         self._tickets = 0
 
     def acquire(self, first: bool, cancel: threading.Event | None = None) -> bool:
-        """Wait for the engine; False if ``cancel`` was set first (the request is gone)."""
+        """Wait for a free worker; False if ``cancel`` was set first (the request is gone)."""
+        kind = "first" if first else "later"
+        asked = time.monotonic()
         with self._cond:
             self._tickets += 1
             me = (0 if first else 1, self._tickets)
             heapq.heappush(self._waiting, me)
-            while self._busy or self._waiting[0] != me:
+            while self._running >= self.slots or self._waiting[0] != me:
                 if cancel is not None and cancel.is_set():
                     self._waiting.remove(me)
                     heapq.heapify(self._waiting)
@@ -232,28 +248,37 @@ class FirstChunksFirst:
                     return False
                 self._cond.wait(timeout=0.05 if cancel is not None else None)
             heapq.heappop(self._waiting)
-            self._busy = True
+            self._running += 1
+            self.stats.chunks[kind] += 1
+            self.stats.wait_seconds[kind] += time.monotonic() - asked
+            self._cond.notify_all()  # the next in line may take another free worker
             return True
 
     def release(self) -> None:
         with self._cond:
-            self._busy = False
+            self._running -= 1
             self._cond.notify_all()
 
 
 class KokoroTTS:
     def __init__(self, backend: KokoroBackend, vocab: dict[str, int], voices: VoiceBank,
-                 g2p: G2P, default_voice: str):
+                 g2p: G2P, default_voice: str, workers: int = 1):
         self.backend = backend
         self.vocab = vocab
         self.voices = voices
         self.g2p = g2p
         self.default_voice = default_voice
         self.sample_rate = SAMPLE_RATE
-        # One inference at a time per model: onnxruntime and torch are not re-entrant per session,
-        # and concurrent calls would only share the same cores/GPU anyway.
-        self._queue = FirstChunksFirst()
+        # ``workers`` inferences at once on the one model (TTS_WORKERS): onnxruntime's and
+        # torch's inference may be called from several threads. Two at once make 1.7x the audio
+        # on 2 idle cores, but gained nothing at 4 conversations on 2 busy ones
+        # (docs/benchmarks.md), hence a default of one.
+        self._queue = FirstChunksFirst(workers)
         voices.get(default_voice)
+
+    @property
+    def stats(self) -> SynthesisStats:
+        return self._queue.stats
 
     @staticmethod
     def load_vocab(path: Path) -> dict[str, int]:
@@ -312,7 +337,7 @@ class KokoroTTS:
 
 def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: Path,
              default_voice: str, spacy_model: Path | None = None, device: str = "cpu",
-             threads: int | None = None, spin: bool = True) -> KokoroTTS:
+             threads: int | None = None, spin: bool = True, workers: int = 1) -> KokoroTTS:
     """Build the TTS engine from local files; a missing file is named with the fix."""
     for p in (model_path, config_path, voices_dir):
         if not Path(p).exists():
@@ -327,4 +352,4 @@ def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: P
     else:
         raise ValueError(f"unknown TTS backend {backend!r} (torch or onnx)")
     return KokoroTTS(impl, KokoroTTS.load_vocab(config_path), VoiceBank(voices_dir),
-                     G2P(spacy_model), default_voice)
+                     G2P(spacy_model), default_voice, workers)
