@@ -143,7 +143,9 @@ def main() -> int:
                     "interleaved with the others (before/after in the same run)")
     ap.add_argument("--variant", action="append", default=[],
                     help='with --livekit: also ours with these settings on its own engines, '
-                    'e.g. --variant "stt_threads=2 tts_threads=2" (repeatable)')
+                    'e.g. --variant "stt_threads=2 tts_threads=2"; with --concurrent: also the '
+                    'batched engine with these settings on its own STT and TTS engines '
+                    '(repeatable)')
     ap.add_argument("--quick", action="store_true",
                     help="with --livekit: one round of 8 turns per pipeline; with --web: ours "
                     "only (no stock response time); for development")
@@ -198,7 +200,8 @@ def main() -> int:
         from bench_concurrent import run_concurrent_bench
 
         table, notes = run_concurrent_bench(settings, [int(n) for n in args.concurrent.split(",")],
-                                            args.questions, args.rounds, args.transport)
+                                            args.questions, args.rounds, args.transport,
+                                            args.variant)
         key, title = f"concurrent:{args.profile}", "Conversations at once through LiveKit"
         if args.transport != "livekit":
             key, title = f"concurrent-{args.transport}:{args.profile}", \

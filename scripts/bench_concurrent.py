@@ -12,7 +12,9 @@ client's mostly in LiveKit's native library), and the machine with the LiveKit s
 
 Contenders: ``livekit``: one LLM reply at a time vs the batched engine, both through LiveKit;
 ``smallwebrtc``: the batched engine through LiveKit vs over SmallWebRTC. Both share the same STT
-and TTS engines, and for each N the two run alternately (A, B, then B, A with ``--rounds 2``).
+and TTS engines. ``--variant "key=value ..."`` adds the batched engine through LiveKit with those
+settings on its own STT and TTS engines (e.g. ``tts_workers=1``: before/after in the same run).
+For each N the contenders run alternately (A, B, then B, A with ``--rounds 2``).
 
 Per N and contender: voice to voice at the clients (the last sample of a question leaving its
 microphone track → the first audible sample of the answer arriving), p50 and p95; turns
@@ -20,7 +22,9 @@ answered within 60 s; the LLM's aggregate tokens/s over the run (generated token
 wall time: it counts idle time too, so it compares engines at the same load, not peak speed)
 and its mean wait for a free sequence (batched) or for the lock (one at a time); how often the
 event loop ran a 20 ms timer more than 50 ms late (stack/metrics.py's EVENT_LOOP_LAG; over
-SmallWebRTC that loop paces every conversation's voice).
+SmallWebRTC that loop paces every conversation's voice). Through LiveKit, also the waterfall of
+each turn (bench_livekit.py's moments: end of turn, transcript, LLM first token, TTS first audio,
+...), so that the step that grows with N shows.
 """
 
 from __future__ import annotations
@@ -33,7 +37,17 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from bench_livekit import KEY, QUESTIONS, SECRET, Participant, _pct, _trimmed, answer_heard
+from bench_livekit import (
+    KEY,
+    MAX_ANSWER_TOKENS,
+    QUESTIONS,
+    SECRET,
+    Participant,
+    _pct,
+    _trimmed,
+    answer_heard,
+    waterfall_lines,
+)
 from peer_client import PeerClient, offers_to
 
 from stack.bot import BotManager
@@ -50,41 +64,44 @@ STAGGER_S = 1.5
 LATE_S = 0.05  # a bucket of EVENT_LOOP_LAG
 
 
+Moments = dict[str, float]  # a turn's waterfall, s since the end of speech; "heard": v2v
+
+
 async def _livekit_person(manager: BotManager, url: str, room: str,
-                          questions: list[np.ndarray]) -> list[float | None]:
+                          questions: list[np.ndarray]) -> list[Moments]:
     p = Participant("ours", manager)
     await p.start(url, room)
     try:
-        return [(await p.ask(audio, (0, k))).v2v for k, audio in enumerate(questions)]
+        return [(await p.ask(audio, (0, k))).moments for k, audio in enumerate(questions)]
     finally:
         await p.stop()
 
 
-async def _peer_person(http: httpx.AsyncClient, questions: list[np.ndarray]) -> list[float | None]:
+async def _peer_person(http: httpx.AsyncClient, questions: list[np.ndarray]) -> list[Moments]:
     client = PeerClient()
     await client.join(offers_to(http))
     await client.silence(1.0)
-    out: list[float | None] = []
+    out: list[Moments] = []
     try:
         for audio in questions:
             await client.speak(audio)  # returns once its last sample has gone out
             t_end = time.monotonic()
             await client.silence(0.2)
             first = await answer_heard(client, t_end)
-            out.append(None if first is None else first - t_end)
+            out.append({} if first is None else {"heard": first - t_end})
         return out
     finally:
         await client.leave()
 
 
 async def _one_run(manager: BotManager, transport: str, url: str, n: int,
-                   questions: list[list[np.ndarray]], tag: str) -> list[float | None]:
-    """Each person's voice-to-voice per question (None: not answered within 60 s)."""
+                   questions: list[list[np.ndarray]], tag: str) -> list[Moments]:
+    """Each person's turns, question by question (no "heard": not answered within 60 s)."""
     app = create_app(manager.settings, models_ready=lambda: True, on_offer=manager.answer)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bot",
                              headers={"Authorization": f"Bearer {manager.settings.access_key}"})
 
-    async def person(i: int) -> list[float | None]:
+    async def person(i: int) -> list[Moments]:
         await asyncio.sleep(i * STAGGER_S)
         if transport == "smallwebrtc":
             return await _peer_person(http, questions[i])
@@ -99,7 +116,7 @@ async def _one_run(manager: BotManager, transport: str, url: str, n: int,
             await watcher
         await manager.stop_all()
         await http.aclose()
-    return [latency for per in results for latency in per]
+    return [turn for per in results for turn in per]
 
 
 def _loop_counts() -> tuple[float, float]:
@@ -111,7 +128,8 @@ def _loop_counts() -> tuple[float, float]:
 
 
 def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: int = 3,
-                         rounds: int = 1, transport: str = "livekit") -> tuple[str, str]:
+                         rounds: int = 1, transport: str = "livekit",
+                         variants: list[str] = ()) -> tuple[str, str]:
     binary = find_binary()
     if binary is None:
         raise SystemExit("livekit-server not found: run scripts/test.sh once (it builds it)")
@@ -120,18 +138,33 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
     s = settings.model_copy(update=dict(
         livekit_url=livekit.url, livekit_api_key=KEY, livekit_api_secret=SECRET,
         access_key="bench access key", rate_limit_per_minute=10_000,
-        session_empty_seconds=30, max_conversations=max(sizes)))
+        session_empty_seconds=30, max_conversations=max(sizes),
+        # as in the LiveKit benchmark: the tiny test model sometimes repeats a sentence up to its
+        # limit (256 tokens, a minute of speech), and each person asks once the reply is over
+        llm_max_tokens=MAX_ANSWER_TOKENS))
     path = s.models_dir / s.profile.llm_model
     rows = []
+    waterfalls: list[tuple[int, dict[str, list[Moments]]]] = []
     try:
         shared = load_engines(s.model_copy(update=dict(llm_parallel=1)))
         assert isinstance(shared.llm, LlamaLLM)
         batched = BatchedLlamaLLM(path, device=shared.device, n_ctx=s.llm_context_tokens,
                                   threads=s.thread_budget["llm"], parallel=max(sizes))
-        # name -> (LLM engine, transport)
-        contenders = ({"one at a time": (shared.llm, "livekit"),
-                       "batched": (batched, "livekit")} if transport == "livekit" else
-                      {"LiveKit": (batched, "livekit"), "SmallWebRTC": (batched, "smallwebrtc")})
+
+        def engines(llm, own: Engines = shared) -> Engines:
+            return Engines(stt=own.stt, llm=llm, tts=own.tts, device=own.device)
+
+        # name -> (engines, transport)
+        contenders = ({"one at a time": (engines(shared.llm), "livekit"),
+                       "batched": (engines(batched), "livekit")} if transport == "livekit" else
+                      {"LiveKit": (engines(batched), "livekit"),
+                       "SmallWebRTC": (engines(batched), "smallwebrtc")})
+        for variant in variants:
+            vs = Settings(**{**s.model_dump(), **dict(kv.split("=", 1) for kv in variant.split()),
+                             "llm_parallel": 1}, _env_file=None)
+            own = load_engines(vs)  # its LLM (one at a time) goes unused: the batched one serves
+            own.llm.close()
+            contenders[f"batched, {variant}"] = (engines(batched, own), "livekit")
         voices = ["am_michael", "bf_emma", "af_bella", "af_heart"]
         audio = {}  # (person, question) -> 16 kHz speech, a voice per person
 
@@ -146,39 +179,43 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
 
         for n in sizes:
             questions = [[asked(i, k) for k in range(questions_each)] for i in range(n)]
-            got: dict[str, list] = {name: [] for name in contenders}
+            got: dict[str, list[Moments]] = {name: [] for name in contenders}
             spent: dict[str, list] = {name: [] for name in contenders}
             for r in range(rounds):
                 order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
                 for name in order:
-                    llm, via = contenders[name]
-                    engines = Engines(stt=shared.stt, llm=llm, tts=shared.tts,
-                                      device=shared.device)
-                    manager = BotManager(s.model_copy(update=dict(transport=via)), engines)
-                    stats = llm.stats
+                    tag = f"c{list(contenders).index(name)}r{r}"  # each run its own rooms
+                    mine, via = contenders[name]
+                    manager = BotManager(s.model_copy(update=dict(transport=via)), mine)
+                    stats, kokoro = mine.llm.stats, mine.tts.stats
                     before = (stats.generated_tokens, stats.admitted, stats.queue_seconds,
-                              *_loop_counts())
+                              *_loop_counts(), kokoro.chunks["first"],
+                              kokoro.wait_seconds["first"])
                     started = time.monotonic()
-                    latencies = asyncio.run(_one_run(manager, via, livekit.url, n, questions,
-                                                     f"{name[:3]}{r}"))
+                    turns = asyncio.run(_one_run(manager, via, livekit.url, n, questions, tag))
                     wall = time.monotonic() - started
                     ticks, late = _loop_counts()
-                    got[name] += latencies
+                    got[name] += turns
                     spent[name].append((wall, stats.generated_tokens - before[0],
                                         stats.admitted - before[1],
                                         stats.queue_seconds - before[2],
-                                        ticks - before[3], late - before[4]))
-                    answered = [x for x in latencies if x is not None]
-                    print(f"N={n} round {r + 1} {name}: {len(answered)}/{len(latencies)} "
+                                        ticks - before[3], late - before[4],
+                                        kokoro.chunks["first"] - before[5],
+                                        kokoro.wait_seconds["first"] - before[6]))
+                    answered = [m["heard"] for m in turns if "heard" in m]
+                    print(f"N={n} round {r + 1} {name}: {len(answered)}/{len(turns)} "
                           f"answered, p50 {_pct(answered, .5) if answered else float('nan'):.2f} s",
                           flush=True)
+            waterfalls.append((n, {name: got[name] for name in contenders
+                                   if contenders[name][1] == "livekit"}))
             for name in contenders:
-                answered = [x for x in got[name] if x is not None]
+                answered = [m["heard"] for m in got[name] if "heard" in m]
                 runs = spent[name]
                 tokens = f"{sum(x[1] for x in runs) / sum(x[0] for x in runs):.1f}"
                 wait = f"{sum(x[3] for x in runs) / max(1, sum(x[2] for x in runs)) * 1000:.0f} ms"
                 lag = f"{sum(x[5] for x in runs) / max(1, sum(x[4] for x in runs)):.1%}"
-                rows.append((n, name, answered, len(got[name]), tokens, wait, lag))
+                first = f"{sum(x[7] for x in runs) / max(1, sum(x[6] for x in runs)) * 1000:.0f} ms"
+                rows.append((n, name, answered, len(got[name]), tokens, wait, first, lag))
         batched.close()
     finally:
         livekit.stop()
@@ -188,18 +225,30 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
 
     lines = [f"| conversations | {'LLM engine' if transport == 'livekit' else 'transport'} | "
              "voice to voice p50 | p95 | answered | LLM tokens/s over the run | "
-             "LLM wait for a sequence or the lock (mean) | event loop: 20 ms timers > 50 ms late |",
-             "|---|---|---|---|---|---|---|---|"]
-    for n, name, answered, total, tokens, wait, lag in rows:
+             "LLM wait for a sequence or the lock (mean) | Kokoro wait, a reply's first chunk "
+             "(mean) | event loop: 20 ms timers > 50 ms late |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for n, name, answered, total, tokens, wait, first, lag in rows:
         lines.append(f"| {n} | {name} | {fmt(answered, .5)} | {fmt(answered, .95)} | "
-                     f"{len(answered)}/{total} | {tokens} | {wait} | {lag} |")
+                     f"{len(answered)}/{total} | {tokens} | {wait} | {first} | {lag} |")
+    for n, moments in waterfalls:
+        if moments:
+            lines += ["", f"Waterfall at {n} conversation{'s' if n > 1 else ''} (through "
+                      "LiveKit):", ""] + waterfall_lines(moments)
     who = ("One LLM reply at a time and the batched engine, both through LiveKit"
            if transport == "livekit" else
            "The batched LLM engine through LiveKit and over SmallWebRTC (aiortc clients offering "
            "to POST /webrtc/offer, in the bot's process)")
     notes = (f"{who}; {questions_each} questions per conversation, conversations starting "
              f"{STAGGER_S:g} s apart, {rounds} round(s) per contender and N, alternating; the "
-             "same STT and TTS engines serve both. Voice to voice at the clients: the last sample "
-             "of a question leaving its microphone track → the first audible sample of the "
-             "answer. An answer not heard within 60 s counts as not answered.")
+             "same STT and TTS engines serve both"
+             + "".join(f"; batched, {v}: those settings on its own STT and TTS engines"
+                       for v in variants)
+             + ". Voice to voice at the clients: the last sample of a question leaving its "
+             "microphone track → the first audible sample of the answer. An answer not heard "
+             f"within 60 s counts as not answered. Answers of at most {MAX_ANSWER_TOKENS} "
+             "tokens. Kokoro wait: how long a reply's first chunk "
+             "waited for a free synthesis worker (TTS_WORKERS). Waterfall: as in the LiveKit "
+             "benchmark, each moment since the end of speech and its step from the moment "
+             "before.")
     return "\n".join(lines), notes

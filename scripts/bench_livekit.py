@@ -312,6 +312,28 @@ def ratio_interval(pairs: list[tuple[float, float]], n: int = 4000,
             float(np.percentile(ratios, 97.5)))
 
 
+def waterfall_lines(moments: dict[str, list[dict[str, float]]]) -> list[str]:
+    """A Markdown table of the waterfall, a pair of columns per contender: each moment since
+    the end of speech (p50 / p95), and its step from the latest earlier moment (p50)."""
+
+    def ms(xs: list[float]) -> str:
+        return f"{_pct(xs, .5) * 1000:.0f} / {_pct(xs, .95) * 1000:.0f}" if xs else "n/a"
+
+    lines = ["| moment, since the end of speech at the client | "
+             + " | ".join(f"{n} p50 / p95 (ms) | {n} step p50 (ms)" for n in moments) + " |",
+             "|---|" + "---|---|" * len(moments)]
+    for k, (key, label, _) in enumerate(MOMENTS):
+        earlier = [x for x, _, _ in MOMENTS[:k]]
+        cells = []
+        for turns in moments.values():
+            mine = [m for m in turns if key in m]
+            steps = [m[key] - max((m[x] for x in earlier if x in m), default=0.0) for m in mine]
+            cells += [ms([m[key] for m in mine]),
+                      f"{_pct(steps, .5) * 1000:.0f}" if steps else "n/a"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(results: list[Turn], load: tuple[float, float]) -> tuple[str, str]:
     names = list(dict.fromkeys(t.pipeline for t in results))
 
@@ -327,19 +349,8 @@ def report(results: list[Turn], load: tuple[float, float]) -> tuple[str, str]:
         gapped = (f"{sum(g > 0.02 for g in gaps)}/{len(gaps)}", f"{_pct(gaps, .95) * 1000:.0f}"
                   ) if gaps else ("n/a", "n/a")
         lines.append(f"| {name} | {len(v2v)}/{len(mine)} | {ms(v2v)} | {gapped[0]} | {gapped[1]} |")
-    # the waterfall: each moment since the end of speech, and the step from the moment before
-    lines += ["", "| moment, since the end of speech at the client | "
-              + " | ".join(f"{n} p50 / p95 (ms) | {n} step p50 (ms)" for n in names) + " |",
-              "|---|" + "---|---|" * len(names)]
-    for k, (key, label, _) in enumerate(MOMENTS):
-        earlier = [x for x, _, _ in MOMENTS[:k]]
-        cells = []
-        for name in names:
-            mine = [t.moments for t in results if t.pipeline == name and key in t.moments]
-            steps = [m[key] - max((m[x] for x in earlier if x in m), default=0.0) for m in mine]
-            cells += [ms([m[key] for m in mine]),
-                      f"{_pct(steps, .5) * 1000:.0f}" if steps else "n/a"]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [""] + waterfall_lines(
+        {name: [t.moments for t in results if t.pipeline == name] for name in names})
     notes = [f"{len(results) // max(len(names), 1)} turns per pipeline, interleaved question by "
              f"question in rounds of {ROUND} different questions (a fresh conversation each "
              f"round). Load average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end, "
