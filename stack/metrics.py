@@ -75,64 +75,62 @@ async def watch_event_loop() -> None:
         EVENT_LOOP_LAG.observe(max(0.0, loop.time() - start - LAG_INTERVAL_S))
 
 
-class _LLMEngineCollector(Collector):
-    """The LLM engine's counters at scrape time (both engines keep them: EngineStats)."""
+class _EngineCollector(Collector):
+    """An engine's counters, read from its ``stats`` at scrape time. ``counters(stats)`` gives
+    (name, help, value) rows; a value that is a dict is one series per key, labelled ``label``."""
 
-    def __init__(self):
+    def __init__(self, counters, label: str = ""):
         self.engine = None
+        self._counters, self._label = counters, label
 
     def collect(self):
         stats = getattr(self.engine, "stats", None)
         if stats is None:
             return
-        for name, doc, value in (
-            ("avatar_llm_generated_tokens", "Tokens the LLM generated.", stats.generated_tokens),
-            ("avatar_llm_prompt_tokens_read", "Prompt tokens the LLM read.",
-             stats.prefilled_tokens),
-            ("avatar_llm_prompt_tokens_cached", "Prompt tokens found already in a "
-             "conversation's cache (not read again).", stats.reused_tokens),
-            ("avatar_llm_decode_steps", "llama_decode calls (one step of every sequence).",
-             stats.steps),
-            ("avatar_llm_step_sequences", "Sequences carried by the decode steps, summed "
-             "(÷ steps = mean batch size).", stats.batch_sequences),
-            ("avatar_llm_decode_seconds", "Time spent in llama_decode.", stats.decode_seconds),
-            ("avatar_llm_requests_admitted", "Generations started.", stats.admitted),
-            ("avatar_llm_queue_seconds", "Time generations waited for a free sequence "
-             "(LLM_PARALLEL=1: for the engine's lock), summed.", stats.queue_seconds),
-        ):
-            family = CounterMetricFamily(name, doc)
-            family.add_metric([], value)
+        for name, doc, value in self._counters(stats):
+            if isinstance(value, dict):
+                family = CounterMetricFamily(name, doc, labels=[self._label])
+                for key, v in value.items():
+                    family.add_metric([key], v)
+            else:
+                family = CounterMetricFamily(name, doc)
+                family.add_metric([], value)
             yield family
 
 
-class _TTSQueueCollector(Collector):
-    """Kokoro's synthesis queue at scrape time (stack/engines/tts.py SynthesisStats): a wait
-    that grows for first chunks says TTS_WORKERS, or the machine, is short for its
-    conversations."""
-
-    def __init__(self):
-        self.engine = None
-
-    def collect(self):
-        stats = getattr(self.engine, "stats", None)
-        if stats is None:
-            return
-        for name, doc, values in (
-            ("avatar_tts_chunks", "Chunks Kokoro synthesized, by kind: a reply's first, or a "
-             "later one.", stats.chunks),
-            ("avatar_tts_queue_seconds", "Time chunks waited for a free synthesis worker "
-             "(TTS_WORKERS), summed, by kind (first chunks go ahead of later ones).",
-             stats.wait_seconds),
-        ):
-            family = CounterMetricFamily(name, doc, labels=["chunk"])
-            for kind, value in values.items():
-                family.add_metric([kind], value)
-            yield family
+def _llm_counters(stats):
+    """Both LLM engines keep these (EngineStats)."""
+    return (
+        ("avatar_llm_generated_tokens", "Tokens the LLM generated.", stats.generated_tokens),
+        ("avatar_llm_prompt_tokens_read", "Prompt tokens the LLM read.", stats.prefilled_tokens),
+        ("avatar_llm_prompt_tokens_cached", "Prompt tokens found already in a "
+         "conversation's cache (not read again).", stats.reused_tokens),
+        ("avatar_llm_decode_steps", "llama_decode calls (one step of every sequence).",
+         stats.steps),
+        ("avatar_llm_step_sequences", "Sequences carried by the decode steps, summed "
+         "(÷ steps = mean batch size).", stats.batch_sequences),
+        ("avatar_llm_decode_seconds", "Time spent in llama_decode.", stats.decode_seconds),
+        ("avatar_llm_requests_admitted", "Generations started.", stats.admitted),
+        ("avatar_llm_queue_seconds", "Time generations waited for a free sequence "
+         "(LLM_PARALLEL=1: for the engine's lock), summed.", stats.queue_seconds),
+    )
 
 
-_LLM = _LLMEngineCollector()
+def _tts_counters(stats):
+    """Kokoro's synthesis queue (stack/engines/tts.py SynthesisStats): a wait that grows for
+    first chunks says TTS_WORKERS, or the machine, is short for its conversations."""
+    return (
+        ("avatar_tts_chunks", "Chunks Kokoro synthesized, by kind: a reply's first, or a later "
+         "one.", stats.chunks),
+        ("avatar_tts_queue_seconds", "Time chunks waited for a free synthesis worker "
+         "(TTS_WORKERS), summed, by kind (first chunks go ahead of later ones).",
+         stats.wait_seconds),
+    )
+
+
+_LLM = _EngineCollector(_llm_counters)
 REGISTRY.register(_LLM)
-_TTS = _TTSQueueCollector()
+_TTS = _EngineCollector(_tts_counters, label="chunk")
 REGISTRY.register(_TTS)
 
 
