@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -47,6 +48,7 @@ from bench_livekit import (
     _trimmed,
     answer_heard,
     waterfall_lines,
+    with_variant,
 )
 from peer_client import PeerClient, offers_to
 
@@ -54,7 +56,7 @@ from stack.bot import BotManager
 from stack.config import Settings
 from stack.engines.llm import LlamaLLM
 from stack.engines.llm_batch import BatchedLlamaLLM
-from stack.engines.load import Engines, load_engines
+from stack.engines.load import Engines, load_engines, load_kokoro, load_stt
 from stack.engines.stt import resample
 from stack.livekit_server import LiveKitServer, find_binary
 from stack.metrics import EVENT_LOOP_LAG, watch_event_loop
@@ -127,6 +129,15 @@ def _loop_counts() -> tuple[float, float]:
     return total, total - buckets[str(LATE_S)]
 
 
+def _counters(engines: Engines) -> Counter:
+    """What a run is measured by, as running totals (a run's figures: after − before)."""
+    llm, tts = engines.llm.stats, engines.tts.stats
+    ticks, late = _loop_counts()
+    return Counter(tokens=llm.generated_tokens, admitted=llm.admitted, llm_wait=llm.queue_seconds,
+                   ticks=ticks, late=late, first_chunks=tts.chunks["first"],
+                   first_chunk_wait=tts.wait_seconds["first"])
+
+
 def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: int = 3,
                          rounds: int = 1, transport: str = "livekit",
                          variants: list[str] = ()) -> tuple[str, str]:
@@ -151,20 +162,19 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
         batched = BatchedLlamaLLM(path, device=shared.device, n_ctx=s.llm_context_tokens,
                                   threads=s.thread_budget["llm"], parallel=max(sizes))
 
-        def engines(llm, own: Engines = shared) -> Engines:
-            return Engines(stt=own.stt, llm=llm, tts=own.tts, device=own.device)
+        def engines(llm) -> Engines:
+            return Engines(stt=shared.stt, llm=llm, tts=shared.tts, device=shared.device)
 
         # name -> (engines, transport)
         contenders = ({"one at a time": (engines(shared.llm), "livekit"),
                        "batched": (engines(batched), "livekit")} if transport == "livekit" else
                       {"LiveKit": (engines(batched), "livekit"),
                        "SmallWebRTC": (engines(batched), "smallwebrtc")})
-        for variant in variants:
-            vs = Settings(**{**s.model_dump(), **dict(kv.split("=", 1) for kv in variant.split()),
-                             "llm_parallel": 1}, _env_file=None)
-            own = load_engines(vs)  # its LLM (one at a time) goes unused: the batched one serves
-            own.llm.close()
-            contenders[f"batched, {variant}"] = (engines(batched, own), "livekit")
+        for variant in variants:  # its own STT and TTS; the batched LLM serves it
+            vs = with_variant(s, variant)
+            own = Engines(stt=load_stt(vs, shared.device), llm=batched,
+                          tts=load_kokoro(vs, shared.device), device=shared.device)
+            contenders[f"batched, {variant}"] = (own, "livekit")
         voices = ["am_michael", "bf_emma", "af_bella", "af_heart"]
         audio = {}  # (person, question) -> 16 kHz speech, a voice per person
 
@@ -180,28 +190,19 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
         for n in sizes:
             questions = [[asked(i, k) for k in range(questions_each)] for i in range(n)]
             got: dict[str, list[Moments]] = {name: [] for name in contenders}
-            spent: dict[str, list] = {name: [] for name in contenders}
+            spent: dict[str, Counter] = {name: Counter() for name in contenders}
             for r in range(rounds):
                 order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
                 for name in order:
                     tag = f"c{list(contenders).index(name)}r{r}"  # each run its own rooms
                     mine, via = contenders[name]
                     manager = BotManager(s.model_copy(update=dict(transport=via)), mine)
-                    stats, kokoro = mine.llm.stats, mine.tts.stats
-                    before = (stats.generated_tokens, stats.admitted, stats.queue_seconds,
-                              *_loop_counts(), kokoro.chunks["first"],
-                              kokoro.wait_seconds["first"])
-                    started = time.monotonic()
+                    before, started = _counters(mine), time.monotonic()
                     turns = asyncio.run(_one_run(manager, via, livekit.url, n, questions, tag))
                     wall = time.monotonic() - started
-                    ticks, late = _loop_counts()
+                    after = _counters(mine)
                     got[name] += turns
-                    spent[name].append((wall, stats.generated_tokens - before[0],
-                                        stats.admitted - before[1],
-                                        stats.queue_seconds - before[2],
-                                        ticks - before[3], late - before[4],
-                                        kokoro.chunks["first"] - before[5],
-                                        kokoro.wait_seconds["first"] - before[6]))
+                    spent[name].update({k: after[k] - before[k] for k in after}, wall=wall)
                     answered = [m["heard"] for m in turns if "heard" in m]
                     print(f"N={n} round {r + 1} {name}: {len(answered)}/{len(turns)} "
                           f"answered, p50 {_pct(answered, .5) if answered else float('nan'):.2f} s",
@@ -210,11 +211,11 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
                                    if contenders[name][1] == "livekit"}))
             for name in contenders:
                 answered = [m["heard"] for m in got[name] if "heard" in m]
-                runs = spent[name]
-                tokens = f"{sum(x[1] for x in runs) / sum(x[0] for x in runs):.1f}"
-                wait = f"{sum(x[3] for x in runs) / max(1, sum(x[2] for x in runs)) * 1000:.0f} ms"
-                lag = f"{sum(x[5] for x in runs) / max(1, sum(x[4] for x in runs)):.1%}"
-                first = f"{sum(x[7] for x in runs) / max(1, sum(x[6] for x in runs)) * 1000:.0f} ms"
+                x = spent[name]  # summed over its rounds
+                tokens = f"{x['tokens'] / x['wall']:.1f}"
+                wait = f"{x['llm_wait'] / max(1, x['admitted']) * 1000:.0f} ms"
+                lag = f"{x['late'] / max(1, x['ticks']):.1%}"
+                first = f"{x['first_chunk_wait'] / max(1, x['first_chunks']) * 1000:.0f} ms"
                 rows.append((n, name, answered, len(got[name]), tokens, wait, first, lag))
         batched.close()
     finally:

@@ -312,6 +312,12 @@ def ratio_interval(pairs: list[tuple[float, float]], n: int = 4000,
             float(np.percentile(ratios, 97.5)))
 
 
+def with_variant(settings: Settings, variant: str) -> Settings:
+    """``settings`` with a --variant's "key=value key=value" on top (validated as Settings)."""
+    return Settings(**{**settings.model_dump(), **dict(kv.split("=", 1) for kv in variant.split())},
+                    _env_file=None)
+
+
 def waterfall_lines(moments: dict[str, list[dict[str, float]]]) -> list[str]:
     """A Markdown table of the waterfall, a pair of columns per contender: each moment since
     the end of speech (p50 / p95), and its step from the latest earlier moment (p50)."""
@@ -420,8 +426,7 @@ def run_livekit_bench(settings: Settings, turns: int, baseline: bool = False,
             pipelines.append(Participant("ours, before", BotManager(s, None, builder=lambda **kw:
                 build_pipeline(engines, s, tts_options=BASELINE_TTS, **kw))))
         for variant in variants:
-            vs = Settings(**{**s.model_dump(), **dict(kv.split("=", 1) for kv in variant.split())},
-                          _env_file=None)
+            vs = with_variant(s, variant)
             pipelines.append(Participant(f"ours, {variant}", BotManager(vs, load_engines(vs))))
         load_start = os.getloadavg()[0]
         results = asyncio.run(_interleaved(pipelines, livekit.url, questions, turns))

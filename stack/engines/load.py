@@ -37,24 +37,28 @@ def load_engines(settings: Settings) -> Engines:
             + f". Fetch them: python scripts/download_models.py --profile {profile.name} "
             f"--models-dir {root}")
     device = resolve_device(settings.device)
-    backend = settings.tts_backend
-    if backend == "auto":
-        backend = profile.tts_backend
-    spacy_model = root / profile.spacy_model if profile.spacy_model else None
-    threads = settings.thread_budget
-    return Engines(
-        stt=WhisperSTT(root / profile.stt_model, device=device, language=settings.stt_language,
-                       beam_size=settings.stt_beam_size, threads=threads["stt"],
-                       workers=settings.whisper_workers,
-                       short_window=settings.stt_short_window),
-        llm=load_llm(settings, device),
-        tts=load_tts(backend=backend, model_path=root / profile.tts_model,
-                     config_path=root / profile.tts_config, voices_dir=root / profile.voices_dir,
-                     default_voice=settings.tts_voice or profile.default_voice,
-                     spacy_model=spacy_model, device=device, threads=threads["tts"],
-                     workers=settings.kokoro_workers),
-        device=device,
-    )
+    return Engines(stt=load_stt(settings, device), llm=load_llm(settings, device),
+                   tts=load_kokoro(settings, device), device=device)
+
+
+def load_stt(settings: Settings, device: str) -> WhisperSTT:
+    """Whisper with the settings' language, beam, threads and workers."""
+    return WhisperSTT(settings.models_dir / settings.profile.stt_model, device=device,
+                      language=settings.stt_language, beam_size=settings.stt_beam_size,
+                      threads=settings.thread_budget["stt"], workers=settings.whisper_workers,
+                      short_window=settings.stt_short_window)
+
+
+def load_kokoro(settings: Settings, device: str) -> KokoroTTS:
+    """Kokoro on the settings' backend (auto: the profile's), threads and workers."""
+    profile, root = settings.profile, settings.models_dir
+    backend = profile.tts_backend if settings.tts_backend == "auto" else settings.tts_backend
+    return load_tts(backend=backend, model_path=root / profile.tts_model,
+                    config_path=root / profile.tts_config, voices_dir=root / profile.voices_dir,
+                    default_voice=settings.tts_voice or profile.default_voice,
+                    spacy_model=root / profile.spacy_model if profile.spacy_model else None,
+                    device=device, threads=settings.thread_budget["tts"],
+                    workers=settings.kokoro_workers)
 
 
 def load_llm(settings: Settings, device: str) -> LlamaLLM:
