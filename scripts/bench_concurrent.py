@@ -158,8 +158,9 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
     waterfalls: list[tuple[int, dict[str, list[Moments]]]] = []
     try:
         shared = load_engines(s.model_copy(update=dict(llm_parallel=1)))
+        placement = shared.device
         assert isinstance(shared.llm, LlamaLLM)
-        batched = BatchedLlamaLLM(path, device=shared.device, n_ctx=s.llm_context_tokens,
+        batched = BatchedLlamaLLM(path, device=shared.llm.device, n_ctx=s.llm_context_tokens,
                                   threads=s.thread_budget["llm"], parallel=max(sizes))
 
         def engines(llm) -> Engines:
@@ -172,8 +173,8 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
                        "SmallWebRTC": (engines(batched), "smallwebrtc")})
         for variant in variants:  # its own STT and TTS; the batched LLM serves it
             vs = with_variant(s, variant)
-            own = Engines(stt=load_stt(vs, shared.device), llm=batched,
-                          tts=load_kokoro(vs, shared.device), device=shared.device)
+            own = Engines(stt=load_stt(vs), llm=batched, tts=load_kokoro(vs),
+                          device=shared.device)
             contenders[f"batched, {variant}"] = (own, "livekit")
         voices = ["am_michael", "bf_emma", "af_bella", "af_heart"]
         audio = {}  # (person, question) -> 16 kHz speech, a voice per person
@@ -240,7 +241,11 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
            if transport == "livekit" else
            "The batched LLM engine through LiveKit and over SmallWebRTC (aiortc clients offering "
            "to POST /webrtc/offer, in the bot's process)")
-    notes = (f"{who}; {questions_each} questions per conversation, conversations starting "
+    budget = settings.thread_budget
+    notes = (f"Engines on {placement}: Whisper on {budget['stt']} CPU threads, "
+             f"{settings.whisper_workers} at once; llama.cpp on {budget['llm']}; Kokoro on "
+             f"{budget['tts']}, {settings.kokoro_workers} at once. "
+             f"{who}; {questions_each} questions per conversation, conversations starting "
              f"{STAGGER_S:g} s apart, {rounds} round(s) per contender and N, alternating; the "
              "same STT and TTS engines serve both"
              + "".join(f"; batched, {v}: those settings on its own STT and TTS engines"

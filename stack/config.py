@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     models_dir: Path = Field(REPO_ROOT / "models", description="Where downloaded models live.")
     model_profile: str = Field("gpu", description="Model set: gpu, cpu or test.")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Where the models run.")
+    stt_device: Literal["auto", "cuda", "cpu"] | None = Field(
+        None, description="Where Whisper runs; None = DEVICE. cpu keeps it off the GPU, e.g. "
+        "where CTranslate2's CUDA 12 libraries (cuBLAS 12) are missing but the LLM's are there.")
+    llm_device: Literal["auto", "cuda", "cpu"] | None = Field(
+        None, description="Where the LLM runs; None = DEVICE.")
+    tts_device: Literal["auto", "cuda", "cpu"] | None = Field(
+        None, description="Where Kokoro runs; None = DEVICE.")
 
     # Speech-to-text
     stt_language: str = "en"
@@ -146,6 +153,11 @@ class Settings(BaseSettings):
     def kokoro_workers(self) -> int:
         """TTS_WORKERS, or the profile's when unset."""
         return self.profile.tts_workers if self.tts_workers is None else self.tts_workers
+
+    def engine_device(self, engine: Literal["stt", "llm", "tts"]) -> tuple[str, str]:
+        """The device asked for one engine and the setting that asked: its own, else DEVICE."""
+        own = getattr(self, f"{engine}_device")
+        return (own, f"{engine.upper()}_DEVICE") if own else (self.device, "DEVICE")
 
     @property
     def thread_budget(self) -> dict[str, int]:

@@ -55,3 +55,21 @@ def test_whisper_workers_follow_the_profile_unless_set():
     assert Settings(model_profile="gpu", _env_file=None).whisper_workers == 4
     assert Settings(model_profile="test", _env_file=None).whisper_workers == 2
     assert Settings(model_profile="cpu", stt_workers=1, _env_file=None).whisper_workers == 1
+
+
+def test_each_engine_runs_where_its_device_setting_says_else_where_device_says(monkeypatch):
+    from types import SimpleNamespace
+
+    from stack.engines import device as device_module
+    from stack.engines.load import describe_devices, load_stt
+
+    s = Settings(device="cpu", stt_device="cuda", _env_file=None)
+    assert s.engine_device("stt") == ("cuda", "STT_DEVICE")
+    assert s.engine_device("llm") == s.engine_device("tts") == ("cpu", "DEVICE")
+    # no GPU here: the error names the setting that asked for one
+    monkeypatch.setattr(device_module, "cuda_available", lambda: False)
+    with pytest.raises(RuntimeError, match="STT_DEVICE=cuda but no CUDA device is visible"):
+        load_stt(s)
+    on = [SimpleNamespace(device=d) for d in ("cpu", "cuda", "cpu")]
+    assert describe_devices(*on) == "stt cpu, llm cuda, tts cpu"
+    assert describe_devices(*[SimpleNamespace(device="cuda")] * 3) == "cuda"

@@ -23,10 +23,11 @@ def cuda_available() -> bool:
         return False
 
 
-def resolve_device(requested: str = "auto") -> str:
+def resolve_device(requested: str = "auto", setting: str = "DEVICE") -> str:
+    """``setting``: the variable that asked, named in the error."""
     if requested == "cuda" and not cuda_available():
-        raise RuntimeError("DEVICE=cuda but no CUDA device is visible (check the NVIDIA driver "
-                           "and the container's GPU reservation)")
+        raise RuntimeError(f"{setting}=cuda but no CUDA device is visible (check the NVIDIA "
+                           "driver and the container's GPU reservation)")
     if requested == "auto":
         return "cuda" if cuda_available() else "cpu"
     return requested

@@ -47,6 +47,8 @@ class KokoroOnnxBackend:
         if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(model_path), opts, providers=providers)
+        # where it really runs: onnxruntime without its CUDA provider stays on the CPU
+        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         outputs = [o.name for o in self.session.get_outputs()]
         if DURATION_TENSOR not in outputs:
             raise ValueError(f"{model_path} does not output durations; re-run the model download")

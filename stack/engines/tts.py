@@ -39,6 +39,7 @@ LATER_LEAD_FRAMES = 8
 
 class KokoroBackend(Protocol):
     name: str
+    device: str  # where it runs: "cuda" or "cpu"
 
     def infer(self, token_ids: list[int], style: np.ndarray,
               speed: float) -> tuple[np.ndarray, np.ndarray]:
@@ -279,6 +280,10 @@ class KokoroTTS:
     @property
     def stats(self) -> SynthesisStats:
         return self._queue.stats
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
 
     @staticmethod
     def load_vocab(path: Path) -> dict[str, int]:
