@@ -39,6 +39,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from bench_livekit import (
+    GAP_S,
     KEY,
     MAX_ANSWER_TOKENS,
     QUESTIONS,
@@ -74,7 +75,9 @@ async def _livekit_person(manager: BotManager, url: str, room: str,
     p = Participant("ours", manager)
     await p.start(url, room)
     try:
-        return [(await p.ask(audio, (0, k))).moments for k, audio in enumerate(questions)]
+        turns = [await p.ask(audio, (0, k)) for k, audio in enumerate(questions)]
+        return [dict(t.moments, **({"gap": t.gap} if t.gap is not None else {}))
+                for t in turns]
     finally:
         await p.stop()
 
@@ -217,7 +220,9 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
                 wait = f"{x['llm_wait'] / max(1, x['admitted']) * 1000:.0f} ms"
                 lag = f"{x['late'] / max(1, x['ticks']):.1%}"
                 first = f"{x['first_chunk_wait'] / max(1, x['first_chunks']) * 1000:.0f} ms"
-                rows.append((n, name, answered, len(got[name]), tokens, wait, first, lag))
+                gaps = [m["gap"] for m in got[name] if "gap" in m]
+                gaps = f"{sum(g > GAP_S for g in gaps)}/{len(gaps)}" if gaps else "n/a"
+                rows.append((n, name, answered, len(got[name]), tokens, wait, first, gaps, lag))
         batched.close()
     finally:
         livekit.stop()
@@ -228,11 +233,12 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
     lines = [f"| conversations | {'LLM engine' if transport == 'livekit' else 'transport'} | "
              "voice to voice p50 | p95 | answered | LLM tokens/s over the run | "
              "LLM wait for a sequence or the lock (mean) | Kokoro wait, a reply's first chunk "
-             "(mean) | event loop: 20 ms timers > 50 ms late |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for n, name, answered, total, tokens, wait, first, lag in rows:
+             "(mean) | answers with a gap in their voice | event loop: 20 ms timers > 50 ms "
+             "late |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for n, name, answered, total, tokens, wait, first, gaps, lag in rows:
         lines.append(f"| {n} | {name} | {fmt(answered, .5)} | {fmt(answered, .95)} | "
-                     f"{len(answered)}/{total} | {tokens} | {wait} | {first} | {lag} |")
+                     f"{len(answered)}/{total} | {tokens} | {wait} | {first} | {gaps} | {lag} |")
     for n, moments in waterfalls:
         if moments:
             lines += ["", f"Waterfall at {n} conversation{'s' if n > 1 else ''} (through "
@@ -254,7 +260,9 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
              "microphone track → the first audible sample of the answer. An answer not heard "
              f"within 60 s counts as not answered. Answers of at most {MAX_ANSWER_TOKENS} "
              "tokens. Kokoro wait: how long a reply's first chunk "
-             "waited for a free synthesis worker (TTS_WORKERS). Waterfall: as in the LiveKit "
+             "waited for a free synthesis worker (TTS_WORKERS). A gap: the answer's voice "
+             f"stopped for more than {GAP_S * 1000:.0f} ms mid-answer, waiting for its next "
+             "chunk (the TTS service's own count). Waterfall: as in the LiveKit "
              "benchmark, each moment since the end of speech and its step from the moment "
              "before.")
     return "\n".join(lines), notes

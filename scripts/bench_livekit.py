@@ -159,6 +159,7 @@ MOMENTS = (
     ("heard", "first audible at the client", None),
 )
 ROUND = len(QUESTIONS)
+GAP_S = 0.02  # a pause in an answer's voice shorter than one 20 ms frame is not one
 
 
 class Waterfall(BaseObserver):
@@ -352,7 +353,7 @@ def report(results: list[Turn], load: tuple[float, float]) -> tuple[str, str]:
         mine = [t for t in results if t.pipeline == name]
         v2v = [t.v2v for t in mine if t.v2v is not None]
         gaps = [t.gap for t in mine if t.gap is not None]
-        gapped = (f"{sum(g > 0.02 for g in gaps)}/{len(gaps)}", f"{_pct(gaps, .95) * 1000:.0f}"
+        gapped = (f"{sum(g > GAP_S for g in gaps)}/{len(gaps)}", f"{_pct(gaps, .95) * 1000:.0f}"
                   ) if gaps else ("n/a", "n/a")
         lines.append(f"| {name} | {len(v2v)}/{len(mine)} | {ms(v2v)} | {gapped[0]} | {gapped[1]} |")
     lines += [""] + waterfall_lines(
