@@ -248,9 +248,9 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
            "The batched LLM engine through LiveKit and over SmallWebRTC (aiortc clients offering "
            "to POST /webrtc/offer, in the bot's process)")
     budget = settings.thread_budget
-    notes = (f"Engines on {placement}: Whisper on {budget['stt']} CPU threads, "
-             f"{settings.whisper_workers} at once; llama.cpp on {budget['llm']}; Kokoro on "
-             f"{budget['tts']}, {settings.kokoro_workers} at once. "
+    notes = (f"Engines on {placement}. CPU threads: Whisper {budget['stt']} "
+             f"({settings.whisper_workers} at a time), llama.cpp {budget['llm']}, "
+             f"Kokoro {budget['tts']} ({settings.kokoro_workers} at a time). "
              f"{who}; {questions_each} questions per conversation, conversations starting "
              f"{STAGGER_S:g} s apart, {rounds} round(s) per contender and N, alternating; the "
              "same STT and TTS engines serve both"
