@@ -57,7 +57,7 @@ from stack.bot import BotManager
 from stack.config import Settings
 from stack.engines.llm import LlamaLLM
 from stack.engines.llm_batch import BatchedLlamaLLM
-from stack.engines.load import Engines, load_engines, load_kokoro, load_stt
+from stack.engines.load import Engines, describe_devices, load_engines, load_kokoro, load_stt
 from stack.engines.stt import resample
 from stack.livekit_server import LiveKitServer, find_binary
 from stack.metrics import EVENT_LOOP_LAG, watch_event_loop
@@ -161,7 +161,6 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
     waterfalls: list[tuple[int, dict[str, list[Moments]]]] = []
     try:
         shared = load_engines(s.model_copy(update=dict(llm_parallel=1)))
-        placement = shared.device
         assert isinstance(shared.llm, LlamaLLM)
         batched = BatchedLlamaLLM(path, device=shared.llm.device, n_ctx=s.llm_context_tokens,
                                   threads=s.thread_budget["llm"], parallel=max(sizes))
@@ -176,8 +175,8 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
                        "SmallWebRTC": (engines(batched), "smallwebrtc")})
         for variant in variants:  # its own STT and TTS; the batched LLM serves it
             vs = with_variant(s, variant)
-            own = Engines(stt=load_stt(vs), llm=batched, tts=load_kokoro(vs),
-                          device=shared.device)
+            stt, tts = load_stt(vs), load_kokoro(vs)
+            own = Engines(stt=stt, llm=batched, tts=tts, device=describe_devices(stt, batched, tts))
             contenders[f"batched, {variant}"] = (own, "livekit")
         voices = ["am_michael", "bf_emma", "af_bella", "af_heart"]
         audio = {}  # (person, question) -> 16 kHz speech, a voice per person
@@ -221,8 +220,8 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
                 lag = f"{x['late'] / max(1, x['ticks']):.1%}"
                 first = f"{x['first_chunk_wait'] / max(1, x['first_chunks']) * 1000:.0f} ms"
                 gaps = [m["gap"] for m in got[name] if "gap" in m]
-                gaps = f"{sum(g > GAP_S for g in gaps)}/{len(gaps)}" if gaps else "n/a"
-                rows.append((n, name, answered, len(got[name]), tokens, wait, first, gaps, lag))
+                gapped = f"{sum(g > GAP_S for g in gaps)}/{len(gaps)}" if gaps else "n/a"
+                rows.append((n, name, answered, len(got[name]), tokens, wait, first, gapped, lag))
         batched.close()
     finally:
         livekit.stop()
@@ -248,7 +247,7 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
            "The batched LLM engine through LiveKit and over SmallWebRTC (aiortc clients offering "
            "to POST /webrtc/offer, in the bot's process)")
     budget = settings.thread_budget
-    notes = (f"Engines on {placement}. CPU threads: Whisper {budget['stt']} "
+    notes = (f"Engines on {shared.device}. CPU threads: Whisper {budget['stt']} "
              f"({settings.whisper_workers} at a time), llama.cpp {budget['llm']}, "
              f"Kokoro {budget['tts']} ({settings.kokoro_workers} at a time). "
              f"{who}; {questions_each} questions per conversation, conversations starting "
