@@ -70,6 +70,19 @@ LATE_S = 0.05  # a bucket of EVENT_LOOP_LAG
 Moments = dict[str, float]  # a turn's waterfall, s since the end of speech; "heard": v2v
 
 
+def p95_ratio(crowded: list[float], alone: list[float], n: int = 4000,
+              seed: int = 0) -> tuple[float, float, float]:
+    """p95(crowded)/p95(alone), and its bootstrap 95 % interval (each resampled on its own: the
+    turns of N conversations and of one are different turns). A p95 of a few dozen turns moves
+    a lot from run to run; the interval says how much."""
+    a, b = np.asarray(crowded), np.asarray(alone)
+    rng = np.random.default_rng(seed)
+    ratios = (np.percentile(rng.choice(a, (n, len(a))), 95, axis=1)
+              / np.percentile(rng.choice(b, (n, len(b))), 95, axis=1))
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return float(np.percentile(a, 95) / np.percentile(b, 95)), float(lo), float(hi)
+
+
 async def _livekit_person(manager: BotManager, url: str, room: str,
                           questions: list[np.ndarray]) -> list[Moments]:
     p = Participant("ours", manager)
@@ -233,11 +246,17 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
              "voice to voice p50 | p95 | answered | LLM tokens/s over the run | "
              "LLM wait for a sequence or the lock (mean) | Kokoro wait, a reply's first chunk "
              "(mean) | answers with a gap in their voice | event loop: 20 ms timers > 50 ms "
-             "late |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "late | p95 ÷ p95 of one conversation (bootstrap 95 % interval) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    alone = {name: answered for n, name, answered, *_ in rows if n == 1}
     for n, name, answered, total, tokens, wait, first, gaps, lag in rows:
+        ratio = "n/a"
+        if n > 1 and answered and alone.get(name):
+            r, lo, hi = p95_ratio(answered, alone[name])
+            ratio = f"{r:.2f} ({lo:.2f} … {hi:.2f})"
         lines.append(f"| {n} | {name} | {fmt(answered, .5)} | {fmt(answered, .95)} | "
-                     f"{len(answered)}/{total} | {tokens} | {wait} | {first} | {gaps} | {lag} |")
+                     f"{len(answered)}/{total} | {tokens} | {wait} | {first} | {gaps} | {lag} | "
+                     f"{ratio} |")
     for n, moments in waterfalls:
         if moments:
             lines += ["", f"Waterfall at {n} conversation{'s' if n > 1 else ''} (through "

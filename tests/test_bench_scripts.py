@@ -27,3 +27,21 @@ def test_bench_lists_its_options():
     assert r.returncode == 0, r.stderr
     for option in ("--concurrent", "--livekit", "--web", "--transport", "--soak"):
         assert option in r.stdout, option
+
+
+def test_concurrency_benchmark_gives_the_p95_ratio_with_an_interval_that_narrows_with_turns(
+        monkeypatch):
+    """Issue 14's target is p95 at N over p95 at one: with a few dozen turns a p95 moves a lot,
+    so the table gives the ratio's bootstrap interval."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    from bench_concurrent import p95_ratio
+
+    rng = __import__("numpy").random.default_rng(1)
+    alone = list(1.0 + 0.2 * rng.random(12))
+    crowded = [2 * x for x in alone] * 4  # the same spread, twice as slow
+    ratio, lo, hi = p95_ratio(crowded, alone)
+    assert ratio == pytest.approx(2.0, rel=0.02)
+    assert lo < ratio < hi and hi - lo < 0.6
+    many_alone = list(1.0 + 0.2 * rng.random(200))
+    r2, lo2, hi2 = p95_ratio([2 * x for x in many_alone], many_alone)
+    assert hi2 - lo2 < hi - lo  # more turns, a narrower interval
