@@ -22,9 +22,10 @@ answered within 60 s; the LLM's aggregate tokens/s over the run (generated token
 wall time: it counts idle time too, so it compares engines at the same load, not peak speed)
 and its mean wait for a free sequence (batched) or for the lock (one at a time); how often the
 event loop ran a 20 ms timer more than 50 ms late (stack/metrics.py's EVENT_LOOP_LAG; over
-SmallWebRTC that loop paces every conversation's voice). Through LiveKit, also the waterfall of
-each turn (bench_livekit.py's moments: end of turn, transcript, LLM first token, TTS first audio,
-...), so that the step that grows with N shows.
+SmallWebRTC that loop paces every conversation's voice); for N > 1, issue 14's measure: the p95
+over the same contender's p95 at N = 1 (when 1 is among the sizes), with a bootstrap interval.
+Through LiveKit, also the waterfall of each turn (bench_livekit.py's moments: end of turn,
+transcript, LLM first token, TTS first audio, ...), so that the step that grows with N shows.
 """
 
 from __future__ import annotations

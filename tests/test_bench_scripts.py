@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +37,12 @@ def test_concurrency_benchmark_gives_the_p95_ratio_with_an_interval_that_narrows
     monkeypatch.syspath_prepend(str(SCRIPTS))
     from bench_concurrent import p95_ratio
 
-    rng = __import__("numpy").random.default_rng(1)
+    rng = np.random.default_rng(1)
     alone = list(1.0 + 0.2 * rng.random(12))
     crowded = [2 * x for x in alone] * 4  # the same spread, twice as slow
     ratio, lo, hi = p95_ratio(crowded, alone)
     assert ratio == pytest.approx(2.0, rel=0.02)
     assert lo < ratio < hi and hi - lo < 0.6
     many_alone = list(1.0 + 0.2 * rng.random(200))
-    r2, lo2, hi2 = p95_ratio([2 * x for x in many_alone], many_alone)
+    _, lo2, hi2 = p95_ratio([2 * x for x in many_alone], many_alone)
     assert hi2 - lo2 < hi - lo  # more turns, a narrower interval
