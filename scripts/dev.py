@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,8 @@ def main() -> int:
         livekit = LiveKitServer(binary, tmp, DEV_KEY, DEV_SECRET, port=args.livekit_port,
                                 loopback_only=args.loopback, config=config)
     except (PortInUse, RuntimeError) as e:
+        if isinstance(e, PortInUse):  # nothing written yet (a failed start keeps its log)
+            shutil.rmtree(tmp, ignore_errors=True)
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"LiveKit on ws://localhost:{livekit.port} (log: {tmp / 'livekit.log'})")

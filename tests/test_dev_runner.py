@@ -84,7 +84,7 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.parametrize("taken", ["--http-port", "--livekit-port"])
-def test_dev_runner_stops_at_once_when_a_port_is_taken(models_dir, livekit, taken):
+def test_dev_runner_stops_at_once_when_a_port_is_taken(models_dir, livekit, taken, tmp_path):
     import socket
 
     with socket.socket() as blocker:  # an earlier run still listening there
@@ -95,12 +95,14 @@ def test_dev_runner_stops_at_once_when_a_port_is_taken(models_dir, livekit, take
         run = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "dev.py"), "--profile", "test",
              "--models-dir", str(models_dir), taken, str(port), other, str(free_port()),
-             "--loopback"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+             "--loopback"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "TMPDIR": str(tmp_path)})
     assert run.returncode == 1
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, run.stderr
     assert f"port {port}" in errors[0] and "already in use" in errors[0] and taken in errors[0]
     assert "ready:" not in run.stdout and "LiveKit on" not in run.stdout  # nothing claims to be up
+    assert list(tmp_path.iterdir()) == []  # no empty LiveKit folder left behind in /tmp
 
 
 def test_dev_runner_with_smallwebrtc_starts_the_bot_alone(models_dir):
