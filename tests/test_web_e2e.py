@@ -463,28 +463,36 @@ def test_direct_connection_barge_in_stops_voice_and_mouth(peer_session):
     stops = [s for s in r["stops"] if s["msg"]["reason"] == "interrupted"]
     assert stops, f"the bot was never interrupted: {[s['msg'] for s in r['stops']]}"
     rate = r["sampleRate"]
+    checked = 0
     for stop in stops:
-        # What the bot sent before the interruption is still on its way when the stop arrives
-        # (about the receive delay: 0.3-0.7 s of voice heard after it here); a second later,
-        # voice and mouth have stopped. (Unless another reply is due by then.)
-        at = stop["arrival"]
-        if any(c["scheduled"] and c["scheduled"]["end"] > at + 1000 and c["arrival"] < at + 2000
-               and c["msg"]["turn_id"] != stop["msg"]["turn_id"] for c in r["chunks"]):
+        # What the bot sent before the interruption is still on its way when the stop arrives:
+        # about the page's receive delay, 0.3-0.7 s of voice heard after it in most runs here,
+        # over a second in one CI run (a loaded machine: the bot's event loop sends in bursts,
+        # the browser's jitter buffer grows). Two seconds later voice and mouth have stopped.
+        # (Unless another reply is heard by then: its voice would be taken for this one's.)
+        at, quiet = stop["arrival"], (2000, 3000)
+        if any(c["scheduled"] and c["scheduled"]["start"] < at + quiet[1]
+               and c["scheduled"]["end"] > at and c["msg"]["turn_id"] != stop["msg"]["turn_id"]
+               for c in r["chunks"]):
             continue
+        checked += 1
+        delay = [c["receiveDelay"] for c in r["chunks"] if c["arrival"] <= at][-1:]
         # Until then the mouth goes on with that voice (the stop's sent_ms on the turn's clock),
         # and closes with it. It used to close when the stop came; one run here: voice heard
         # 190, 290, 170 ms after the stops, the mouth closed 206, 228, 82 ms after them.
-        voice_end, close_at = _last_voice(session, at, at + 1500), stop["closeAt"]
+        voice_end, close_at = _last_voice(session, at, at + quiet[0]), stop["closeAt"]
+        seen = (f"voice heard until {voice_end - at:.0f} ms after the stop, the mouth closed "
+                f"{close_at - at:.0f} ms after it, receive delay {delay} ms")
         if voice_end - at > 150:
             assert (voice_end - at) / 3 < close_at - at and close_at < voice_end + 250, \
-                (f"voice heard until {voice_end - at:.0f} ms after the stop, the mouth closed "
-                 f"{close_at - at:.0f} ms after it", stop)
-        a, b = int(session.sample_at(at + 1000)), int(session.sample_at(at + 2000))
+                (seen, stop)
+        a, b = int(session.sample_at(at + quiet[0])), int(session.sample_at(at + quiet[1]))
         heard = session.capture[a:b]
         assert len(heard) > rate // 2 and np.sqrt(np.mean(heard ** 2)) < 0.01, \
-            "the interrupted reply is still heard a second after its stop"
-        mouth = [lvl for t, lvl in r["mouth"] if at + 1000 <= t <= at + 2000]
-        assert mouth and max(mouth) < 0.1, "the mouth still moves a second after the stop"
+            f"the interrupted reply is still heard {quiet[0]} ms after its stop ({seen})"
+        mouth = [lvl for t, lvl in r["mouth"] if at + quiet[0] <= t <= at + quiet[1]]
+        assert mouth and max(mouth) < 0.1, f"the mouth still moves after the stop ({seen})"
+    assert checked, "every interruption was followed at once by another reply: nothing to check"
 
 
 def _last_voice(session, start: float, end: float, level: float = 0.01) -> float:
