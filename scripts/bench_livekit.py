@@ -262,12 +262,14 @@ async def answer_heard(client, t_end: float) -> float | None:
     """When the first audible sample of the answer arrived after ``t_end`` (None: none within
     60 s); returns once the reply is over (1.5 s without audible bot audio). ``client``: a LiveKit
     participant (tests/lk_client.py) or a direct peer (tests/peer_client.py)."""
-    got = await client.wait_for(lambda: any(t > t_end for t, _ in client.got.voiced()), 60)
+    def last() -> float:
+        return client.got.last_voiced() or 0.0
+
+    got = await client.wait_for(lambda: last() > t_end, 60)
     first = min((t for t, _ in client.got.voiced() if t > t_end), default=None) if got else None
     while True:
         await client.silence(0.5)
-        last = max((t for t, _ in client.got.voiced()), default=0)
-        if time.monotonic() - last > 1.5:
+        if time.monotonic() - last() > 1.5:
             return first
 
 

@@ -16,10 +16,24 @@ BOT_RATE = 24_000
 FRAME_MS = 10
 
 
+VOICED = 300  # an int16 frame louder than this at its peak is the bot's voice, not silence
+
+
 @dataclass
 class Received:
     audio: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (arrival, int16 frame)
     messages: list[tuple[float, dict]] = field(default_factory=list)
+    # the frames of ``audio`` louder than VOICED, kept as they come: callers poll ``voiced()``
+    # every 50 ms, and scanning every frame received so far each time cost the benchmark's
+    # clients a sizeable share of the CPU the bot needs (4 clients, a minute of audio each)
+    _voiced: list[tuple[float, np.ndarray]] = field(default_factory=list)
+
+    def add_audio(self, frame: np.ndarray) -> None:
+        """A frame (int16) of the bot's audio, arrived now."""
+        item = (time.monotonic(), frame)
+        self.audio.append(item)
+        if np.abs(frame).max(initial=0) > VOICED:
+            self._voiced.append(item)
 
     def of_type(self, kind: str) -> list[tuple[float, dict]]:
         return [(t, m) for t, m in self.messages if m.get("type") == kind]
@@ -41,8 +55,15 @@ class Received:
                 and t <= before][-1]
         return last["offset_ms"] - last["lead_ms"], last["offset_ms"] + last["duration_ms"]
 
-    def voiced(self, threshold: int = 300) -> list[tuple[float, np.ndarray]]:
+    def voiced(self, threshold: int = VOICED) -> list[tuple[float, np.ndarray]]:
+        """The frames louder than ``threshold``, in order of arrival."""
+        if threshold == VOICED:
+            return list(self._voiced)
         return [(t, f) for t, f in self.audio if np.abs(f).max(initial=0) > threshold]
+
+    def last_voiced(self) -> float | None:
+        """When the latest audible frame arrived (None: none yet)."""
+        return self._voiced[-1][0] if self._voiced else None
 
 
 async def wait_until(predicate, timeout: float) -> bool:
@@ -81,8 +102,7 @@ class Client:
         stream = rtc.AudioStream(track, sample_rate=BOT_RATE, num_channels=1)
         self._streams.append(stream)
         async for event in stream:
-            data = np.frombuffer(event.frame.data, dtype=np.int16).copy()
-            self.got.audio.append((time.monotonic(), data))
+            self.got.add_audio(np.frombuffer(event.frame.data, dtype=np.int16).copy())
 
     async def join(self, url: str, token: str) -> None:
         await self.room.connect(url, token)

@@ -106,7 +106,7 @@ class PeerClient:
             except Exception:  # the track ended
                 return
             for f in resampler.resample(frame):
-                self.got.audio.append((time.monotonic(), f.to_ndarray()[0].copy()))
+                self.got.add_audio(f.to_ndarray()[0].copy())
 
     def offer_body(self) -> dict:
         return {"sdp": self.pc.localDescription.sdp, "type": "offer"}

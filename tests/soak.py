@@ -50,7 +50,7 @@ async def soak(cycles: int, start: Callable[[], Awaitable[tuple[str, str, str]]]
         got = client.got
         heard = await wait_until(lambda: got.voiced(), timeout=60)  # noqa: B023 (awaited here)
         if heard and cycle % 2 == 0:  # hear the reply out: quiet for a second after voice
-            await wait_until(lambda: time.monotonic() - got.voiced()[-1][0] > 1.0,  # noqa: B023
+            await wait_until(lambda: time.monotonic() - got.last_voiced() > 1.0,  # noqa: B023
                              timeout=30)
         await client.leave()
         if not await wait_until(lambda: room not in active_rooms(), 30):  # noqa: B023
