@@ -469,11 +469,14 @@ def test_direct_connection_barge_in_stops_voice_and_mouth(peer_session):
         # about the page's receive delay, 0.3-0.7 s of voice heard after it in most runs here,
         # over a second in one CI run (a loaded machine: the bot's event loop sends in bursts,
         # the browser's jitter buffer grows). Two seconds later voice and mouth have stopped.
-        # (Unless another reply is heard by then: its voice would be taken for this one's.)
-        at, quiet = stop["arrival"], (2000, 3000)
-        if any(c["scheduled"] and c["scheduled"]["start"] < at + quiet[1]
-               and c["scheduled"]["end"] > at and c["msg"]["turn_id"] != stop["msg"]["turn_id"]
-               for c in r["chunks"]):
+        # Quiet from then for a second, or until shortly before the next reply is scheduled
+        # (the mouth leads its voice a little: one CI run, 60 ms); no check when that leaves
+        # less than half a second, or when another reply sounds in between.
+        at = stop["arrival"]
+        others = [c["scheduled"] for c in r["chunks"] if c["scheduled"]
+                  and c["scheduled"]["end"] > at and c["msg"]["turn_id"] != stop["msg"]["turn_id"]]
+        quiet = (2000, min([3000] + [o["start"] - at - 250 for o in others]))
+        if quiet[1] - quiet[0] < 500:
             continue
         checked += 1
         delay = [c["receiveDelay"] for c in r["chunks"] if c["arrival"] <= at][-1:]
@@ -488,7 +491,7 @@ def test_direct_connection_barge_in_stops_voice_and_mouth(peer_session):
                 (seen, stop)
         a, b = int(session.sample_at(at + quiet[0])), int(session.sample_at(at + quiet[1]))
         heard = session.capture[a:b]
-        assert len(heard) > rate // 2 and np.sqrt(np.mean(heard ** 2)) < 0.01, \
+        assert len(heard) > rate * 0.4 and np.sqrt(np.mean(heard ** 2)) < 0.01, \
             f"the interrupted reply is still heard {quiet[0]} ms after its stop ({seen})"
         mouth = [lvl for t, lvl in r["mouth"] if at + quiet[0] <= t <= at + quiet[1]]
         assert mouth and max(mouth) < 0.1, f"the mouth still moves after the stop ({seen})"
