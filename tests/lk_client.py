@@ -55,11 +55,9 @@ class Received:
                 and t <= before][-1]
         return last["offset_ms"] - last["lead_ms"], last["offset_ms"] + last["duration_ms"]
 
-    def voiced(self, threshold: int = VOICED) -> list[tuple[float, np.ndarray]]:
-        """The frames louder than ``threshold``, in order of arrival."""
-        if threshold == VOICED:
-            return list(self._voiced)
-        return [(t, f) for t, f in self.audio if np.abs(f).max(initial=0) > threshold]
+    def voiced(self) -> list[tuple[float, np.ndarray]]:
+        """The frames louder than VOICED, in order of arrival."""
+        return list(self._voiced)
 
     def last_voiced(self) -> float | None:
         """When the latest audible frame arrived (None: none yet)."""
