@@ -35,6 +35,11 @@ QUICK_START_LEAD_FRAMES = 2  # 50 ms of Kokoro's ~350 ms leading silence kept be
 # ...and 200 ms before each later chunk: with the end of the chunk before (its punctuation and
 # end token) a natural pause between sentences, and not a gap where a chunk ends mid-sentence.
 LATER_LEAD_FRAMES = 8
+# Kokoro's voice often starts inside that silence, up to ~130 ms before the first phoneme's
+# frame (the breath before "Yes", the hiss of "Sure"): a cut never drops a frame louder than
+# this (-40 dBFS RMS), so a reply does not begin with a click and a clipped first sound.
+ONSET_RMS = 0.01
+FADE_IN_SAMPLES = 120  # 5 ms ramp where a cut starts the audio
 
 
 class KokoroBackend(Protocol):
@@ -294,10 +299,11 @@ class KokoroTTS:
                    quick_start: bool = False, plan: ChunkPlan | None = None,
                    cancel: threading.Event | None = None) -> Iterator[SpeechChunk]:
         """``quick_start``, for the start of a reply: the first chunk is a short clause and its
-        leading silence is cut to ``QUICK_START_LEAD_FRAMES``, so it is heard sooner, and it
-        goes ahead of other replies' later chunks. ``plan``: the reply's chunk sizes so far
-        (its earlier sentences); a fresh plan is a quick start. ``cancel`` stops before the
-        next chunk, also while it waits for the engine."""
+        leading silence is cut to ``QUICK_START_LEAD_FRAMES`` (never into the voice's onset:
+        ``lead_cut``), so it is heard sooner, and it goes ahead of other replies' later chunks.
+        ``plan``: the reply's chunk sizes so far (its earlier sentences); a fresh plan is a
+        quick start. ``cancel`` stops before the next chunk, also while it waits for the
+        engine."""
         if plan is None and quick_start:
             plan = ChunkPlan()
         starts_reply = plan is not None and plan.made == 0
@@ -330,14 +336,28 @@ class KokoroTTS:
         expected = sum(durations) * FRAME_SAMPLES
         if len(audio) != expected:  # the model's invariant; never paper over a mismatch
             raise RuntimeError(f"Kokoro returned {len(audio)} samples for {sum(durations)} frames")
-        if max_lead_frames is not None and durations[0] > max_lead_frames:
+        cut = lead_cut(audio, durations[0], max_lead_frames)
+        if cut:
             # The BOS token's frames are the leading silence: drop whole frames of it, so the
             # timings (computed from the durations below) still match the audio exactly.
-            cut = durations[0] - max_lead_frames
-            audio = audio[cut * FRAME_SAMPLES:]
-            durations[0] = max_lead_frames
+            audio = audio[cut * FRAME_SAMPLES:].copy()
+            audio[:FADE_IN_SAMPLES] *= np.linspace(0.0, 1.0, FADE_IN_SAMPLES, dtype=audio.dtype)
+            durations[0] -= cut
         text = "".join(w.text + (" " if w.whitespace else "") for w in words).strip()
         return SpeechChunk(text, audio, durations, align(words, tokens, durations))
+
+
+def lead_cut(audio: np.ndarray, lead_frames: int, max_lead_frames: int | None) -> int:
+    """How many of the ``lead_frames`` leading-silence frames to drop so that at most
+    ``max_lead_frames`` are left, but only quiet ones: the cut stops one frame before the
+    first frame louder than ``ONSET_RMS``."""
+    if max_lead_frames is None or lead_frames <= max_lead_frames:
+        return 0
+    cut = lead_frames - max_lead_frames
+    frames = audio[:cut * FRAME_SAMPLES].reshape(cut, FRAME_SAMPLES)
+    loud = np.flatnonzero(np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+                          > ONSET_RMS)
+    return max(0, int(loud[0]) - 1) if loud.size else cut
 
 
 def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: Path,
