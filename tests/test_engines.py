@@ -18,14 +18,13 @@ from stack.engines.tts import (
     FIRST_CLAUSE_TOKENS,
     LATER_LEAD_FRAMES,
     MAX_TOKENS,
-    ONSET_RMS,
     QUICK_START_LEAD_FRAMES,
     ChunkPlan,
     FirstChunksFirst,
     KokoroTTS,
     split_words,
 )
-from stack.lipsync import FRAME_SAMPLES, SAMPLE_RATE
+from stack.lipsync import FRAME_SAMPLES, ONSET_LEVEL, SAMPLE_RATE
 
 
 def _norm(text: str) -> str:
@@ -307,8 +306,8 @@ def test_tts_cutting_the_leading_silence_never_clips_the_voices_onset(engines, t
     # the same audio from the cut on (the model is deterministic), with a 5 ms fade-in
     np.testing.assert_allclose(quick.audio[FADE_IN_SAMPLES:],
                                whole.audio[cut * FRAME_SAMPLES + FADE_IN_SAMPLES:], atol=1e-6)
-    assert _frame_rms(whole.audio[:cut * FRAME_SAMPLES]).max(initial=0) <= ONSET_RMS
-    loud = _frame_rms(whole.audio) > ONSET_RMS
+    assert _frame_rms(whole.audio[:cut * FRAME_SAMPLES]).max(initial=0) <= ONSET_LEVEL
+    loud = _frame_rms(whole.audio) > ONSET_LEVEL
     first_loud = int(np.argmax(loud))
     if first_loud < whole.durations[0] - QUICK_START_LEAD_FRAMES:  # the voice starts early
         assert quick.durations[0] > QUICK_START_LEAD_FRAMES

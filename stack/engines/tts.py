@@ -22,7 +22,15 @@ from typing import Protocol
 
 import numpy as np
 
-from ..lipsync import FRAME_SAMPLES, SAMPLE_RATE, SpeechTiming, WordPhonemes, align, build_tokens
+from ..lipsync import (
+    FRAME_SAMPLES,
+    ONSET_LEVEL,
+    SAMPLE_RATE,
+    SpeechTiming,
+    WordPhonemes,
+    align,
+    build_tokens,
+)
 from .g2p import G2P
 
 MAX_TOKENS = 400  # Kokoro's context is 512 tokens; shorter chunks also start playing sooner
@@ -37,8 +45,8 @@ QUICK_START_LEAD_FRAMES = 2  # 50 ms of Kokoro's ~350 ms leading silence kept be
 LATER_LEAD_FRAMES = 8
 # Kokoro's voice often starts inside that silence, up to ~130 ms before the first phoneme's
 # frame (the breath before "Yes", the hiss of "Sure"): a cut never drops a frame louder than
-# this (-40 dBFS RMS), so a reply does not begin with a click and a clipped first sound.
-ONSET_RMS = 0.01
+# the onset rule's ONSET_LEVEL (-40 dBFS RMS), so a reply does not begin with a click and a
+# clipped first sound.
 FADE_IN_SAMPLES = 120  # 5 ms ramp where a cut starts the audio
 
 
@@ -350,13 +358,13 @@ class KokoroTTS:
 def lead_cut(audio: np.ndarray, lead_frames: int, max_lead_frames: int | None) -> int:
     """How many of the ``lead_frames`` leading-silence frames to drop so that at most
     ``max_lead_frames`` are left, but only quiet ones: the cut stops one frame before the
-    first frame louder than ``ONSET_RMS``."""
+    first frame louder than ``ONSET_LEVEL``."""
     if max_lead_frames is None or lead_frames <= max_lead_frames:
         return 0
     cut = lead_frames - max_lead_frames
     frames = audio[:cut * FRAME_SAMPLES].reshape(cut, FRAME_SAMPLES)
     loud = np.flatnonzero(np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
-                          > ONSET_RMS)
+                          > ONSET_LEVEL)
     return max(0, int(loud[0]) - 1) if loud.size else cut
 
 
