@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     tts_workers: int | None = Field(
         None, ge=1, description="Syntheses Kokoro runs at the same time on its one model, each "
         "on TTS_THREADS threads; None = the profile's (1 in every profile).")
+    tts_vnni_matmul: bool = Field(
+        True, description="On a CPU with VNNI, Kokoro's int8 convolutions run as int8 matrix "
+        "products onnxruntime has a fast kernel for: the same audio bit for bit, ~1.4x sooner on "
+        "one thread (docs/benchmarks.md); false = the downloaded graph as it is.")
 
     # Web client and avatars
     web_dir: Path | None = Field(None, description="The built web client (npm --prefix web "

@@ -10,6 +10,7 @@ from conftest import BECKETT
 
 from stack.config import Settings
 from stack.engines import stt as stt_module
+from stack.engines.kokoro_onnx import KokoroOnnxBackend, convs_as_matmuls, cpu_has_vnni
 from stack.engines.stt import resample
 from stack.engines.tts import (
     CHUNK_GROWTH,
@@ -24,7 +25,7 @@ from stack.engines.tts import (
     KokoroTTS,
     split_words,
 )
-from stack.lipsync import FRAME_SAMPLES, ONSET_LEVEL, SAMPLE_RATE
+from stack.lipsync import FRAME_SAMPLES, ONSET_LEVEL, SAMPLE_RATE, build_tokens
 
 
 def _norm(text: str) -> str:
@@ -480,6 +481,96 @@ def test_tts_cancel_while_waiting_for_the_engine_makes_nothing(engines):
     cancel = threading.Event()
     cancel.set()
     assert list(engines.tts.synthesize("This is never spoken.", cancel=cancel)) == []
+
+
+needs_vnni = pytest.mark.skipif(
+    not cpu_has_vnni(), reason="the int8 matrix products are exact only with VNNI (without it "
+    "onnxruntime's u8 x s8 kernel may saturate), so the engine keeps the registry graph there")
+
+
+@needs_vnni
+def test_tts_convolutions_as_vnni_matmuls_make_the_registry_graphs_audio_bit_for_bit(
+        engines, settings):
+    """TTS_VNNI_MATMUL (on by default): the engine runs Kokoro's convolutions as u8 x s8 matrix
+    products, and every sample and duration is the registry graph's."""
+    assert engines.tts.backend.convs_rewritten == 83  # of 87: the four 1-channel ones stay
+    registry = KokoroOnnxBackend(settings.models_dir / settings.profile.tts_model, threads=1,
+                                 vnni_matmul=False)
+    assert registry.convs_rewritten == 0
+    tts = engines.tts
+    for text in SENTENCES:
+        tokens = build_tokens(tts.g2p(text), tts.vocab).ids
+        style = tts.voices.style(tts.default_voice, len(tokens) - 2)
+        audio, durations = engines.tts.backend.infer(tokens, style, 1.0)
+        expected_audio, expected_durations = registry.infer(tokens, style, 1.0)
+        assert np.array_equal(durations, expected_durations)
+        assert len(audio) == sum(durations) * FRAME_SAMPLES
+        assert np.array_equal(audio, expected_audio), text
+
+
+def _conv_graph(w: np.ndarray, w_zp: int, **attrs):
+    """A one-node model: ConvInteger of a u8 input with constant u8 weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("ConvInteger", ["x", "w", "x_zp", "w_zp"], ["y"], name="conv",
+                            kernel_shape=[w.shape[2]], **attrs)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, w.shape[1], None]),
+              helper.make_tensor_value_info("x_zp", TensorProto.UINT8, [])]
+    weights = [numpy_helper.from_array(w, "w"),
+               numpy_helper.from_array(np.array(np.uint8(w_zp)), "w_zp")]
+    output = helper.make_tensor_value_info("y", TensorProto.INT32, None)
+    graph = helper.make_graph([node], "conv", inputs, [output], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@needs_vnni
+@pytest.mark.parametrize("attrs", [
+    {"pads": [5, 5]},  # kernel 11, as Kokoro's resblocks
+    {"pads": [15, 15], "dilations": [3]},
+    {"pads": [3, 3], "strides": [6]},  # as its noise convolution: stride 6, kernel 12
+    {},  # no padding: the output is shorter than the input
+])
+def test_convs_as_matmuls_give_the_same_integers_as_the_convolution(attrs):
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(7)
+    k = 12 if attrs.get("strides") else 11
+    w = rng.integers(0, 256, (16, 24, k), dtype=np.uint8)  # the full range: worst for saturation
+    x = rng.integers(0, 256, (1, 24, 301), dtype=np.uint8)
+    x_zp = np.array(np.uint8(131))
+    conv = _conv_graph(w, 127, **attrs)
+    rewritten = _conv_graph(w, 127, **attrs)
+    assert convs_as_matmuls(rewritten) == 1
+    assert "ConvInteger" not in {n.op_type for n in rewritten.graph.node}
+    assert "w" not in {i.name for i in rewritten.graph.initializer}  # the u8 weights are gone
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+           .run(None, {"x": x, "x_zp": x_zp})[0] for m in (conv, rewritten)]
+    assert run[0].shape == run[1].shape
+    assert np.array_equal(run[0], run[1])
+
+
+def test_convs_as_matmuls_leave_grouped_and_tiny_convolutions_alone():
+    rng = np.random.default_rng(1)
+    grouped = _conv_graph(rng.integers(0, 256, (16, 12, 3), dtype=np.uint8), 128, group=2,
+                          pads=[1, 1])
+    tiny = _conv_graph(rng.integers(0, 256, (1, 24, 3), dtype=np.uint8), 128, pads=[1, 1])
+    for model in (grouped, tiny):
+        assert convs_as_matmuls(model) == 0
+        assert [n.op_type for n in model.graph.node] == ["ConvInteger"]
+
+
+@pytest.mark.parametrize(("flags", "vnni"), [
+    ("fpu sse avx2 avx512f avx512_vnni avx512bw", True),
+    ("fpu sse avx2 avx_vnni", True),
+    ("fpu sse avx2 avx512f avx512bw", False),  # Skylake-SP: AVX-512 without VNNI
+])
+def test_vnni_is_read_from_the_cpus_flags(tmp_path, flags, vnni):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\nflags\t\t: {flags}\n\n")
+    assert cpu_has_vnni(cpuinfo) is vnni
+    assert cpu_has_vnni(tmp_path / "absent") is False  # not Linux: the registry graph
 
 
 def test_missing_model_files_name_the_file_and_the_fix(settings, tmp_path):

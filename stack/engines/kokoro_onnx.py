@@ -2,7 +2,14 @@
 
 The registry int8 graph outputs only audio, but it computes the rounded per-token durations
 inside (``/encoder/Clip_output_0``, frames of 600 samples). ``add_duration_output`` exposes that
-tensor as a second graph output, once, after download (scripts/download_models.py calls it)."""
+tensor as a second graph output, once, after download (scripts/download_models.py calls it).
+
+Its 87 convolutions (``ConvInteger``, two thirds of a synthesis on a CPU) multiply unsigned by
+unsigned 8-bit numbers, for which onnxruntime has no fast kernel. On a CPU with VNNI
+(``cpu_has_vnni``), ``convs_as_matmuls`` rewrites them, when the engine loads, into products
+of unsigned activations and signed weights (``MatMulInteger``), which onnxruntime runs with
+VNNI's multiply-accumulate: the same integer sums, so the same audio bit for bit, ~1.4x sooner
+on one thread (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 DURATION_TENSOR = "/encoder/Clip_output_0"
+_MIN_OUT_CHANNELS = 8  # Kokoro's four convolutions to one channel cost nothing: left as they are
 
 
 def add_duration_output(src: Path, dst: Path) -> None:
@@ -28,13 +36,111 @@ def add_duration_output(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this x86 CPU multiplies unsigned by signed bytes into 32-bit sums (AVX512-VNNI or
+    AVX-VNNI). Without VNNI, onnxruntime's u8 x s8 kernel adds pairs of products in 16 bits,
+    which can saturate: the rewrite would no longer be exact there."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:  # not Linux: keep the registry graph
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def convs_as_matmuls(model) -> int:
+    """Rewrite, in place, each 1-D ``ConvInteger`` with constant u8 weights (one zero point,
+    one group) of an ONNX model into time-major im2col and an u8 x s8 ``MatMulInteger``:
+
+        x [1, C, T] -> Transpose -> Pad (with x's zero point) -> K strided Slices along time
+        -> Concat -> [1, T', K*C] x W' [K*C, Cout] -> Transpose -> y [1, Cout, T'] (int32)
+
+    W' is W - 128 as int8 with its zero point moved by the same 128, so every product
+    (x - x_zp)(w - w_zp) and every sum is unchanged. Returns how many were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    weights = {i.name: i for i in graph.initializer}
+    nodes, added, replaced, count = [], [], set(), 0
+    for node in graph.node:
+        w = w_zp = None
+        if node.op_type == "ConvInteger" and len(node.input) == 4 \
+                and node.input[1] in weights and node.input[3] in weights:
+            w = numpy_helper.to_array(weights[node.input[1]])
+            w_zp = numpy_helper.to_array(weights[node.input[3]])
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (w is None or w.dtype != np.uint8 or w.ndim != 3 or w_zp.shape != ()
+                or attrs.get("group", 1) != 1 or attrs.get("auto_pad", b"NOTSET") != b"NOTSET"
+                or w.shape[0] < _MIN_OUT_CHANNELS):
+            nodes.append(node)
+            continue
+        new_nodes, consts = _conv_as_matmul(node, w, w_zp, attrs)
+        nodes += new_nodes
+        added += [numpy_helper.from_array(value, name) for name, value in consts.items()]
+        replaced.update((node.input[1], node.input[3]))
+        count += 1
+
+    used = {i for n in nodes for i in n.input}
+    kept = [i for i in graph.initializer if i.name not in replaced or i.name in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept + added)
+    return count
+
+
+def _conv_as_matmul(node, w: np.ndarray, w_zp: np.ndarray, attrs: dict):
+    """One ``ConvInteger`` as the nodes of ``convs_as_matmuls``, and the constants they read."""
+    from onnx import helper
+
+    c_out, c_in, k = w.shape
+    dil, stride = attrs.get("dilations", [1])[0], attrs.get("strides", [1])[0]
+    pad0, pad1 = attrs.get("pads", [0, 0])
+    prefix, x, x_zp = node.name or node.output[0], node.input[0], node.input[2]
+    nodes, consts = [], {}
+
+    def const(suffix: str, value: np.ndarray) -> str:
+        consts[f"{prefix}/{suffix}"] = value
+        return f"{prefix}/{suffix}"
+
+    def add(op: str, inputs: list[str], suffix: str, **kw) -> str:
+        out = f"{prefix}/{suffix}"
+        nodes.append(helper.make_node(op, inputs, [out], name=out, **kw))
+        return out
+
+    src = add("Transpose", [x], "time_major", perm=[0, 2, 1])
+    if pad0 or pad1:  # padded with x's zero point: the padding counts as 0
+        src = add("Pad", [src, const("pads", np.array([0, pad0, 0, 0, pad1, 0], np.int64)), x_zp],
+                  "padded")
+    col = src
+    if k > 1 or stride > 1:
+        one, step = np.array([1], np.int64), np.array([stride], np.int64)
+        taps = [add("Slice", [src, const(f"start{t}", np.array([t * dil], np.int64)),
+                              const(f"end{t}", np.array([-(k - 1 - t) * dil if t < k - 1
+                                                         else np.iinfo(np.int64).max], np.int64)),
+                              const("axis", one), const("step", step)], f"tap{t}")
+                for t in range(k)]
+        col = add("Concat", taps, "im2col", axis=2) if k > 1 else taps[0]
+    # rows in the order of im2col's columns: (tap, input channel)
+    w_s8 = (w.astype(np.int16) - 128).astype(np.int8).transpose(2, 1, 0).reshape(k * c_in, c_out)
+    y = add("MatMulInteger", [col, const("w_s8", w_s8), x_zp,
+                              const("w_zp_s8", np.array(np.int8(int(w_zp) - 128)))], "matmul")
+    nodes.append(helper.make_node("Transpose", [y], [node.output[0]], perm=[0, 2, 1],
+                                  name=f"{prefix}/channel_major"))
+    return nodes, consts
+
+
 class KokoroOnnxBackend:
-    """Runs a duration-exposing Kokoro ONNX graph. ``infer`` returns (audio, durations)."""
+    """Runs a duration-exposing Kokoro ONNX graph. ``infer`` returns (audio, durations).
+
+    ``vnni_matmul``: on a CPU with VNNI, run the convolutions as int8 matrix products
+    (``convs_as_matmuls``); ``self.convs_rewritten`` says how many were."""
 
     name = "onnx"
 
     def __init__(self, model_path: Path, *, threads: int | None = None, device: str = "cpu",
-                 spin: bool = True):
+                 spin: bool = True, vnni_matmul: bool = True):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -46,7 +152,16 @@ class KokoroOnnxBackend:
         providers = ["CPUExecutionProvider"]
         if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(model_path), opts, providers=providers)
+        graph: str | bytes = str(model_path)
+        self.convs_rewritten = 0
+        if vnni_matmul and providers == ["CPUExecutionProvider"] and cpu_has_vnni():
+            import onnx
+
+            model = onnx.load(str(model_path))
+            self.convs_rewritten = convs_as_matmuls(model)
+            graph = model.SerializeToString()
+            del model
+        self.session = ort.InferenceSession(graph, opts, providers=providers)
         # where it really runs: onnxruntime without its CUDA provider stays on the CPU
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         outputs = [o.name for o in self.session.get_outputs()]

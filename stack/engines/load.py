@@ -67,7 +67,7 @@ def load_kokoro(settings: Settings) -> KokoroTTS:
                     spacy_model=root / profile.spacy_model if profile.spacy_model else None,
                     device=resolve_device(*settings.engine_device("tts")),
                     threads=settings.thread_budget["tts"],
-                    workers=settings.kokoro_workers)
+                    workers=settings.kokoro_workers, vnni_matmul=settings.tts_vnni_matmul)
 
 
 def load_llm(settings: Settings) -> LlamaLLM:

@@ -370,7 +370,8 @@ def lead_cut(audio: np.ndarray, lead_frames: int, max_lead_frames: int | None) -
 
 def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: Path,
              default_voice: str, spacy_model: Path | None = None, device: str = "cpu",
-             threads: int | None = None, spin: bool = True, workers: int = 1) -> KokoroTTS:
+             threads: int | None = None, spin: bool = True, workers: int = 1,
+             vnni_matmul: bool = True) -> KokoroTTS:
     """Build the TTS engine from local files; a missing file is named with the fix."""
     for p in (model_path, config_path, voices_dir):
         if not Path(p).exists():
@@ -381,7 +382,8 @@ def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: P
     elif backend == "onnx":
         from .kokoro_onnx import KokoroOnnxBackend
 
-        impl = KokoroOnnxBackend(model_path, threads=threads, device=device, spin=spin)
+        impl = KokoroOnnxBackend(model_path, threads=threads, device=device, spin=spin,
+                                 vnni_matmul=vnni_matmul)
     else:
         raise ValueError(f"unknown TTS backend {backend!r} (torch or onnx)")
     return KokoroTTS(impl, KokoroTTS.load_vocab(config_path), VoiceBank(voices_dir),
