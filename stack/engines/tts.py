@@ -23,13 +23,14 @@ from typing import Protocol
 import numpy as np
 
 from ..lipsync import (
+    FRAME_MS,
     FRAME_SAMPLES,
-    ONSET_LEVEL,
     SAMPLE_RATE,
     SpeechTiming,
     WordPhonemes,
     align,
     build_tokens,
+    voice_onset_ms,
 )
 from .g2p import G2P
 
@@ -44,9 +45,9 @@ QUICK_START_LEAD_FRAMES = 2  # 50 ms of Kokoro's ~350 ms leading silence kept be
 # end token) a natural pause between sentences, and not a gap where a chunk ends mid-sentence.
 LATER_LEAD_FRAMES = 8
 # Kokoro's voice often starts inside that silence, up to ~130 ms before the first phoneme's
-# frame (the breath before "Yes", the hiss of "Sure"): a cut never drops a frame louder than
-# the onset rule's ONSET_LEVEL (-40 dBFS RMS), so a reply does not begin with a click and a
-# clipped first sound.
+# frame (the breath before "Yes", the hiss of "Sure"): a cut never drops audio where the onset
+# rule hears voice (stack/lipsync.py: a 5 ms window at -40 dBFS), so a reply does not begin with
+# a click and a clipped first sound.
 FADE_IN_SAMPLES = 120  # 5 ms ramp where a cut starts the audio
 
 
@@ -357,15 +358,13 @@ class KokoroTTS:
 
 def lead_cut(audio: np.ndarray, lead_frames: int, max_lead_frames: int | None) -> int:
     """How many of the ``lead_frames`` leading-silence frames to drop so that at most
-    ``max_lead_frames`` are left, but only quiet ones: the cut stops one frame before the
-    first frame louder than ``ONSET_LEVEL``."""
+    ``max_lead_frames`` are left, but only quiet ones: the cut stops one frame before the frame
+    where the onset rule (``voice_onset_ms``, 5 ms windows, as the page hears it) finds voice."""
     if max_lead_frames is None or lead_frames <= max_lead_frames:
         return 0
     cut = lead_frames - max_lead_frames
-    frames = audio[:cut * FRAME_SAMPLES].reshape(cut, FRAME_SAMPLES)
-    loud = np.flatnonzero(np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
-                          > ONSET_LEVEL)
-    return max(0, int(loud[0]) - 1) if loud.size else cut
+    onset = voice_onset_ms(audio[:cut * FRAME_SAMPLES])
+    return cut if onset is None else max(0, int(onset // FRAME_MS) - 1)
 
 
 def load_tts(*, backend: str, model_path: Path, config_path: Path, voices_dir: Path,
