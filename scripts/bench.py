@@ -12,6 +12,7 @@
     python scripts/bench.py --concurrent 1,2,4      # N voice conversations through LiveKit
     python scripts/bench.py --concurrent 1,2,4 --transport smallwebrtc   # ... directly, vs LiveKit
     python scripts/bench.py --threads               # the engines' thread settings, all busy at once
+    python scripts/bench.py --kokoro                # Kokoro's graph as downloaded vs VNNI matmuls
 
 Figures: model load time, STT real-time factor, LLM time to first token and tokens/s, TTS time
 to first audio and real-time factor, and how far Kokoro's word starts sit from Whisper's word
@@ -174,6 +175,9 @@ def main() -> int:
                     "rate and time (scripts/bench_stt.py)")
     ap.add_argument("--threads", action="store_true",
                     help="the three engines busy at once under several thread settings")
+    ap.add_argument("--kokoro", action="store_true",
+                    help="Kokoro's int8 graph as downloaded against its convolutions as VNNI "
+                    "matrix products, interleaved")
     args = ap.parse_args()
     kw = {"model_profile": args.profile, "device": args.device}
     if args.models_dir:
@@ -195,6 +199,14 @@ def main() -> int:
         print(write_section(args.out, f"threads:{args.profile}",
                             f"Engines sharing the CPU, `{args.profile}`", f"{stamp} {notes}",
                             table))
+        return 0
+    if args.kokoro:
+        from bench_kokoro import run_kokoro_bench
+
+        table, notes = run_kokoro_bench(settings, rounds=args.rounds if args.rounds > 1 else 4)
+        print(write_section(args.out, f"kokoro-graph:{args.profile}",
+                            f"Kokoro's convolutions on the CPU, `{args.profile}`",
+                            f"{stamp} {notes}", table))
         return 0
     if args.concurrent:
         from bench_concurrent import run_concurrent_bench
