@@ -25,7 +25,7 @@ from stack.engines.tts import (
     KokoroTTS,
     split_words,
 )
-from stack.lipsync import FRAME_SAMPLES, SAMPLE_RATE, build_tokens, voice_onset_ms
+from stack.lipsync import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, voice_onset_ms
 
 
 def _norm(text: str) -> str:
@@ -307,7 +307,7 @@ def test_tts_cutting_the_leading_silence_never_clips_the_voices_onset(engines, t
                                whole.audio[cut * FRAME_SAMPLES + FADE_IN_SAMPLES:], atol=1e-6)
     # nothing the onset rule (the page's, 5 ms windows) hears as voice was dropped
     assert voice_onset_ms(whole.audio[:cut * FRAME_SAMPLES]) is None
-    onset_frame = int(voice_onset_ms(whole.audio) // 25)
+    onset_frame = int(voice_onset_ms(whole.audio) // FRAME_MS)
     if onset_frame < whole.durations[0] - QUICK_START_LEAD_FRAMES:  # the voice starts early
         assert quick.durations[0] > QUICK_START_LEAD_FRAMES
         assert cut == onset_frame - 1  # one quiet frame before it is kept
@@ -491,19 +491,17 @@ def test_tts_convolutions_as_vnni_matmuls_make_the_registry_graphs_audio_bit_for
         engines, settings):
     """TTS_VNNI_MATMUL (on by default): the engine runs Kokoro's convolutions as u8 x s8 matrix
     products, and every sample and duration is the registry graph's."""
-    assert engines.tts.backend.convs_rewritten == 83  # of 87: the four 1-channel ones stay
+    tts = engines.tts
+    assert tts.backend.convs_rewritten == 83  # of 87: the four 1-channel ones stay
     registry = KokoroOnnxBackend(settings.models_dir / settings.profile.tts_model, threads=1,
                                  vnni_matmul=False)
     assert registry.convs_rewritten == 0
-    tts = engines.tts
+    as_downloaded = KokoroTTS(registry, tts.vocab, tts.voices, tts.g2p, tts.default_voice)
     for text in SENTENCES:
-        tokens = build_tokens(tts.g2p(text), tts.vocab).ids
-        style = tts.voices.style(tts.default_voice, len(tokens) - 2)
-        audio, durations = engines.tts.backend.infer(tokens, style, 1.0)
-        expected_audio, expected_durations = registry.infer(tokens, style, 1.0)
-        assert np.array_equal(durations, expected_durations)
-        assert len(audio) == sum(durations) * FRAME_SAMPLES
-        assert np.array_equal(audio, expected_audio), text
+        for mine, theirs in zip(tts.synthesize(text), as_downloaded.synthesize(text), strict=True):
+            assert mine.durations == theirs.durations
+            assert len(mine.audio) == sum(mine.durations) * FRAME_SAMPLES
+            assert np.array_equal(mine.audio, theirs.audio), text
 
 
 def _conv_graph(w: np.ndarray, w_zp: int, **attrs):

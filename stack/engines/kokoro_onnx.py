@@ -58,24 +58,17 @@ def convs_as_matmuls(model) -> int:
 
     W' is W - 128 as int8 with its zero point moved by the same 128, so every product
     (x - x_zp)(w - w_zp) and every sum is unchanged. Returns how many were rewritten."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = model.graph
     weights = {i.name: i for i in graph.initializer}
     nodes, added, replaced, count = [], [], set(), 0
     for node in graph.node:
-        w = w_zp = None
-        if node.op_type == "ConvInteger" and len(node.input) == 4 \
-                and node.input[1] in weights and node.input[3] in weights:
-            w = numpy_helper.to_array(weights[node.input[1]])
-            w_zp = numpy_helper.to_array(weights[node.input[3]])
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if (w is None or w.dtype != np.uint8 or w.ndim != 3 or w_zp.shape != ()
-                or attrs.get("group", 1) != 1 or attrs.get("auto_pad", b"NOTSET") != b"NOTSET"
-                or w.shape[0] < _MIN_OUT_CHANNELS):
+        conv = _rewritable(node, weights)
+        if conv is None:
             nodes.append(node)
             continue
-        new_nodes, consts = _conv_as_matmul(node, w, w_zp, attrs)
+        new_nodes, consts = _conv_as_matmul(node, *conv)
         nodes += new_nodes
         added += [numpy_helper.from_array(value, name) for name, value in consts.items()]
         replaced.update((node.input[1], node.input[3]))
@@ -88,6 +81,23 @@ def convs_as_matmuls(model) -> int:
     del graph.initializer[:]
     graph.initializer.extend(kept + added)
     return count
+
+
+def _rewritable(node, weights: dict):
+    """(weights, their zero point, attributes) of a ``ConvInteger`` ``convs_as_matmuls`` can
+    rewrite, else None."""
+    from onnx import helper, numpy_helper
+
+    if node.op_type != "ConvInteger" or len(node.input) != 4 \
+            or node.input[1] not in weights or node.input[3] not in weights:
+        return None
+    w = numpy_helper.to_array(weights[node.input[1]])
+    w_zp = numpy_helper.to_array(weights[node.input[3]])
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if (w.dtype != np.uint8 or w.ndim != 3 or w_zp.shape != () or attrs.get("group", 1) != 1
+            or attrs.get("auto_pad", b"NOTSET") != b"NOTSET" or w.shape[0] < _MIN_OUT_CHANNELS):
+        return None
+    return w, w_zp, attrs
 
 
 def _conv_as_matmul(node, w: np.ndarray, w_zp: np.ndarray, attrs: dict):
