@@ -376,8 +376,13 @@ def test_a_failed_answer_is_spoken_as_an_apology_and_explained_in_the_page(
 
 # --- TRANSPORT=smallwebrtc: the page's own RTCPeerConnection straight to the bot, no LiveKit ---
 
-BARGE_IN = "Wait, please stop there."
+# Said without a pause (the longest, 130 ms, is shorter than the VAD's stop) and for ~4.9 s:
+# the quiet checked from 2 to 3 s after the stop falls while the person is still talking, so no
+# reply to it can sound there. "Wait, please stop there." (1.9 s) ended before that window and,
+# once Kokoro got faster, its reply came inside it (one CI run: nothing left to check).
+BARGE_IN = "Hold on now I would much rather hear about something completely different."
 BARGE_IN_AT_S = 15.0  # into each loop of the microphone file: the story's reply is playing then
+LOOP_S = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -393,7 +398,8 @@ def peer_session(engines, settings, tmp_path_factory):
     question, stop = say(QUESTION), say(BARGE_IN)
     gap = np.zeros(int(24000 * (BARGE_IN_AT_S - 0.5)) - len(question))
     wav = tmp / "barge-in.wav"
-    write_mic_wav(wav, np.concatenate([question, gap, stop]), 24000, lead_s=0.5, tail_s=13)
+    write_mic_wav(wav, np.concatenate([question, gap, stop]), 24000, lead_s=0.5,
+                  tail_s=LOOP_S - BARGE_IN_AT_S - len(stop) / 24000)
     # the stack's TURN relay (coturn as the preflight configures it, on its port): the page
     # asks for it and gathers relayed candidates too (ICE then picks the direct pair here)
     addresses = host_addresses(settings)
