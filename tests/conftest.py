@@ -40,6 +40,23 @@ def engines(settings):
     return load_engines(settings)
 
 
+# A barge-in said without a pause the VAD would end a turn on (the longest, 130 ms, is shorter
+# than its 200 ms stop) and for ~4.9 s: the quiet the barge-in tests check after the bot's stop
+# falls while the person still talks, so no reply to the barge-in can sound in it. Shorter ones
+# ("Ever tried. Ever failed.", "Wait, please stop there.") ended or paused before those windows,
+# and once Kokoro got faster the reply to them was heard there (one CI run, two tests).
+BARGE_IN = "Hold on now I would much rather hear about something completely different."
+
+
+@pytest.fixture(scope="session")
+def barge_in(engines) -> np.ndarray:
+    """BARGE_IN spoken at 16 kHz by another voice than the bot's."""
+    from stack.engines.stt import resample
+
+    audio = np.concatenate([c.audio for c in engines.tts.synthesize(BARGE_IN, voice="am_michael")])
+    return resample(audio, 24000, 16000)
+
+
 @pytest.fixture(scope="session")
 def beckett(models_dir) -> np.ndarray:
     audio, sr = sf.read(models_dir / TEST.sample_wav, dtype="float32")

@@ -45,7 +45,11 @@ class Received:
 
     def replied_besides(self, turn_id: str) -> bool:
         """Whether timing messages of another reply than ``turn_id`` came."""
-        return any(m["turn_id"] != turn_id for _, m in self.of_type("speech.chunk"))
+        return self.first_reply_besides(turn_id) is not None
+
+    def first_reply_besides(self, turn_id: str) -> float | None:
+        """When the first timing message of another reply than ``turn_id`` came (None: none)."""
+        return next((t for t, m in self.of_type("speech.chunk") if m["turn_id"] != turn_id), None)
 
     def sent_span(self, turn_id: str, before: float) -> tuple[float, float]:
         """Where a turn's audio can have gone out to when a message came at ``before``: from its

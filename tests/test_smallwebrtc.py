@@ -5,6 +5,7 @@ for the browser (tests/peer_client.py). The browser itself: tests/test_web_e2e.p
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from contextlib import asynccontextmanager
 
@@ -95,7 +96,7 @@ async def test_typed_text_is_answered_over_the_data_channel(peer_stack):
     await client.leave()
 
 
-async def test_barge_in_stops_the_bots_voice(peer_stack, engines, beckett):
+async def test_barge_in_stops_the_bots_voice(peer_stack, engines, barge_in):
     from stack.engines.stt import resample
 
     manager, offer = peer_stack
@@ -108,7 +109,8 @@ async def test_barge_in_stops_the_bots_voice(peer_stack, engines, beckett):
     assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "bot never spoke"
     first_turn = client.got.of_type("speech.chunk")[0][1]["turn_id"]
     await client.silence(1.5)  # let it talk a little
-    await client.speak(beckett[: int(16000 * 2.2)], trailing_s=0.3)  # "Ever tried. Ever failed."
+    t_barge = time.monotonic()
+    await client.speak(barge_in, trailing_s=0.3)
 
     stops = [(t, m) for t, m in client.got.of_type("speech.stop") if m["turn_id"] == first_turn]
     assert stops and stops[0][1]["reason"] == "interrupted", client.got.of_type("speech.stop")
@@ -117,8 +119,11 @@ async def test_barge_in_stops_the_bots_voice(peer_stack, engines, beckett):
     assert 0 < stops[0][1]["sent_ms"] and low - 0.1 <= stops[0][1]["sent_ms"] <= high + 0.1, \
         (stops[0][1], low, high)
     # the bot's audio of that turn stops: quiet a second after the stop message
-    assert await client.wait_for(lambda: client.got.audio[-1][0] > stops[0][0] + 1.8, timeout=10)
-    after = [f for t, f in client.got.audio if stops[0][0] + 1.0 < t < stops[0][0] + 1.8]
+    window = (stops[0][0] + 1.0, stops[0][0] + 1.8)
+    assert await client.wait_for(lambda: client.got.audio[-1][0] > window[1], timeout=10)
+    reply = client.got.first_reply_besides(first_turn)  # none can come while the person talks
+    assert reply is None or reply > window[1], f"a reply {reply - t_barge:.2f} s into the barge-in"
+    after = [f for t, f in client.got.audio if window[0] < t < window[1]]
     assert after and max(np.abs(f).max() for f in after) < 300
     # and the conversation goes on: the barge-in utterance gets its own reply
     assert await client.wait_for(lambda: client.got.replied_besides(first_turn), timeout=60), \

@@ -15,7 +15,7 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import pytest
-from conftest import LIVEKIT_KEY, LIVEKIT_SECRET
+from conftest import BARGE_IN, LIVEKIT_KEY, LIVEKIT_SECRET
 from turn_server import coturn
 from web_session import (
     ROOT,
@@ -376,11 +376,6 @@ def test_a_failed_answer_is_spoken_as_an_apology_and_explained_in_the_page(
 
 # --- TRANSPORT=smallwebrtc: the page's own RTCPeerConnection straight to the bot, no LiveKit ---
 
-# Said without a pause (the longest, 130 ms, is shorter than the VAD's stop) and for ~4.9 s:
-# the quiet checked from 2 to 3 s after the stop falls while the person is still talking, so no
-# reply to it can sound there. "Wait, please stop there." (1.9 s) ended before that window and,
-# once Kokoro got faster, its reply came inside it (one CI run: nothing left to check).
-BARGE_IN = "Hold on now I would much rather hear about something completely different."
 BARGE_IN_AT_S = 15.0  # into each loop of the microphone file: the story's reply is playing then
 LOOP_S = 30.0
 
