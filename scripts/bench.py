@@ -173,7 +173,9 @@ def main() -> int:
                     "the batched LLM engine against one reply at a time (bench_concurrent.py)")
     ap.add_argument("--questions", type=int, default=3, help="questions per conversation "
                     "with --concurrent")
-    ap.add_argument("--rounds", type=int, default=1, help="rounds per engine with --concurrent")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds per contender: with --concurrent (default 1) and --kokoro "
+                    "(default 6)")
     ap.add_argument("--stt", action="store_true",
                     help="Whisper on its whole 30 s window against the short window: word error "
                     "rate and time (scripts/bench_stt.py)")
@@ -207,7 +209,7 @@ def main() -> int:
     if args.kokoro:
         from bench_kokoro import run_kokoro_bench
 
-        table, notes = run_kokoro_bench(settings, rounds=args.rounds if args.rounds > 1 else 4)
+        table, notes = run_kokoro_bench(settings, rounds=args.rounds or 6)
         print(write_section(args.out, f"kokoro-graph:{args.profile}",
                             f"Kokoro's convolutions on the CPU, `{args.profile}`",
                             f"{stamp} {notes}", table))
@@ -216,7 +218,7 @@ def main() -> int:
         from bench_concurrent import run_concurrent_bench
 
         table, notes = run_concurrent_bench(settings, [int(n) for n in args.concurrent.split(",")],
-                                            args.questions, args.rounds, args.transport,
+                                            args.questions, args.rounds or 1, args.transport,
                                             args.variant)
         key, title = f"concurrent:{args.profile}", "Conversations at once through LiveKit"
         if args.transport != "livekit":

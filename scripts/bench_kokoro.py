@@ -37,7 +37,7 @@ TEXTS = [
 VOICES = ["af_heart", "am_michael", "bf_emma", "af_bella"]
 
 
-def run_kokoro_bench(settings: Settings, rounds: int = 4) -> tuple[str, str]:
+def run_kokoro_bench(settings: Settings, rounds: int = 6) -> tuple[str, str]:
     if not cpu_has_vnni():
         raise SystemExit("this CPU has no VNNI: the engine keeps the registry graph here, "
                          "there is nothing to compare")
