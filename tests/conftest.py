@@ -48,13 +48,18 @@ def engines(settings):
 BARGE_IN = "Hold on now I would much rather hear about something completely different."
 
 
-@pytest.fixture(scope="session")
-def barge_in(engines) -> np.ndarray:
-    """BARGE_IN spoken at 16 kHz by another voice than the bot's."""
+def speech(engines, text: str) -> np.ndarray:
+    """A person saying ``text`` at 16 kHz, made with the TTS (another voice than the bot's)."""
     from stack.engines.stt import resample
 
-    audio = np.concatenate([c.audio for c in engines.tts.synthesize(BARGE_IN, voice="am_michael")])
+    audio = np.concatenate([c.audio for c in engines.tts.synthesize(text, voice="am_michael")])
     return resample(audio, 24000, 16000)
+
+
+@pytest.fixture(scope="session")
+def barge_in(engines) -> np.ndarray:
+    """BARGE_IN, said at 16 kHz."""
+    return speech(engines, BARGE_IN)
 
 
 @pytest.fixture(scope="session")

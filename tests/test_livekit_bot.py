@@ -12,7 +12,7 @@ import httpx
 import jiwer
 import numpy as np
 import pytest
-from conftest import BECKETT, LIVEKIT_KEY, LIVEKIT_SECRET
+from conftest import BECKETT, LIVEKIT_KEY, LIVEKIT_SECRET, speech
 from lk_client import BOT_RATE, Client, wait_until
 
 from stack.bot import BotManager
@@ -129,21 +129,13 @@ async def test_client_dropping_mid_sentence_leaves_server_healthy(stack, beckett
     await again.leave()
 
 
-def _speech(engines, text: str) -> np.ndarray:
-    """A spoken question at 16 kHz, made with the TTS (a different voice than the bot's)."""
-    from stack.engines.stt import resample
-
-    audio = np.concatenate([c.audio for c in engines.tts.synthesize(text, voice="am_michael")])
-    return resample(audio, 24000, 16000)
-
-
 async def test_barge_in_stops_audio_and_trims_the_context(stack, engines, barge_in):
     manager, token = stack
     client = Client()
     conv = await token()
     await client.join(conv.url, conv.token)
     await client.silence(0.5)
-    await client.speak(_speech(engines, "Please tell me a very long story about a brave dragon."),
+    await client.speak(speech(engines, "Please tell me a very long story about a brave dragon."),
                        trailing_s=0.5)
     assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "bot never spoke"
     first_turn = client.got.of_type("speech.chunk")[0][1]["turn_id"]
@@ -221,7 +213,7 @@ async def test_two_rooms_talk_at_once_without_crossing(stack, engines, beckett):
     await b.join(b_conv.url, b_conv.token)
     await asyncio.gather(a.silence(0.5), b.silence(0.5))
     await asyncio.gather(
-        a.speak(_speech(engines, "What is the capital of France?"), trailing_s=1.0),
+        a.speak(speech(engines, "What is the capital of France?"), trailing_s=1.0),
         b.speak(beckett[: int(16000 * 2.2)], trailing_s=1.0))
     assert await a.wait_for(lambda: a.got.of_type("speech.chunk") and b.got.of_type("speech.chunk"),
                             timeout=90)

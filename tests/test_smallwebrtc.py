@@ -13,7 +13,7 @@ import httpx
 import jiwer
 import numpy as np
 import pytest
-from conftest import BECKETT
+from conftest import BECKETT, speech
 from lk_client import wait_until
 from peer_client import PeerClient, offers_to
 from turn_server import coturn, self_signed_files
@@ -97,15 +97,12 @@ async def test_typed_text_is_answered_over_the_data_channel(peer_stack):
 
 
 async def test_barge_in_stops_the_bots_voice(peer_stack, engines, barge_in):
-    from stack.engines.stt import resample
-
     manager, offer = peer_stack
     client = PeerClient()
     await client.join(offer)
     await client.silence(0.5)
-    story = np.concatenate([c.audio for c in engines.tts.synthesize(
-        "Please tell me a very long story about a brave dragon.", voice="am_michael")])
-    await client.speak(resample(story, 24000, 16000), trailing_s=0.5)
+    await client.speak(speech(engines, "Please tell me a very long story about a brave dragon."),
+                       trailing_s=0.5)
     assert await client.wait_for(lambda: client.got.voiced(), timeout=60), "bot never spoke"
     first_turn = client.got.of_type("speech.chunk")[0][1]["turn_id"]
     await client.silence(1.5)  # let it talk a little
