@@ -54,8 +54,12 @@ COPY ca-certificates/ /usr/local/share/ca-certificates/extra/
 RUN update-ca-certificates >/dev/null
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 RUN ${PYTHON} -m venv /opt/build && /opt/build/bin/pip install --no-cache-dir --upgrade pip
-# libcuda.so comes from the host's driver at run time; the toolkit's stub satisfies the linker
-RUN CMAKE_ARGS="${LLAMA_CMAKE_ARGS}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+# libcuda.so comes from the host's driver at run time; the toolkit's stub satisfies the linker.
+# Without AMX, as scripts/setup.sh builds it: llama.cpp's AMX kernels stop with an illegal
+# instruction on Xeons that have AMX.
+RUN NO_AMX="$([ "$(uname -m)" = x86_64 ] && echo -mno-amx-tile -mno-amx-int8 -mno-amx-bf16)"; \
+    CFLAGS="$NO_AMX" CXXFLAGS="$NO_AMX" \
+    CMAKE_ARGS="${LLAMA_CMAKE_ARGS}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     LD_LIBRARY_PATH=/usr/local/cuda/lib64/stubs \
     /opt/build/bin/pip wheel --no-cache-dir --no-deps -w /wheels \
         ${WHEELHOUSE:+--find-links "$WHEELHOUSE"} "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}"

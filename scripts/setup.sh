@@ -25,12 +25,23 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip "uv==0.13.9"  # the Dockerfile's uv too
-# llama-cpp-python is compiled from source (~10 min on 2 cores): build its wheel once and keep it.
+# llama-cpp-python is compiled from source (~10 min on 2 cores) for this CPU (-march=native):
+# build its wheel once per CPU and keep it. Without AMX: llama.cpp's AMX kernels (0.3.36) stop
+# the process with an illegal instruction (`tilezero`) on a Xeon that has AMX, seen on a 2-core
+# Sapphire Rapids VM where AMX itself works; AVX-512 VNNI serves the same weight types.
 WHEELS="$HOME/.cache/avatar-stack/wheels"
 LLAMA_VERSION=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
-if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
-  echo "== building llama-cpp-python $LLAMA_VERSION once (about 10 minutes on 2 cores)"
-  .venv/bin/python -m pip wheel --quiet --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
+LLAMA_CFLAGS=""
+[ "$(uname -m)" = x86_64 ] && LLAMA_CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+LLAMA_KEY=$( { grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m
+               echo "$LLAMA_CFLAGS"; } | sha256sum | cut -c1-12)
+export LLAMA_WHEELS="$WHEELS/llama-$LLAMA_KEY"  # tests/test_compose_up.py serves it to the image
+if ! ls "$LLAMA_WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  echo "== building llama-cpp-python $LLAMA_VERSION once for this CPU (about 10 minutes on 2 cores)"
+  # --no-cache-dir: pip's own wheel cache would hand back a build made with other flags
+  CFLAGS="${CFLAGS:-} $LLAMA_CFLAGS" CXXFLAGS="${CXXFLAGS:-} $LLAMA_CFLAGS" \
+    .venv/bin/python -m pip wheel --quiet --no-cache-dir --no-deps -w "$LLAMA_WHEELS" \
+    "llama-cpp-python==$LLAMA_VERSION"
 fi
 echo "== installing Python dependencies (the versions and hashes of uv.lock)"
 # uv.lock pins every dependency; --locked stops here when pyproject.toml changed without a new
@@ -39,8 +50,9 @@ REQS=.venv/requirements.lock.txt
 .venv/bin/uv export --quiet --locked --no-emit-project --no-emit-package llama-cpp-python \
   $(for extra in ${EXTRAS:-test bench}; do printf -- '--extra %s ' "$extra"; done) -o "$REQS"
 .venv/bin/uv pip install --quiet --python .venv/bin/python --require-hashes -r "$REQS"
-.venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e . \
-  "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
+# reinstalled each time: a wheel of the same version built for another CPU may be installed
+.venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps \
+  --reinstall-package llama-cpp-python -e . "$LLAMA_WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
 
 echo "== building the LiveKit server from its Go module (cached after the first build)"
 LIVEKIT_VERSION=v1.13.5

@@ -44,7 +44,8 @@ PROJECT = "avatar-stack-test"
 FILES = ("docker-compose.gpu.yml", "docker-compose.cpu.yml", "tests/compose/local.yml")
 STANDINS = ("avatar-stack-test/debian:bookworm", "avatar-stack-test/node:22.21.1",
             "avatar-stack-test/livekit-server:v1.13.5", "avatar-stack-test/coturn:bookworm")
-WHEELS = Path.home() / ".cache" / "avatar-stack" / "wheels"  # scripts/setup.sh's
+# llama-cpp-python's wheel for this CPU, where scripts/setup.sh built it (it says where)
+WHEELS = Path(os.environ.get("LLAMA_WHEELS", Path.home() / ".cache" / "avatar-stack" / "wheels"))
 ONE_SHOT = {"preflight", "models"}
 SERVICES = {"preflight", "models", "livekit", "coturn", "bot"}
 ARTIFACTS = ROOT / "test-artifacts" / "compose"
