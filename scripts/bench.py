@@ -173,6 +173,9 @@ def main() -> int:
                     "the batched LLM engine against one reply at a time (bench_concurrent.py)")
     ap.add_argument("--questions", type=int, default=3, help="questions per conversation "
                     "with --concurrent")
+    ap.add_argument("--pipecat-mic", action="store_true",
+                    help="with --concurrent: also the batched engine with Pipecat's own path for "
+                    "the person's audio (48 kHz, 10 ms frames, to the pipeline's end)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="rounds per contender: with --concurrent (default 1) and --kokoro "
                     "(default 6)")
@@ -219,7 +222,7 @@ def main() -> int:
 
         table, notes = run_concurrent_bench(settings, [int(n) for n in args.concurrent.split(",")],
                                             args.questions, args.rounds or 1, args.transport,
-                                            args.variant)
+                                            args.variant, pipecat_mic=args.pipecat_mic)
         key, title = f"concurrent:{args.profile}", "Conversations at once through LiveKit"
         if args.transport != "livekit":
             key, title = f"concurrent-{args.transport}:{args.profile}", \

@@ -14,7 +14,11 @@ Contenders: ``livekit``: one LLM reply at a time vs the batched engine, both thr
 ``smallwebrtc``: the batched engine through LiveKit vs over SmallWebRTC. Both share the same STT
 and TTS engines. ``--variant "key=value ..."`` adds the batched engine through LiveKit with those
 settings on its own STT and TTS engines (e.g. ``tts_workers=1``: before/after in the same run).
-For each N the contenders run alternately (A, B, then B, A with ``--rounds 2``).
+``--pipecat-mic`` adds the batched engine with Pipecat's own path for the person's audio, as it
+was before ``stack/transport.py``'s ``MicLiveKitClient`` and ``stack/pipeline.py``'s
+``MicAudioEnd``: LiveKit's 48 kHz in 10 ms frames, resampled on the event loop (soxr, in bursts
+of 69 ms), and passed on to the pipeline's end. For each N the contenders run alternately (A, B,
+then B, A with ``--rounds 2``).
 
 Per N and contender: voice to voice at the clients (the last sample of a question leaving its
 microphone track → the first audible sample of the answer arriving), p50 and p95; turns
@@ -22,8 +26,10 @@ answered within 60 s; the LLM's aggregate tokens/s over the run (generated token
 wall time: it counts idle time too, so it compares engines at the same load, not peak speed)
 and its mean wait for a free sequence (batched) or for the lock (one at a time); how often the
 event loop ran a 20 ms timer more than 50 ms late (stack/metrics.py's EVENT_LOOP_LAG; over
-SmallWebRTC that loop paces every conversation's voice); for N > 1, issue 14's measure: the p95
-over the same contender's p95 at N = 1 (when 1 is among the sizes), with a bootstrap interval.
+SmallWebRTC that loop paces every conversation's voice); the CPU the event loop's thread and the
+whole process (bot, clients, LiveKit's native threads; not the LiveKit server) used, in cores;
+for N > 1, issue 14's measure: the p95 over the same contender's p95 at N = 1 (when 1 is among
+the sizes), with a bootstrap interval.
 Through LiveKit, also the waterfall of each turn (bench_livekit.py's moments: end of turn,
 transcript, LLM first token, TTS first audio, ...), so that the step that grows with N shows.
 """
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import tempfile
 import time
 from collections import Counter
@@ -53,6 +60,8 @@ from bench_livekit import (
     with_variant,
 )
 from peer_client import PeerClient, offers_to
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.transports.livekit.transport import LiveKitTransportClient
 
 from stack.bot import BotManager
 from stack.config import Settings
@@ -62,7 +71,9 @@ from stack.engines.load import Engines, describe_devices, load_engines, load_kok
 from stack.engines.stt import resample
 from stack.livekit_server import LiveKitServer, find_binary
 from stack.metrics import EVENT_LOOP_LAG, watch_event_loop
+from stack.pipeline import MicAudioEnd, build_pipeline
 from stack.server import create_app
+from stack.transport import MicLiveKitClient
 
 STAGGER_S = 1.5
 LATE_S = 0.05  # a bucket of EVENT_LOOP_LAG
@@ -138,6 +149,32 @@ async def _one_run(manager: BotManager, transport: str, url: str, n: int,
     return [turn for per in results for turn in per]
 
 
+@contextlib.contextmanager
+def pipecats_mic_path(on: bool):
+    """While on: LiveKit sessions open the person's audio stream as Pipecat does (48 kHz, 10 ms
+    frames, resampled on the event loop). The pipeline's side is ``without_mic_audio_end``."""
+    if not on:
+        yield
+        return
+    ours = MicLiveKitClient._process_audio_stream
+    MicLiveKitClient._process_audio_stream = LiveKitTransportClient._process_audio_stream
+    try:
+        yield
+    finally:
+        MicLiveKitClient._process_audio_stream = ours
+
+
+def without_mic_audio_end(engines: Engines, settings: Settings):
+    """A pipeline builder: the product's pipeline less ``MicAudioEnd``, so that the person's
+    audio goes on to the pipeline's end, as in Pipecat."""
+    def build(**kw):
+        conversation = build_pipeline(engines, settings, **kw)
+        inner = conversation.pipeline.processors[1:-1]  # less the pipeline's own source and sink
+        return dataclasses.replace(conversation, pipeline=Pipeline(
+            [p for p in inner if not isinstance(p, MicAudioEnd)]))
+    return build
+
+
 def _loop_counts() -> tuple[float, float]:
     """EVENT_LOOP_LAG so far: (timers observed, timers more than LATE_S late)."""
     buckets = {s.labels["le"]: s.value for s in EVENT_LOOP_LAG.collect()[0].samples
@@ -152,12 +189,14 @@ def _counters(engines: Engines) -> Counter:
     ticks, late = _loop_counts()
     return Counter(tokens=llm.generated_tokens, admitted=llm.admitted, llm_wait=llm.queue_seconds,
                    ticks=ticks, late=late, first_chunks=tts.chunks["first"],
-                   first_chunk_wait=tts.wait_seconds["first"])
+                   first_chunk_wait=tts.wait_seconds["first"],
+                   # asyncio.run runs the event loop on this (the main) thread
+                   loop_cpu=time.thread_time(), cpu=time.process_time())
 
 
 def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: int = 3,
                          rounds: int = 1, transport: str = "livekit",
-                         variants: list[str] = ()) -> tuple[str, str]:
+                         variants: list[str] = (), pipecat_mic: bool = False) -> tuple[str, str]:
     binary = find_binary()
     if binary is None:
         raise SystemExit("livekit-server not found: run scripts/test.sh once (it builds it)")
@@ -192,6 +231,9 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
             stt, tts = load_stt(vs), load_kokoro(vs)
             own = Engines(stt=stt, llm=batched, tts=tts, device=describe_devices(stt, batched, tts))
             contenders[f"batched, {variant}"] = (own, "livekit")
+        stock_mic = "batched, Pipecat's mic path"
+        if pipecat_mic:  # the same engines as "batched": only the audio's path differs
+            contenders[stock_mic] = (engines(batched), "livekit")
         voices = ["am_michael", "bf_emma", "af_bella", "af_heart"]
         # (question, voice) -> 16 kHz speech; people who share both share the audio (Kokoro is
         # deterministic): at 32 conversations, 16 syntheses for 2 questions each instead of 64
@@ -214,9 +256,13 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
                 for name in order:
                     tag = f"c{list(contenders).index(name)}r{r}"  # each run its own rooms
                     mine, via = contenders[name]
-                    manager = BotManager(s.model_copy(update=dict(transport=via)), mine)
+                    ms = s.model_copy(update=dict(transport=via))
+                    manager = BotManager(ms, mine, without_mic_audio_end(mine, ms)
+                                         if name == stock_mic else None)
                     before, started = _counters(mine), time.monotonic()
-                    turns = asyncio.run(_one_run(manager, via, livekit.url, n, questions, tag))
+                    with pipecats_mic_path(name == stock_mic):
+                        turns = asyncio.run(_one_run(manager, via, livekit.url, n, questions,
+                                                     tag))
                     wall = time.monotonic() - started
                     after = _counters(mine)
                     got[name] += turns
@@ -234,9 +280,11 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
                 wait = f"{x['llm_wait'] / max(1, x['admitted']) * 1000:.0f} ms"
                 lag = f"{x['late'] / max(1, x['ticks']):.1%}"
                 first = f"{x['first_chunk_wait'] / max(1, x['first_chunks']) * 1000:.0f} ms"
+                cores = f"{x['loop_cpu'] / x['wall']:.2f} / {x['cpu'] / x['wall']:.2f}"
                 gaps = [m["gap"] for m in got[name] if "gap" in m]
                 gapped = f"{sum(g > GAP_S for g in gaps)}/{len(gaps)}" if gaps else "n/a"
-                rows.append((n, name, answered, len(got[name]), tokens, wait, first, gapped, lag))
+                rows.append((n, name, answered, len(got[name]), tokens, wait, first, gapped, lag,
+                             cores))
         batched.close()
     finally:
         livekit.stop()
@@ -248,17 +296,18 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
              "voice to voice p50 | p95 | answered | LLM tokens/s over the run | "
              "LLM wait for a sequence or the lock (mean) | Kokoro wait, a reply's first chunk "
              "(mean) | answers with a gap in their voice | event loop: 20 ms timers > 50 ms "
-             "late | p95 ÷ p95 of one conversation (bootstrap 95 % interval) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "late | CPU, cores: event loop / process | p95 ÷ p95 of one conversation "
+             "(bootstrap 95 % interval) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     alone = {name: answered for n, name, answered, *_ in rows if n == 1}
-    for n, name, answered, total, tokens, wait, first, gaps, lag in rows:
+    for n, name, answered, total, tokens, wait, first, gaps, lag, cores in rows:
         ratio = "n/a"
         if n > 1 and answered and alone.get(name):
             r, lo, hi = p95_ratio(answered, alone[name])
             ratio = f"{r:.2f} ({lo:.2f} … {hi:.2f})"
         lines.append(f"| {n} | {name} | {fmt(answered, .5)} | {fmt(answered, .95)} | "
                      f"{len(answered)}/{total} | {tokens} | {wait} | {first} | {gaps} | {lag} | "
-                     f"{ratio} |")
+                     f"{cores} | {ratio} |")
     for n, moments in waterfalls:
         if moments:
             lines += ["", f"Waterfall at {n} conversation{'s' if n > 1 else ''} (through "
@@ -276,6 +325,11 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
              "same STT and TTS engines serve both"
              + "".join(f"; batched, {v}: those settings on its own STT and TTS engines"
                        for v in variants)
+             + ("; batched, Pipecat's mic path: the person's audio from LiveKit at 48 kHz in "
+                "10 ms frames, resampled on the event loop (soxr's VHQ stream, which hands on "
+                "69 ms at a time), and on to the pipeline's end (the "
+                "product: 16 kHz from LiveKit in 32 ms frames, ending at the user aggregator)"
+                if pipecat_mic else "")
              + ". Voice to voice at the clients: the last sample of a question leaving its "
              "microphone track → the first audible sample of the answer. An answer not heard "
              f"within 60 s counts as not answered. Answers of at most {MAX_ANSWER_TOKENS} "

@@ -36,7 +36,12 @@ from .engines.load import Engines
 from .memory import return_freed_memory
 from .pipeline import Conversation, build_pipeline
 from .server import AtCapacity
-from .transport import AvatarLiveKitTransport, AvatarSmallWebRTCTransport, awaiting_hidden_hosts
+from .transport import (
+    MIC_SAMPLE_RATE,
+    AvatarLiveKitTransport,
+    AvatarSmallWebRTCTransport,
+    awaiting_hidden_hosts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +117,7 @@ class BotSession:
                                     transport_output=self.transport.output())
         self.worker = PipelineWorker(
             self.conversation.pipeline,
-            params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=24000,
+            params=PipelineParams(audio_in_sample_rate=MIC_SAMPLE_RATE, audio_out_sample_rate=24000,
                                   enable_metrics=True, enable_usage_metrics=True),
             enable_rtvi=True,
             idle_timeout_secs=settings.session_idle_seconds,

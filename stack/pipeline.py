@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import Frame, InputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
-from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.tts_service import TTSService
 
 from .chat import TypedTextGuard
@@ -27,6 +28,18 @@ from .services.llm import LocalLlamaLLMService
 from .services.stt import LocalWhisperSTTService
 from .services.tts import LocalKokoroTTSService
 from .turns import STT_HANG_TIMEOUT_S, user_turn_strategies
+
+
+class MicAudioEnd(FrameProcessor):
+    """The person's audio ends here, after the user aggregator (VAD and turn detection, its last
+    reader). Pipecat passes it on to the pipeline's end otherwise: through the LLM, TTS, output
+    transport and assistant aggregator, each hop a queue and a call to every observer, for every
+    frame of a conversation's audio and for nothing (docs/benchmarks.md, "The person's audio")."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, InputAudioRawFrame):
+            await self.push_frame(frame, direction)
 
 
 @dataclass
@@ -61,7 +74,7 @@ def build_pipeline(engines: Engines, settings: Settings, *,
                                repeat_penalty=settings.llm_repeat_penalty)
     tts = LocalKokoroTTSService(engines.tts, voice=settings.tts_voice, speed=settings.tts_speed,
                                 **(tts_options or {}))
-    processors = [stt, TypedTextGuard(), aggregators.user(), llm, tts]
+    processors = [stt, TypedTextGuard(), aggregators.user(), MicAudioEnd(), llm, tts]
     if transport_input is not None:
         processors.insert(0, transport_input)
     if transport_output is not None:

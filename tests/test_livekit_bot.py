@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from conftest import BECKETT, LIVEKIT_KEY, LIVEKIT_SECRET, speech
 from lk_client import BOT_RATE, Client, wait_until
+from pipecat.frames.frames import InputAudioRawFrame
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.transports.livekit.transport import LiveKitInputTransport
 
 from stack.bot import BotManager
 from stack.protocol import MESSAGE_ADAPTER
@@ -108,6 +111,43 @@ async def test_conversation_with_timings_before_audio(stack, engines, beckett):
     heard, spoken = _audible_ms(received / 32768), _audible_ms(reference)
     assert abs(heard - spoken) < 60, (heard, spoken)
     await client.leave()
+
+
+class MicFrames(BaseObserver):
+    """Every push of the person's audio inside a conversation's pipeline: (from, to, frame)."""
+
+    def __init__(self):
+        super().__init__(observe_every_push=True)
+        self.pushes: list[tuple[object, object, InputAudioRawFrame]] = []
+
+    async def on_push_frame(self, data: FramePushed):
+        if isinstance(data.frame, InputAudioRawFrame):
+            self.pushes.append((data.source, data.destination, data.frame))
+
+
+async def test_the_persons_audio_arrives_at_16_khz_in_vad_windows_and_ends_at_the_turn_logic(
+        stack, engines):
+    """LiveKit hands the bot each person's audio at the pipeline's rate in frames of one Silero
+    window (512 samples), and no processor after the user aggregator gets any of it."""
+    manager, token = stack
+    client = Client()
+    conv = await token()
+    mic = MicFrames()
+    manager.sessions[conv.room].worker.add_observer(mic)
+    await client.join(conv.url, conv.token)
+    await client.silence(0.5)
+    await client.speak(speech(engines, "Tell me about the moon."), trailing_s=1.0)
+    assert await client.wait_for(lambda: client.got.user_transcripts(), timeout=60)
+    await client.leave()
+
+    assert "moon" in " ".join(client.got.user_transcripts()).lower()
+    first = [f for src, _, f in mic.pushes if isinstance(src, LiveKitInputTransport)]
+    assert len(first) > 50, len(first)
+    assert {(f.sample_rate, f.num_channels, len(f.audio)) for f in first} == {(16000, 1, 1024)}
+    reached = {type(dst).__name__ for _, dst, _ in mic.pushes}
+    assert "LLMUserAggregator" in reached  # the VAD and the turn strategies read it there
+    assert not reached & {"LocalLlamaLLMService", "LocalKokoroTTSService",
+                          "AnchoredLiveKitOutputTransport", "LLMAssistantAggregator"}, reached
 
 
 async def test_client_dropping_mid_sentence_leaves_server_healthy(stack, beckett):
