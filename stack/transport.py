@@ -107,7 +107,7 @@ class MicLiveKitClient(LiveKitTransportClient):
     """Pipecat's LiveKit client with each person's audio stream opened at ``MIC_SAMPLE_RATE``
     in ``MIC_FRAME_MS`` frames. Pipecat opens it at LiveKit's 48 kHz in 10 ms frames and
     resamples them on the event loop with soxr's streaming VHQ filter, which hands its output
-    on in bursts of 1100 samples every 7th frame: the VAD heard speech's end 35-80 ms late. Its
+    on in bursts of 1100 samples every 7th frame: the VAD heard each sample 9-86 ms late. Its
     input transport leaves audio already at the pipeline's rate as it is."""
 
     async def _process_audio_stream(self, audio_stream: rtc.AudioStream, participant_id: str):
