@@ -227,6 +227,9 @@ def main() -> int:
         if args.transport != "livekit":
             key, title = f"concurrent-{args.transport}:{args.profile}", \
                 "Conversations at once: SmallWebRTC against LiveKit"
+        elif args.pipecat_mic:
+            key, title = f"mic-path:{args.profile}", ("The person's audio: Pipecat's path "
+                                                       "against ours, through LiveKit")
         print(write_section(args.out, key, f"{title}, `{args.profile}`", f"{stamp} {notes}",
                             table))
         return 0
