@@ -150,12 +150,9 @@ async def _one_run(manager: BotManager, transport: str, url: str, n: int,
 
 
 @contextlib.contextmanager
-def pipecats_mic_path(on: bool):
-    """While on: LiveKit sessions open the person's audio stream as Pipecat does (48 kHz, 10 ms
+def pipecats_mic_path():
+    """Meanwhile LiveKit sessions open the person's audio stream as Pipecat does (48 kHz, 10 ms
     frames, resampled on the event loop). The pipeline's side is ``without_mic_audio_end``."""
-    if not on:
-        yield
-        return
     ours = MicLiveKitClient._process_audio_stream
     MicLiveKitClient._process_audio_stream = LiveKitTransportClient._process_audio_stream
     try:
@@ -260,7 +257,7 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
                     manager = BotManager(ms, mine, without_mic_audio_end(mine, ms)
                                          if name == stock_mic else None)
                     before, started = _counters(mine), time.monotonic()
-                    with pipecats_mic_path(name == stock_mic):
+                    with pipecats_mic_path() if name == stock_mic else contextlib.nullcontext():
                         turns = asyncio.run(_one_run(manager, via, livekit.url, n, questions,
                                                      tag))
                     wall = time.monotonic() - started
