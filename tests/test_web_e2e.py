@@ -233,8 +233,8 @@ def test_the_avatar_is_framed_like_a_person_in_a_video_call(livekit, settings, t
     framed = json.loads(out.strip().splitlines()[-1])
     for size in ("desktop", "phone"):
         eyes, shoulders = framed[size]["eyes"], framed[size]["shoulders"]
-        # about a third, give or take the idle sway and breathing (a CI run saw 0.402 on the
-        # desktop view); TalkingHead's own framing: ~0.5
+        # about a third, give or take the idle sway and breathing (the median of samples once
+        # the camera is at rest; a camera still easing in gave 0.45); TalkingHead's own: ~0.5
         assert 0.28 <= eyes["fromTop"] <= 0.42, (size, framed[size])
         # centred, give or take the avatar's own idle sway (its head moves; the camera does not)
         assert 0.33 <= eyes["fromLeft"] <= 0.67, (size, framed[size])

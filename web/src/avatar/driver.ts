@@ -33,6 +33,8 @@ export class AvatarDriver {
   private state: AvatarState = "idle";
   readonly frames: Frame[] = [];
   recordFrames = false;
+  /** Framed on the standing pose (the second framing; the camera then eases there). */
+  framedStanding = false;
   private fpsWindow: number[] = [];
 
   private constructor(
@@ -75,7 +77,10 @@ export class AvatarDriver {
     this.frame();
     // again once TalkingHead has put the model from its rest pose into a standing one (arms
     // down, weight on one leg), which moves the shoulders and the head
-    window.setTimeout(() => this.frame(), POSE_SETTLE_MS);
+    window.setTimeout(() => {
+      this.frame();
+      this.framedStanding = true;
+    }, POSE_SETTLE_MS);
   }
 
   /** Where one of TalkingHead's bones is now (a three.js vector, in world units). */
