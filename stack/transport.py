@@ -19,7 +19,9 @@ The person's audio comes from LiveKit already at the pipeline's rate, in frames 
 soon as it is complete, and the event loop handles 31 frames a second instead of 100.
 
 At a barge-in the stop message says how far the turn's audio had gone out (``sent_ms``): what
-was sent before it is still heard, and the mouth goes on until there (``SentPosition``).
+was sent before it is still heard, and the mouth goes on until there (``SentPosition``). Audio,
+words and ``speech.chunk`` messages made before the interruption never go out after it, even
+those it overtook in the transport's own queue (``_Anchored.process_frame``).
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ import re
 
 from livekit import rtc
 from pipecat.frames.frames import (
+    Frame,
+    InterruptionFrame,
     OutputAudioRawFrame,
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
+    TTSTextFrame,
 )
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.livekit.transport import (
     LiveKitOutputTransport,
     LiveKitTransport,
@@ -75,16 +81,40 @@ class SentPosition:
             self.turn_id = None
 
 
+def _speech(frame: Frame) -> bool:
+    """What a person hears or sees of a reply: its audio, its words, its timing messages."""
+    if isinstance(frame, (OutputAudioRawFrame, TTSTextFrame)):
+        return True
+    message = getattr(frame, "message", None) if isinstance(frame, OutputTransportMessageFrame) \
+        else None
+    return isinstance(message, dict) and message.get("type") == "speech.chunk"
+
+
 class _Anchored:
     """An output transport that stamps our messages from its ``SentPosition``; each transport
-    says how much audio its outgoing queue holds (``_queued_s``)."""
+    says how much audio its outgoing queue holds (``_queued_s``).
+
+    It also drops the speech an interruption was meant to stop but overtook: a processor's input
+    queue hands system frames out before data frames, so a reply's chunk pushed here a moment
+    before the interruption (a Kokoro chunk done ~20 ms before a barge-in, on a loaded CPU) was
+    taken after it, past the queue clearing, and played out whole. Frame ids count up across the
+    process, so whatever speech has a lower id than the latest interruption was made before it."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._sent = SentPosition()
+        self._interrupted_at = -1  # id of the latest interruption seen here
 
     def _queued_s(self) -> float:
         raise NotImplementedError
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        if isinstance(frame, InterruptionFrame):
+            self._interrupted_at = max(self._interrupted_at, frame.id)
+        elif (direction == FrameDirection.DOWNSTREAM and frame.id < self._interrupted_at
+              and frame.interruptible and _speech(frame)):
+            return
+        await super().process_frame(frame, direction)  # type: ignore[misc]
 
     async def send_message(self, frame: MessageFrame):
         self._sent.stamp(frame, self._queued_s())

@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 from conftest import BECKETT, LIVEKIT_KEY, LIVEKIT_SECRET, speech
 from lk_client import BOT_RATE, Client, wait_until
-from pipecat.frames.frames import InputAudioRawFrame
+from pipecat.frames.frames import (
+    InputAudioRawFrame,
+    InterruptionFrame,
+    OutputTransportMessageFrame,
+    TTSAudioRawFrame,
+)
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.transports.livekit.transport import LiveKitInputTransport
 
@@ -212,6 +217,46 @@ async def test_barge_in_stops_audio_and_trims_the_context(stack, engines, barge_
     # and the conversation goes on: the barge-in utterance gets its own reply
     assert await client.wait_for(lambda: client.got.replied_besides(first_turn), timeout=60), \
         "no reply after the barge-in"
+    await client.leave()
+
+
+def _tone(seconds: float, context_id: str) -> TTSAudioRawFrame:
+    t = np.arange(int(BOT_RATE * seconds)) / BOT_RATE
+    pcm = (8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+    return TTSAudioRawFrame(pcm.tobytes(), BOT_RATE, 1, context_id=context_id)
+
+
+async def test_speech_queued_just_before_an_interruption_is_not_played_after_it(stack):
+    """The race a barge-in lost on a slow CI machine: a reply's chunk (its ``speech.chunk`` and
+    audio) reached the output transport's queue a moment before the interruption, which, a
+    system frame, was taken out of that queue first; the chunk then played out whole after the
+    stop. Both are queued here back to back, as then; afterwards a new chunk plays as usual."""
+    manager, token = stack
+    client = Client()
+    conv = await token()
+    await client.join(conv.url, conv.token)
+    assert await wait_until(lambda: conv.room in manager.sessions, 15)
+    output = manager.sessions[conv.room].transport.output()
+    await client.silence(1.0)  # the bot is in the room and its track subscribed
+
+    def chunk(turn_id: str, seq: int) -> OutputTransportMessageFrame:
+        return OutputTransportMessageFrame(message={
+            "type": "speech.chunk", "turn_id": turn_id, "seq": seq, "offset_ms": 0.0})
+
+    stale = [chunk("overtaken", 0), _tone(1.5, "overtaken")]
+    interruption = InterruptionFrame()
+    for frame in (*stale, interruption):  # no await in between yields to the transport
+        await output.queue_frame(frame)
+    await client.silence(2.5)
+    assert not client.got.voiced(), "audio made before the interruption was played after it"
+    assert not client.got.of_type("speech.chunk")
+
+    t_new = time.monotonic()
+    for frame in (chunk("next", 0), _tone(0.5, "next")):
+        await output.queue_frame(frame)
+    assert await client.wait_for(lambda: client.got.voiced(), timeout=5), "a new reply is silent"
+    assert client.got.voiced()[0][0] > t_new
+    assert [m["turn_id"] for _, m in client.got.of_type("speech.chunk")] == ["next"]
     await client.leave()
 
 
