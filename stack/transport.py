@@ -85,9 +85,8 @@ def _speech(frame: Frame) -> bool:
     """What a person hears or sees of a reply: its audio, its words, its timing messages."""
     if isinstance(frame, (OutputAudioRawFrame, TTSTextFrame)):
         return True
-    message = getattr(frame, "message", None) if isinstance(frame, OutputTransportMessageFrame) \
-        else None
-    return isinstance(message, dict) and message.get("type") == "speech.chunk"
+    return (isinstance(frame, OutputTransportMessageFrame) and isinstance(frame.message, dict)
+            and frame.message.get("type") == "speech.chunk")
 
 
 class _Anchored:
