@@ -54,6 +54,11 @@ MIC_SAMPLE_RATE = 16000  # what Silero VAD, smart-turn and Whisper take
 MIC_FRAME_MS = 32  # one Silero VAD window (512 samples at 16 kHz): it decides on each frame
 
 
+def _message_type(frame: MessageFrame) -> str | None:
+    """The ``type`` of one of our messages (stack/protocol.py); None for any other."""
+    return frame.message.get("type") if isinstance(frame.message, dict) else None
+
+
 class SentPosition:
     """Where the turn being sent stands in its own audio: its last ``speech.chunk``'s offset plus
     the audio written since, less what the outgoing queue still holds (audio an interruption
@@ -69,7 +74,7 @@ class SentPosition:
 
     def stamp(self, frame: MessageFrame, queued_s: float) -> None:
         message = frame.message
-        kind = message.get("type") if isinstance(message, dict) else None
+        kind = _message_type(frame)
         if kind == "speech.chunk":
             # it goes out just before its first audio frame is written
             frame.message = {**message, "lead_ms": round(queued_s * 1000, 1)}
@@ -85,8 +90,7 @@ def _speech(frame: Frame) -> bool:
     """What a person hears or sees of a reply: its audio, its words, its timing messages."""
     if isinstance(frame, (OutputAudioRawFrame, TTSTextFrame)):
         return True
-    return (isinstance(frame, OutputTransportMessageFrame) and isinstance(frame.message, dict)
-            and frame.message.get("type") == "speech.chunk")
+    return isinstance(frame, OutputTransportMessageFrame) and _message_type(frame) == "speech.chunk"
 
 
 class _Anchored:
