@@ -48,6 +48,10 @@ def _bot(settings, livekit, log: Path, **env: str) -> BotProcess:
     }, free_port(), log)
 
 
+def _tail(path: Path, n: int) -> list[str]:
+    return path.read_text(errors="replace").splitlines()[-n:] if path.is_file() else []
+
+
 def _question_wav(engines, path: Path) -> Path:
     """QUESTION spoken, as the fake microphone's file (it loops: one question per 30 s)."""
     voice = np.concatenate([c.audio for c in engines.tts.synthesize(QUESTION, voice="am_michael")])
@@ -297,8 +301,13 @@ def test_firefox_answers_a_typed_question_aloud_with_the_mouth_moving(
         bot.stop()
     s = load_session(out)
     r = s.result
-    assert "error" not in r, (r["error"], r.get("notConnected"), r["consoleErrors"],
-                              r.get("threads"))
+    if "error" in r:  # everything that says where it stopped, unabridged (CI keeps no artifacts)
+        pytest.fail("\n".join([
+            r["error"], json.dumps({k: r.get(k) for k in (
+                "notConnected", "consoleErrors", "console", "steps", "threads", "firstTry")},
+                indent=1),
+            "bot log (last 40 lines):", *_tail(tmp_path / "bot.log", 40),
+            "LiveKit log (last 40 lines):", *_tail(Path(livekit.log.name), 40)]))
     assert r["foreignRequests"] == [] and r["consoleErrors"] == [], r
     assert r["screenshot"]["std"] > 20 and r["screenshot"]["colours"] > 500, r["screenshot"]
     lines = r["snapshot"]["lines"]

@@ -139,8 +139,6 @@ function Talk() {
           {snap.error ?? avatarError ?? "The server cannot be reached. Check the address and that the service is running."}
         </p>
       )}
-      {snap.warning && <p className="rounded bg-amber-900/60 p-3 text-sm" data-testid="warning">{snap.warning}</p>}
-      {snap.notice && <p role="status" className="rounded bg-amber-900/60 p-3 text-sm" data-testid="notice">{snap.notice}</p>}
 
       <div className="grid flex-1 gap-4 md:grid-cols-[3fr_2fr]">
         <section className="relative aspect-[4/5] overflow-hidden rounded-xl bg-slate-900 md:aspect-auto md:min-h-[560px]">
@@ -174,6 +172,10 @@ function Talk() {
             </button>
             <Meter conversation={conversation} />
           </div>
+          {/* below the buttons, not above the page: a warning that comes with the connection
+              would otherwise move the buttons just as the person goes to press one */}
+          {snap.warning && <p className="rounded bg-amber-900/60 p-3 text-sm" data-testid="warning">{snap.warning}</p>}
+          {snap.notice && <p role="status" className="rounded bg-amber-900/60 p-3 text-sm" data-testid="notice">{snap.notice}</p>}
 
           <div className="grid gap-2 text-sm sm:grid-cols-2">
             <label className="flex flex-col gap-1">

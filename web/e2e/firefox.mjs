@@ -19,70 +19,95 @@ const TYPED = ["What is the capital of France?", "Tell me a short story about a 
 const origin = new URL(base);
 await mkdir(outDir, { recursive: true });
 
-const browser = await puppeteer.launch({
-  browser: "firefox",
-  protocol: "webDriverBiDi",
-  executablePath: process.env.FIREFOX ?? "/usr/bin/firefox-esr",
-  headless: false, // see above: run it under xvfb-run
-  extraPrefsFirefox: {
-    "media.navigator.streams.fake": true, // a generated microphone and camera
-    "media.navigator.permission.disabled": true, // no permission prompt
-    "webgl.force-enabled": true, // software WebGL on a machine without a GPU
-  },
-});
-const result = { browser: await browser.version(), foreignRequests: [], consoleErrors: [], steps: {} };
-const mark = (name) => { result.steps[name] = Date.now(); console.log(`[firefox] ${name}`); };
+// Firefox's page sometimes stops for good (its main thread asleep on a lock) just as the
+// conversation's audio starts: 11 of 200 connections in loops here
+// (e2e/firefox-connects.mjs), wherever the first synchronous Web Audio call lands (moving it
+// moved the hang), with Firefox's audio going to a PulseAudio null sink. That is Firefox's
+// audio stack on this machine, not the page: a page that never connects gets one more try in a
+// fresh Firefox, and what the first showed is kept (result.firstTry).
+const MAX_TRIES = 2;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-await recordSession(browser, outDir, result, mark, async () => {
-  const page = await browser.newPage();
-  await page.setViewport({ width: 1280, height: 800 });
-  // Nothing may leave the operator's network: only this host (page, API, LiveKit) is allowed.
-  watchPage(page, origin, result); // puppeteer's page has the same events as playwright's
-
-  await page.goto(new URL("/?measure=1", base).href);
-  await page.waitForFunction(() => window.__avatar?.driver?.head?.avatar, { timeout: 120_000 });
-  await page.waitForSelector('[data-testid="avatar-progress"]', { hidden: true, timeout: 120_000 });
-  await sleep(4000); // the pose, the camera and the rendering resolution settle
-  mark("avatar-shown");
-  const shot = await (await page.$('[data-testid="avatar"]')).screenshot();
-  await writeFile(`${outDir}/avatar-firefox.png`, shot);
-  result.screenshot = await pixelStats(shot);
-
-  page.on("pageerror", (e) => result.consoleErrors.push(`uncaught: ${e?.message ?? e}`));
-  await page.click('[data-testid="start"]');
-  try {
-    await page.waitForSelector('[data-testid="connection"][data-state="connected"]', { timeout: 60_000 });
-  } catch (e) {
-    // what the page showed instead (an intermittent failure over SmallWebRTC: tests/test_web_e2e.py),
-    // and, the page having once left this question unanswered for minutes, what Firefox was doing
-    result.threads = threadsOf(browser.process()?.pid);
-    result.notConnected = await Promise.race([
-      page.evaluate(() => ({
-        state: document.querySelector('[data-testid="connection"]')?.getAttribute("data-state"),
-        text: document.body.innerText.slice(0, 2000),
-        steps: window.__avatar?.conversation?.linkProgress?.(), // where PeerLink.open stopped
-      })),
-      sleep(20_000).then(() => "the page did not answer within 20 s"),
-    ]);
-    throw e;
+let firstTry = null;
+for (let attempt = 1; attempt <= MAX_TRIES; attempt++) {
+  const result = await converse();
+  if (!result.notConnected || attempt === MAX_TRIES) {
+    if (firstTry) result.firstTry = firstTry;
+    await writeFile(`${outDir}/session.json`, JSON.stringify(result));
+    break;
   }
-  mark("connected");
-  await page.evaluate(recordMouth);
-  await page.click('[data-testid="mute"]'); // the fake microphone's tone is not a question
-  await page.waitForSelector('[data-testid="chat-text"]:not([disabled])', { timeout: 10_000 });
-  // a question with a known answer, then one with a longer answer (more words to measure)
-  result.sentAt = [];
-  for (const [i, text] of TYPED.entries()) {
-    await page.type('[data-testid="chat-text"]', text);
-    result.sentAt.push(await page.evaluate(() => performance.now()));
-    await page.keyboard.press("Enter");
-    await page.waitForFunction((n) => {
-      const lines = window.__avatar.conversation.snapshot().lines;
-      return lines.length >= n && lines.at(-1).role === "bot" && lines.at(-1).words.length >= 3;
-    }, { timeout: 120_000, polling: 100 }, 2 * (i + 1));
-    await sleep(10_000); // the reply heard, and its mouth shapes played
-    mark(`answered-${i + 1}`);
-  }
-  Object.assign(result, await saveSession(page, outDir));
-  return page;
-});
+  firstTry = { error: result.error, notConnected: result.notConnected, threads: result.threads };
+  console.log("[firefox] not connected: trying once more in a fresh Firefox");
+}
+
+async function converse() {
+  const browser = await puppeteer.launch({
+    browser: "firefox",
+    protocol: "webDriverBiDi",
+    executablePath: process.env.FIREFOX ?? "/usr/bin/firefox-esr",
+    headless: false, // see above: run it under xvfb-run
+    extraPrefsFirefox: {
+      "media.navigator.streams.fake": true, // a generated microphone and camera
+      "media.navigator.permission.disabled": true, // no permission prompt
+      "webgl.force-enabled": true, // software WebGL on a machine without a GPU
+    },
+  });
+  const result = { browser: await browser.version(), foreignRequests: [], consoleErrors: [], steps: {} };
+  const mark = (name) => { result.steps[name] = Date.now(); console.log(`[firefox] ${name}`); };
+  await recordSession(browser, outDir, result, mark, async () => {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1280, height: 800 });
+    // Nothing may leave the operator's network: only this host (page, API, LiveKit) is allowed.
+    watchPage(page, origin, result); // puppeteer's page has the same events as playwright's
+    // the page's other console lines too (livekit-client warns there when it retries), the last 80
+    result.console = [];
+    page.on("console", (m) => { if (m.type() !== "error") result.console = [...result.console.slice(-79), `${m.type()}: ${m.text()}`]; });
+
+    await page.goto(new URL("/?measure=1", base).href);
+    await page.waitForFunction(() => window.__avatar?.driver?.head?.avatar, { timeout: 120_000 });
+    await page.waitForSelector('[data-testid="avatar-progress"]', { hidden: true, timeout: 120_000 });
+    await sleep(4000); // the pose, the camera and the rendering resolution settle
+    mark("avatar-shown");
+    const shot = await (await page.$('[data-testid="avatar"]')).screenshot();
+    await writeFile(`${outDir}/avatar-firefox.png`, shot);
+    result.screenshot = await pixelStats(shot);
+
+    page.on("pageerror", (e) => result.consoleErrors.push(`uncaught: ${e?.message ?? e}`));
+    await page.click('[data-testid="start"]');
+    try {
+      await page.waitForSelector('[data-testid="connection"][data-state="connected"]', { timeout: 60_000 });
+    } catch (e) {
+      // what the page showed instead (an intermittent failure over SmallWebRTC: tests/test_web_e2e.py),
+      // and, the page having once left this question unanswered for minutes, what Firefox was doing
+      result.threads = threadsOf(browser.process()?.pid);
+      result.notConnected = await Promise.race([
+        page.evaluate(() => ({
+          state: document.querySelector('[data-testid="connection"]')?.getAttribute("data-state"),
+          text: document.body.innerText.slice(0, 2000),
+          steps: window.__avatar?.conversation?.linkProgress?.(), // where PeerLink.open stopped
+        })),
+        sleep(20_000).then(() => "the page did not answer within 20 s"),
+      ]);
+      throw e;
+    }
+    mark("connected");
+    await page.evaluate(recordMouth);
+    await page.click('[data-testid="mute"]'); // the fake microphone's tone is not a question
+    await page.waitForSelector('[data-testid="chat-text"]:not([disabled])', { timeout: 10_000 });
+    // a question with a known answer, then one with a longer answer (more words to measure)
+    result.sentAt = [];
+    for (const [i, text] of TYPED.entries()) {
+      await page.type('[data-testid="chat-text"]', text);
+      result.sentAt.push(await page.evaluate(() => performance.now()));
+      await page.keyboard.press("Enter");
+      await page.waitForFunction((n) => {
+        const lines = window.__avatar.conversation.snapshot().lines;
+        return lines.length >= n && lines.at(-1).role === "bot" && lines.at(-1).words.length >= 3;
+      }, { timeout: 120_000, polling: 100 }, 2 * (i + 1));
+      await sleep(10_000); // the reply heard, and its mouth shapes played
+      mark(`answered-${i + 1}`);
+    }
+    Object.assign(result, await saveSession(page, outDir));
+    return page;
+  });
+  return result;
+}

@@ -15,24 +15,40 @@ const STATES: Partial<Record<ConnectionState, LinkState>> = {
 export class LiveKitLink implements Link {
   private room: Room | null = null;
   private bot: RemoteAudioTrack | null = null;
+  readonly progress: string[] = [];
+  private began = performance.now();
+  private step(what: string) {
+    this.progress.push(`${Math.round(performance.now() - this.began)} ${what}`);
+  }
 
   async open(accessKey: string, mic: MicOptions, events: LinkEvents): Promise<Opened> {
+    this.began = performance.now();
     const token = await requestToken(accessKey);
+    this.step(`token: ${token.ok ? "granted" : "refused"}`);
     if (!token.ok) return token;
     const room = new Room({ adaptiveStream: false, dynacast: false });
     this.room = room;
-    room.on(RoomEvent.ConnectionStateChanged, (s) => { const state = STATES[s]; if (state && this.room) events.state(state); })
-      .on(RoomEvent.TrackSubscribed, (t) => this.onTrack(t, events))
+    room.on(RoomEvent.ConnectionStateChanged, (s) => {
+      this.step(`room ${s}`);
+      const state = STATES[s];
+      if (state && this.room) events.state(state);
+    })
+      .on(RoomEvent.SignalConnected, () => this.step("signal connected"))
+      .on(RoomEvent.ParticipantConnected, (p) => this.step(`participant ${p.identity}`))
+      .on(RoomEvent.TrackSubscribed, (t) => { this.step("bot track"); this.onTrack(t, events); })
       .on(RoomEvent.DataReceived, (payload) => events.data(payload));
     try {
       await room.connect(token.url, token.token);
-    } catch {
+    } catch (e) {
+      this.step(`connect failed: ${String(e)}`);
       this.room = null;
       return { ok: false, needsKey: false, error: "Cannot connect to the voice server (LiveKit). If you are outside the office network, a TURN relay must be configured." };
     }
     try {
       await room.localParticipant.setMicrophoneEnabled(true, { deviceId: mic.deviceId ?? undefined, ...MIC_CONSTRAINTS });
+      this.step("microphone published");
     } catch (e) {
+      this.step(`microphone failed: ${String(e)}`);
       await this.close();
       return { ok: false, needsKey: false, error: micError(e) };
     }
@@ -75,6 +91,8 @@ export class LiveKitLink implements Link {
     this.bot = null;
     const room = this.room;
     this.room = null;
+    this.step("closing");
     await room?.disconnect();
+    this.step("closed");
   }
 }
