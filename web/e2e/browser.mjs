@@ -3,12 +3,39 @@
 import { execFileSync } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { chromium } from "playwright-core";
+import puppeteer from "puppeteer-core";
 import sharp from "sharp";
 
 export const SOFTWARE_GL = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--no-sandbox"];
 
 export function launchChromium(extraArgs = []) {
   return chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: [...extraArgs, ...SOFTWARE_GL] });
+}
+
+// Debian's Firefox ESR over WebDriver BiDi, windowed (run it under xvfb-run: headless, it finds
+// no GL driver for WebGL), with a generated microphone and no permission prompt.
+export function launchFirefox() {
+  return puppeteer.launch({
+    browser: "firefox",
+    protocol: "webDriverBiDi",
+    executablePath: process.env.FIREFOX ?? "/usr/bin/firefox-esr",
+    headless: false,
+    extraPrefsFirefox: {
+      "media.navigator.streams.fake": true, // a generated microphone and camera
+      "media.navigator.permission.disabled": true, // no permission prompt
+      "webgl.force-enabled": true, // software WebGL on a machine without a GPU
+    },
+  });
+}
+
+// Runs in the page (page.evaluate): what it shows of its connection, and how far the link's
+// open() got (Link.progress), for a conversation that did not connect.
+export function connectionShown() {
+  return {
+    state: document.querySelector('[data-testid="connection"]')?.getAttribute("data-state"),
+    text: document.body.innerText.slice(0, 2000),
+    steps: window.__avatar?.conversation?.linkProgress?.(),
+  };
 }
 
 // Every request and WebSocket the page opens to another host than `origin`'s goes into `result`,

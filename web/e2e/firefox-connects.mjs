@@ -4,13 +4,9 @@
 // Needs a running bot (python -m stack.app, DEV_MODE=true) and an audio output for Firefox (a
 // PulseAudio null sink, as tests/test_web_e2e.py starts one).
 // Usage: xvfb-run -a node e2e/firefox-connects.mjs BASE_URL N
-import puppeteer from "puppeteer-core";
-import { threadsOf } from "./browser.mjs";
+import { connectionShown, launchFirefox, threadsOf } from "./browser.mjs";
 const [base, n] = process.argv.slice(2);
-const browser = await puppeteer.launch({
-  browser: "firefox", protocol: "webDriverBiDi", executablePath: process.env.FIREFOX ?? "/usr/bin/firefox-esr", headless: false,
-  extraPrefsFirefox: { "media.navigator.streams.fake": true, "media.navigator.permission.disabled": true, "webgl.force-enabled": true },
-});
+const browser = await launchFirefox();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const out = [];
 for (let i = 0; i < Number(n); i++) {
@@ -32,8 +28,7 @@ for (let i = 0; i < Number(n); i++) {
   } catch (e) {
     res = String(e).slice(0, 200);
     const info = await Promise.race([
-      page.evaluate(() => ({ state: document.querySelector('[data-testid="connection"]')?.getAttribute("data-state"),
-        text: document.body.innerText.slice(0, 400), steps: window.__avatar?.conversation?.linkProgress?.() })),
+      page.evaluate(connectionShown),
       sleep(15_000).then(() => "no answer in 15 s")]);
     if (info?.state === "connected") {
       const stopped = await Promise.race([page.evaluate(() => window.__avatar.conversation.stop().then(() => "stop() ok", (e) => `stop() threw ${e}`)), sleep(10_000).then(() => "stop() hung")]);

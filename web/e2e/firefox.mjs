@@ -11,8 +11,7 @@
 // machine without a GPU, while a windowed one uses Mesa's software renderer (llvmpipe).
 // Usage: xvfb-run -a node e2e/firefox.mjs BASE_URL OUT_DIR
 import { mkdir, writeFile } from "node:fs/promises";
-import puppeteer from "puppeteer-core";
-import { pixelStats, recordMouth, recordSession, saveSession, threadsOf, watchPage } from "./browser.mjs";
+import { connectionShown, launchFirefox, pixelStats, recordMouth, recordSession, saveSession, threadsOf, watchPage } from "./browser.mjs";
 
 const [base, outDir] = process.argv.slice(2);
 const TYPED = ["What is the capital of France?", "Tell me a short story about a friendly robot."];
@@ -29,29 +28,15 @@ const MAX_TRIES = 2;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let firstTry = null;
 for (let attempt = 1; attempt <= MAX_TRIES; attempt++) {
-  const result = await converse();
-  if (!result.notConnected || attempt === MAX_TRIES) {
-    if (firstTry) result.firstTry = firstTry;
-    await writeFile(`${outDir}/session.json`, JSON.stringify(result));
-    break;
-  }
+  const result = await converse(firstTry); // session.json: the last try's
+  if (!result.notConnected || attempt === MAX_TRIES) break;
   firstTry = { error: result.error, notConnected: result.notConnected, threads: result.threads };
   console.log("[firefox] not connected: trying once more in a fresh Firefox");
 }
 
-async function converse() {
-  const browser = await puppeteer.launch({
-    browser: "firefox",
-    protocol: "webDriverBiDi",
-    executablePath: process.env.FIREFOX ?? "/usr/bin/firefox-esr",
-    headless: false, // see above: run it under xvfb-run
-    extraPrefsFirefox: {
-      "media.navigator.streams.fake": true, // a generated microphone and camera
-      "media.navigator.permission.disabled": true, // no permission prompt
-      "webgl.force-enabled": true, // software WebGL on a machine without a GPU
-    },
-  });
-  const result = { browser: await browser.version(), foreignRequests: [], consoleErrors: [], steps: {} };
+async function converse(firstTry) {
+  const browser = await launchFirefox(); // windowed: see above
+  const result = { browser: await browser.version(), foreignRequests: [], consoleErrors: [], steps: {}, ...(firstTry && { firstTry }) };
   const mark = (name) => { result.steps[name] = Date.now(); console.log(`[firefox] ${name}`); };
   await recordSession(browser, outDir, result, mark, async () => {
     const page = await browser.newPage();
@@ -80,11 +65,7 @@ async function converse() {
       // and, the page having once left this question unanswered for minutes, what Firefox was doing
       result.threads = threadsOf(browser.process()?.pid);
       result.notConnected = await Promise.race([
-        page.evaluate(() => ({
-          state: document.querySelector('[data-testid="connection"]')?.getAttribute("data-state"),
-          text: document.body.innerText.slice(0, 2000),
-          steps: window.__avatar?.conversation?.linkProgress?.(), // where PeerLink.open stopped
-        })),
+        page.evaluate(connectionShown),
         sleep(20_000).then(() => "the page did not answer within 20 s"),
       ]);
       throw e;

@@ -39,6 +39,12 @@ export interface Link {
   readonly progress?: readonly string[];
 }
 
+/** Records Link.progress: each step as "<ms since now> <what>". */
+export function stepRecorder(progress: string[]): (what: string) => void {
+  const began = performance.now();
+  return (what) => progress.push(`${Math.round(performance.now() - began)} ${what}`);
+}
+
 export const MIC_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
 /** What to tell the person when the microphone cannot be opened. */

@@ -4,7 +4,7 @@ import {
   ConnectionState, LocalAudioTrack, type RemoteAudioTrack, type RemoteTrack, Room, RoomEvent, Track,
 } from "livekit-client";
 import { requestToken } from "../token";
-import { type Link, type LinkEvents, type LinkState, MIC_CONSTRAINTS, type MicOptions, micError, type Opened } from "./link";
+import { type Link, type LinkEvents, type LinkState, MIC_CONSTRAINTS, type MicOptions, micError, type Opened, stepRecorder } from "./link";
 
 const STATES: Partial<Record<ConnectionState, LinkState>> = {
   [ConnectionState.Connecting]: "connecting", [ConnectionState.Connected]: "connected",
@@ -16,13 +16,10 @@ export class LiveKitLink implements Link {
   private room: Room | null = null;
   private bot: RemoteAudioTrack | null = null;
   readonly progress: string[] = [];
-  private began = performance.now();
-  private step(what: string) {
-    this.progress.push(`${Math.round(performance.now() - this.began)} ${what}`);
-  }
+  private step = stepRecorder(this.progress);
 
   async open(accessKey: string, mic: MicOptions, events: LinkEvents): Promise<Opened> {
-    this.began = performance.now();
+    this.step = stepRecorder(this.progress); // ms from here, as PeerLink's
     const token = await requestToken(accessKey);
     this.step(`token: ${token.ok ? "granted" : "refused"}`);
     if (!token.ok) return token;

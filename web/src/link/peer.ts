@@ -8,7 +8,7 @@
 // the bot's answer carries its real ones, and ICE learns the browser's from its checks.)
 import { fetchClient } from "../api";
 import { conversationRequest } from "../token";
-import { type Link, type LinkEvents, MIC_CONSTRAINTS, type MicOptions, micError, type Opened } from "./link";
+import { type Link, type LinkEvents, MIC_CONSTRAINTS, type MicOptions, micError, type Opened, stepRecorder } from "./link";
 
 const GATHER_MS = 3000; // host candidates come at once, a TURN relay's in a round trip; whatever came by then is offered
 const CONNECT_MS = 20_000;
@@ -38,8 +38,7 @@ export class PeerLink implements Link {
   readonly progress: string[] = [];
 
   async open(accessKey: string, options: MicOptions, events: LinkEvents): Promise<Opened> {
-    const began = performance.now();
-    const step = (what: string) => this.progress.push(`${Math.round(performance.now() - began)} ${what}`);
+    const step = stepRecorder(this.progress);
     const ice = await requestIceServers(accessKey);
     step(`ice servers: ${ice.ok ? ice.iceServers.length : "refused"}`);
     if (!ice.ok) return ice;
