@@ -26,7 +26,7 @@ from .config import Settings
 from .engines.load import Engines
 from .services.llm import LocalLlamaLLMService
 from .services.stt import LocalWhisperSTTService
-from .services.tts import LocalKokoroTTSService
+from .services.tts import LocalKokoroTTSService, keep_interrupted_words_out
 from .turns import STT_HANG_TIMEOUT_S, user_turn_strategies
 
 
@@ -79,5 +79,7 @@ def build_pipeline(engines: Engines, settings: Settings, *,
         processors.insert(0, transport_input)
     if transport_output is not None:
         processors.append(transport_output)
-    processors.append(aggregators.assistant())
+    assistant = aggregators.assistant()
+    keep_interrupted_words_out(assistant)
+    processors.append(assistant)
     return Conversation(Pipeline(processors), context, tts)

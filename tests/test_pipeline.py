@@ -10,17 +10,26 @@ from collections import defaultdict
 
 import numpy as np
 from pipecat.frames.frames import (
+    EndFrame,
     ErrorFrame,
+    Frame,
     InputAudioRawFrame,
+    InterruptionFrame,
     LLMMessagesAppendFrame,
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
     TTSAudioRawFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
     UserStartedSpeakingFrame,
 )
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.tts_service import TextAggregationMode
-from pipecat.tests.utils import SleepFrame, run_test
+from pipecat.tests.utils import QueuedFrameProcessor, SleepFrame, run_test
+from pipecat.utils.text.base_text_aggregator import TextType
+from pipecat.workers.runner import WorkerRunner
 
 from stack.pipeline import build_pipeline
 from stack.protocol import MESSAGE_ADAPTER, SpeechChunkMessage
@@ -32,6 +41,12 @@ CHUNK = 320  # 20 ms at 16 kHz, what a transport delivers
 
 def _words(text: str) -> list[str]:
     return re.sub(r"[^\w\s']", "", text.lower()).split()
+
+
+def typed(text: str) -> LLMMessagesAppendFrame:
+    """What Pipecat's RTVI processor makes of a send-text message: a user message that runs the
+    LLM."""
+    return LLMMessagesAppendFrame(messages=[{"role": "user", "content": text}], run_llm=True)
 
 
 def _mic(audio: np.ndarray, trailing_s: float):
@@ -164,10 +179,6 @@ async def test_typed_text_is_answered_aloud_and_an_overlong_one_is_refused_with_
         engines, settings):
     from stack.protocol import CHAT_MAX_CHARS
 
-    # What Pipecat's RTVI processor makes of a send-text message: a user message that runs the LLM
-    def typed(text: str) -> LLMMessagesAppendFrame:
-        return LLMMessagesAppendFrame(messages=[{"role": "user", "content": text}], run_llm=True)
-
     conversation = build_pipeline(engines, settings)
     down, up = await run_test(conversation.pipeline, frames_to_send=[
         typed("x" * (CHAT_MAX_CHARS + 1)), SleepFrame(1.0),
@@ -191,9 +202,6 @@ async def test_a_voice_picked_in_the_page_speaks_from_the_next_reply_and_a_bad_o
 
     def pick(voice) -> RTVIClientMessageFrame:  # what RTVI makes of the page's client message
         return RTVIClientMessageFrame(msg_id="v", type=SET_VOICE, data={"voice": voice})
-
-    def typed(text: str) -> LLMMessagesAppendFrame:
-        return LLMMessagesAppendFrame(messages=[{"role": "user", "content": text}], run_llm=True)
 
     conversation = build_pipeline(engines, settings)
     down, up = await run_test(conversation.pipeline, frames_to_send=[
@@ -268,3 +276,78 @@ async def test_model_calls_leave_the_event_loops_default_executor_free():
     assert time.monotonic() - started < 1.0
     held.set()
     assert await asyncio.gather(*calls) == ["done"] * (len(calls) - 1) + [True]
+
+
+class WordAtInterruption(FrameProcessor):
+    """Stands where the output transport stands and does what its clock sometimes does: a word
+    of the reply being spoken, made with its audio and held until its time to be heard, leaves
+    just as the interruption arrives, and both reach the assistant aggregator's queue together.
+    The interruption, a system frame, is taken out of that queue first."""
+
+    def __init__(self):
+        super().__init__()
+        self.speaking: str | None = None  # the context of the audio passing through
+        self.audio = asyncio.Event()
+        self._held: TTSTextFrame | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TTSAudioRawFrame) and self._held is None:
+            self.speaking = frame.context_id
+            self._held = TTSTextFrame("Meanwhile", TextType.WORD, context_id=frame.context_id)
+            self.audio.set()
+        elif isinstance(frame, InterruptionFrame) and self._held is not None:
+            await self.push_frame(self._held)
+        await self.push_frame(frame, direction)
+
+
+async def test_a_word_of_an_interrupted_reply_never_starts_the_next_reply_in_the_context(
+        engines, settings):
+    late = WordAtInterruption()
+    conversation = build_pipeline(engines, settings, transport_output=late)
+    received: asyncio.Queue = asyncio.Queue()
+    worker = PipelineWorker(Pipeline([
+        conversation.pipeline, QueuedFrameProcessor(queue=received, ignore_start=True,
+                                                    queue_direction=FrameDirection.DOWNSTREAM)]),
+        cancel_on_idle_timeout=False)
+
+    def assistant() -> list[str]:
+        return [m["content"] for m in conversation.context.get_messages()
+                if m["role"] == "assistant"]
+
+    started = asyncio.Event()
+
+    @worker.event_handler("on_pipeline_started")
+    async def _started(worker, frame):
+        started.set()
+
+    async def drive():
+        await asyncio.wait_for(started.wait(), 10)
+        await worker.queue_frame(typed("Tell me about the history of Paris."))
+        await asyncio.wait_for(late.audio.wait(), 60)  # the first reply is being spoken
+        interrupted = late.speaking
+        await worker.queue_frame(InterruptionFrame())
+        await worker.queue_frame(typed("What is the capital of France?"))
+        deadline = time.monotonic() + 60
+        while len(assistant()) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await worker.queue_frame(EndFrame())
+        return interrupted
+
+    runner = WorkerRunner()
+    await runner.add_workers(worker)
+    _, interrupted = await asyncio.gather(runner.run(), drive())
+    frames = []
+    while not received.empty():
+        frames.append(received.get_nowait())
+    spoken: dict[str, list[str]] = defaultdict(list)
+    for f in frames:
+        if isinstance(f, OutputTransportMessageFrame) and f.message.get("type") == "speech.chunk":
+            spoken[f.message["turn_id"]] += f.message["words"]
+    said = assistant()
+    assert len(said) == 2 and len(spoken) == 2, (conversation.context.get_messages(), spoken)
+    second = next(t for t in spoken if t != interrupted)
+    # the second reply's message is what it said, word for word, and nothing before it
+    assert _words(said[1]) == _words(" ".join(spoken[second])), said
+    # the interrupted reply's message is a start of what it said, without the late word
+    assert _words(said[0]) == _words(" ".join(spoken[interrupted]))[: len(_words(said[0]))], said

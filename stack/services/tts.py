@@ -7,7 +7,9 @@ For every chunk Kokoro speaks, ``run_tts`` yields, in this order:
 and reports the chunk's words with ``add_word_timestamps``, in seconds from the start of the
 turn's audio (cumulative over the sentences of a turn), so Pipecat emits ``TTSTextFrame``s as
 each word is heard and the context keeps only what was actually said.
-On interruption a ``speech.stop`` message goes out at once (urgent) so the mouth closes.
+On interruption a ``speech.stop`` message goes out at once (urgent) so the mouth closes, and the
+interruption lists the replies it ended, so that a word of theirs arriving after it never reaches
+the context (``keep_interrupted_words_out``).
 The browser picks a voice with the RTVI client message ``set-voice`` (``{"voice": name}``, one of
 GET /voices); it applies from the next reply, never in the middle of one.
 """
@@ -28,8 +30,9 @@ from pipecat.frames.frames import (
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
     TTSAudioRawFrame,
+    TTSTextFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.processors.frameworks.rtvi import RTVIClientMessageFrame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
@@ -46,6 +49,8 @@ from .threaded import iterate_in_thread
 FIRST_WORDS = 6  # a reply's first words go to Kokoro once there are this many (~30 phonemes)
 CLAUSE_MIN_WORDS = 3  # ...or at a clause end after at least this many
 _CLAUSE_MARKS = frozenset(",;:—")
+INTERRUPTED_REPLIES = "avatar.interrupted_replies"  # InterruptionFrame.metadata: context ids
+_RECENT_REPLIES = 8  # a word in flight belongs to the reply playing or the one before it
 
 
 class ReplyStartAggregator(SimpleTextAggregator):
@@ -141,6 +146,7 @@ class LocalKokoroTTSService(TTSService):
         self._speed = speed
         self.gaps_s: deque[float] = deque(maxlen=100)  # per answer: voice stopped, waiting
         self._turns: dict[str, _Turn] = {}
+        self._replies: deque[str] = deque(maxlen=_RECENT_REPLIES)  # latest contexts begun
         self._audible_turn: str | None = None  # announced to the browser, maybe still playing
 
     def can_generate_metrics(self) -> bool:
@@ -158,6 +164,7 @@ class LocalKokoroTTSService(TTSService):
             voice = self._settings.voice if isinstance(self._settings.voice, str) else None
             turn = self._turns[context_id] = _Turn(self._plan(),
                                                    voice or self._engine.default_voice)
+            self._replies.append(context_id)
         try:
             await self.start_tts_usage_metrics(text)
             async for chunk in self._chunks(text, turn.voice, turn.plan):
@@ -188,6 +195,9 @@ class LocalKokoroTTSService(TTSService):
             await self.stop_ttfb_metrics()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
+        if isinstance(frame, InterruptionFrame):
+            # every reply begun so far is over, spoken or cut off (keep_interrupted_words_out)
+            frame.metadata[INTERRUPTED_REPLIES] = frozenset(self._replies)
         if isinstance(frame, InterruptionFrame) and self._audible_turn:
             # Tell the browser first: its mouth must close with the audio, not after.
             stop = SpeechStopMessage(turn_id=self._audible_turn, reason="interrupted")
@@ -218,3 +228,24 @@ class LocalKokoroTTSService(TTSService):
         if turn is not None and turn.seq:
             self.gaps_s.append(turn.stall_s)
             metrics.TTS_GAPS.observe(turn.stall_s)
+
+
+def keep_interrupted_words_out(assistant_aggregator: FrameProcessor) -> None:
+    """Words of a reply an interruption ended stay out of the context when they reach the
+    assistant aggregator after that interruption. The output transport's clock pushes each word
+    as its audio plays; one pushed just as the interruption arrives lands in the aggregator's
+    queue beside it, and the interruption, a system frame, is taken out first: it closes the
+    interrupted reply's message, and the word then started the next reply's ("Meanwhile The
+    capital of France is Paris."). The interruption carries the replies it ended (set by
+    ``LocalKokoroTTSService``, which it passes first); a word of theirs that the aggregator takes
+    after it is not added."""
+    ended: frozenset[str] = frozenset()
+
+    async def before_process(_aggregator, frame: Frame):
+        nonlocal ended
+        if isinstance(frame, InterruptionFrame):
+            ended = frame.metadata.get(INTERRUPTED_REPLIES, frozenset())
+        elif isinstance(frame, TTSTextFrame) and frame.context_id in ended:
+            frame.append_to_context = False
+
+    assistant_aggregator.add_event_handler("on_before_process_frame", before_process)
