@@ -92,6 +92,7 @@ def run_kokoro_bench(settings: Settings, rounds: int = 6) -> tuple[str, str]:
              f"alternating which goes first, {rounds} rounds after a warm-up, per thread count. "
              f"Loading took {loads['as downloaded']:.1f} s as downloaded and "
              f"{loads['convolutions as VNNI matmuls']:.1f} s with the rewrite (first load of "
-             f"each). Synthesis: one call of the graph (text to audio and durations), "
+             f"each; the rewrite kept beside the model from an earlier start is loaded as it "
+             f"is). Synthesis: one call of the graph (text to audio and durations), "
              f"without G2P.")
     return "\n".join(rows), notes

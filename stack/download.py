@@ -114,6 +114,7 @@ class Downloader:
                 continue
             self._fetch(status.file)
         self._make_derived()
+        self._prepare_for_this_cpu()
         shutil.rmtree(self.cache / "archives", ignore_errors=True)
         return self.fetched
 
@@ -244,6 +245,18 @@ class Downloader:
             else:  # pragma: no cover - the manifest is fixed
                 raise ValueError(f"no rule to make {rel}")
             self.fetched.append(rel)
+
+
+    def _prepare_for_this_cpu(self) -> None:
+        """Kokoro's graph rewritten for this CPU's VNNI, kept beside it: the bot of the Compose
+        stack reads the models directory read-only and would otherwise rewrite it at each start
+        (stack/engines/kokoro_onnx.py). Run on the machine the bot runs on, as Compose does."""
+        if self.profile.tts_backend != "onnx":
+            return
+        from .engines.kokoro_onnx import cpu_has_vnni, vnni_graph
+
+        if cpu_has_vnni():
+            vnni_graph(self.models_dir / self.profile.tts_model)
 
 
 def _unpack_spacy_wheel(wheel: Path, dest: Path) -> None:

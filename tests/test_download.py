@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from stack.download import Downloader, DownloadError
+from stack.engines.kokoro_onnx import cpu_has_vnni
 from stack.manifest import GPU, TEST, ArchiveMember, HFFile, ModelFile, Profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +27,10 @@ def test_fetch_into_empty_dir_then_nothing_then_check_finds_a_flipped_byte(tmp_p
     for mf in TEST.files:
         assert (models / mf.path).stat().st_size == mf.size
     assert not (models / ".cache" / "archives").exists()  # archives are not kept
+    # Kokoro's graph rewritten for this CPU, made where the bot of the Compose stack, which
+    # reads the models read-only, finds it
+    vnni = models / TEST.tts_model.replace(".onnx", ".vnni.onnx")
+    assert vnni.is_file() == cpu_has_vnni()
 
     second = run("--profile", "test", "--models-dir", str(models))
     assert second.returncode == 0, second.stderr

@@ -1,5 +1,6 @@
 """The three engines on the real `test` models, on CPU."""
 
+import os
 import threading
 import time
 
@@ -502,6 +503,51 @@ def test_tts_convolutions_as_vnni_matmuls_make_the_registry_graphs_audio_bit_for
             assert mine.durations == theirs.durations
             assert len(mine.audio) == sum(mine.durations) * FRAME_SAMPLES
             assert np.array_equal(mine.audio, theirs.audio), text
+
+
+@needs_vnni
+def test_tts_vnni_graph_is_kept_beside_the_model_and_remade_when_the_model_changes(
+        settings, tmp_path, monkeypatch, caplog):
+    import shutil
+
+    from stack.engines import kokoro_onnx
+
+    model = tmp_path / "kokoro.durations.onnx"
+    shutil.copy(settings.models_dir / settings.profile.tts_model, model)
+    first = KokoroOnnxBackend(model, threads=1)
+    kept, note = tmp_path / "kokoro.durations.vnni.onnx", tmp_path / "kokoro.durations.vnni.json"
+    assert first.convs_rewritten == 83 and kept.is_file() and note.is_file()
+
+    def no_rewrite(model):
+        raise AssertionError("rewritten again although kept")
+
+    with monkeypatch.context() as m:  # a later start loads what was kept, as it is
+        m.setattr(kokoro_onnx, "convs_as_matmuls", no_rewrite)
+        again = KokoroOnnxBackend(model, threads=1)
+    assert again.convs_rewritten == 83
+    ids, style = [0, 50, 83, 54, 156, 57, 135, 0], np.zeros((1, 256), np.float32)
+    for a, b in zip(first.infer(ids, style, 1.0), again.infer(ids, style, 1.0), strict=True):
+        assert np.array_equal(a, b)
+
+    os.utime(model, ns=(0, 0))  # the model replaced (a new download): made again from it
+    made = kept.stat().st_mtime_ns
+    assert KokoroOnnxBackend(model, threads=1).convs_rewritten == 83
+    assert kept.stat().st_mtime_ns != made
+
+    kept.write_bytes(b"not a graph")  # a damaged copy: said, and made again
+    with caplog.at_level("WARNING", logger="stack.engines.kokoro_onnx"):
+        repaired = KokoroOnnxBackend(model, threads=1)
+    assert "did not load" in caplog.text and repaired.convs_rewritten == 83
+    assert kept.stat().st_size > 10_000_000
+
+    def read_only(path, data):  # the Compose bot's models volume: nothing kept, all works
+        raise OSError(30, "Read-only file system", str(path))
+
+    kept.unlink()
+    note.unlink()
+    monkeypatch.setattr(kokoro_onnx, "_write_atomically", read_only)
+    assert KokoroOnnxBackend(model, threads=1).convs_rewritten == 83
+    assert sorted(p.name for p in tmp_path.iterdir()) == [model.name]
 
 
 def _conv_graph(w: np.ndarray, w_zp: int, **attrs):

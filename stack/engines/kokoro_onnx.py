@@ -9,16 +9,22 @@ unsigned 8-bit numbers, for which onnxruntime has no fast kernel. On a CPU with 
 (``cpu_has_vnni``), ``convs_as_matmuls`` rewrites them, when the engine loads, into products
 of unsigned activations and signed weights (``MatMulInteger``), which onnxruntime runs with
 VNNI's multiply-accumulate: the same integer sums, so the same audio bit for bit, ~1.4x sooner
-on one thread (docs/benchmarks.md)."""
+on one thread (docs/benchmarks.md). The rewritten graph is kept beside the downloaded one
+(``vnni_graph``), so later starts load it as it is instead of rewriting it again."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 DURATION_TENSOR = "/encoder/Clip_output_0"
+VNNI_REWRITE = 1  # bump when convs_as_matmuls writes another graph: the kept ones are remade
 _MIN_OUT_CHANNELS = 8  # Kokoro's four convolutions to one channel cost nothing: left as they are
 
 
@@ -141,6 +147,48 @@ def _conv_as_matmul(node, w: np.ndarray, w_zp: np.ndarray, attrs: dict):
     return nodes, consts
 
 
+def vnni_graph(model_path: Path, *, reuse: bool = True) -> tuple[str | bytes, int]:
+    """``model_path``'s graph with its convolutions as VNNI matrix products (the graph, as a path
+    or as bytes, and how many were rewritten). Rewriting takes ~0.6-0.8 s of a start on a 2-core
+    machine, so the result is kept beside the model (``<name>.vnni.onnx`` and a ``.json`` that
+    says which file it was made from) and loaded from there while that file is unchanged. A
+    read-only models directory (the Compose bot's) keeps nothing: the download, which may
+    write there, makes it first (stack/download.py)."""
+    import onnx
+
+    graph_path = model_path.with_name(f"{model_path.stem}.vnni.onnx")
+    note_path = graph_path.with_suffix(".json")
+    stat = model_path.stat()
+    source = {"rewrite": VNNI_REWRITE, "source": model_path.name, "bytes": stat.st_size,
+              "mtime_ns": stat.st_mtime_ns}
+    try:
+        note = json.loads(note_path.read_text())
+        if reuse and graph_path.is_file() and note.get("made_from") == source:
+            return str(graph_path), int(note["convs_rewritten"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none kept, or from another file: made again below
+    model = onnx.load(str(model_path))
+    count = convs_as_matmuls(model)
+    graph = model.SerializeToString()
+    del model
+    try:
+        _write_atomically(graph_path, graph)
+        _write_atomically(note_path, json.dumps(
+            {"made_from": source, "convs_rewritten": count}).encode())
+    except OSError as e:  # read-only or full: this start has it in memory all the same
+        log.debug("Kokoro's VNNI graph not kept at %s: %s", graph_path, e)
+    return graph, count
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class KokoroOnnxBackend:
     """Runs a duration-exposing Kokoro ONNX graph. ``infer`` returns (audio, durations).
 
@@ -165,13 +213,15 @@ class KokoroOnnxBackend:
         graph: str | bytes = str(model_path)
         self.convs_rewritten = 0
         if vnni_matmul and providers == ["CPUExecutionProvider"] and cpu_has_vnni():
-            import onnx
-
-            model = onnx.load(str(model_path))
-            self.convs_rewritten = convs_as_matmuls(model)
-            graph = model.SerializeToString()
-            del model
-        self.session = ort.InferenceSession(graph, opts, providers=providers)
+            graph, self.convs_rewritten = vnni_graph(Path(model_path))
+        try:
+            self.session = ort.InferenceSession(graph, opts, providers=providers)
+        except Exception:
+            if not isinstance(graph, str) or graph == str(model_path):
+                raise
+            log.warning("Kokoro's kept VNNI graph %s did not load; rewriting it", graph)
+            graph, self.convs_rewritten = vnni_graph(Path(model_path), reuse=False)
+            self.session = ort.InferenceSession(graph, opts, providers=providers)
         # where it really runs: onnxruntime without its CUDA provider stays on the CPU
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         outputs = [o.name for o in self.session.get_outputs()]
