@@ -266,18 +266,17 @@ def audio_output():
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-# Reproduced here 3 times in 26 runs (2026-11-27): the bot's side connected (ICE, DTLS, the data
-# channel, within a second of the offer), no microphone audio came, and the page then answered no
-# script call (once for puppeteer's whole 180 s): its content process's main thread asleep on a
-# lock, as Firefox's page once hung over LiveKit right after the avatar was shown. A failure
-# records Firefox's threads (session.json: threads). Over LiveKit the same hang came in 11 of 200
-# connections (web/e2e/firefox-connects.mjs), at the first Web Audio work on the bot's track, and
-# firefox.mjs gives a page that never connects one more try; whether that makes this one steady
-# enough for CI is not measured yet.
+# Two things keep this one out of CI. (1) Firefox's page hung as the conversation's audio started
+# (3 times in 26 runs, 2026-11-27; 7 of 74 connections in web/e2e/firefox-connects.mjs loops,
+# 2026-12-06): a deadlock inside Firefox's audio stack (web/e2e/firefox.mjs says which), now met
+# by up to two more tries in a fresh Firefox. (2) With that, 2 of 4 runs passed (2026-12-06); a
+# failure seen heard the replies with pauses and stretches the page's lip-sync corrections
+# followed (shifts of ±190 ms) but where only 7 words could be found by their sound (10 needed).
+# A failure records Firefox's threads and the earlier tries (session.json).
 FIREFOX_OVER_SMALLWEBRTC = pytest.mark.skipif(
-    not os.environ.get("FIREFOX_SMALLWEBRTC"), reason="intermittent, so not in CI yet: one CI run "
-    "of three never connected (the bot's side did: ICE, DTLS and the data channel; the page got "
-    "no bot track and sent no microphone audio); set FIREFOX_SMALLWEBRTC=1 to run it")
+    not os.environ.get("FIREFOX_SMALLWEBRTC"), reason="intermittent, so not in CI yet: one run "
+    "in four heard too few of the bot's words by their sound to measure the lip-sync (its hang "
+    "as a conversation starts is now retried); set FIREFOX_SMALLWEBRTC=1 to run it")
 
 
 @pytest.mark.parametrize("transport", ["livekit",
@@ -307,7 +306,7 @@ def test_firefox_answers_a_typed_question_aloud_with_the_mouth_moving(
     if "error" in r:  # everything that says where it stopped, unabridged (CI keeps no artifacts)
         pytest.fail("\n".join([
             r["error"], json.dumps({k: r.get(k) for k in (
-                "notConnected", "consoleErrors", "console", "steps", "threads", "firstTry")},
+                "notConnected", "consoleErrors", "console", "steps", "threads", "earlierTries")},
                 indent=1),
             "bot log (last 40 lines):", *_tail(tmp_path / "bot.log", 40),
             "LiveKit log (last 40 lines):", *_tail(Path(livekit.log.name), 40)]))
