@@ -245,7 +245,8 @@ def keep_interrupted_words_out(assistant_aggregator: FrameProcessor) -> None:
         nonlocal ended
         if isinstance(frame, InterruptionFrame):
             ended = frame.metadata.get(INTERRUPTED_REPLIES, frozenset())
-        elif isinstance(frame, TTSTextFrame) and frame.context_id in ended:
+        elif (isinstance(frame, TTSTextFrame) and frame.context_id in ended
+              and frame.interruptible):  # uninterruptible speech goes on, and into the context
             frame.append_to_context = False
 
     assistant_aggregator.add_event_handler("on_before_process_frame", before_process)
