@@ -246,7 +246,6 @@ class Downloader:
                 raise ValueError(f"no rule to make {rel}")
             self.fetched.append(rel)
 
-
     def _prepare_for_this_cpu(self) -> None:
         """Kokoro's graph rewritten for this CPU's VNNI, kept beside it: the bot of the Compose
         stack reads the models directory read-only and would otherwise rewrite it at each start
