@@ -133,7 +133,7 @@ def _conv_as_matmul(node, w: np.ndarray, w_zp: np.ndarray, attrs: dict):
     if k > 1 or stride > 1:
         # im2col as one Gather: for output step i, rows i * stride + tap * dil of the padded input,
         # the K taps then side by side. One copy of the data, where K strided Slices and a Concat
-        # made two: a synthesis 1.13x sooner on a Xeon, no change on an EPYC (docs/benchmarks.md).
+        # made two: a synthesis 1.14x sooner on a Xeon, no change on an EPYC (docs/benchmarks.md).
         # The indices [T', K] are made at run time from the input's length.
         length = add("Shape", [src], "length", start=1, end=2)
         last = add("Squeeze", [add("Sub", [length, const("span", np.array([(k - 1) * dil],

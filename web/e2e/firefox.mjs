@@ -20,7 +20,7 @@ await mkdir(outDir, { recursive: true });
 
 // Firefox's page sometimes stops for good (its main thread asleep on a lock) just as the
 // conversation's audio starts: 11 of 200 connections through LiveKit and 7 of 74 through
-// either transport in loops here (e2e/firefox-connects.mjs), wherever the first synchronous Web
+// SmallWebRTC in loops here (e2e/firefox-connects.mjs), wherever the first synchronous Web
 // Audio call lands (moving it moved the hang). It is a deadlock inside Firefox's audio stack, not
 // the page (eu-stack, 2026-12-06): in the parent process, Firefox's PulseAudio thread holds
 // PulseAudio's lock inside a stream callback that waits on Firefox's audio RPC, whose server
