@@ -34,7 +34,7 @@ from pipecat.workers.runner import WorkerRunner
 from stack.pipeline import build_pipeline
 from stack.protocol import MESSAGE_ADAPTER, SpeechChunkMessage
 from stack.services.threaded import call_in_thread, iterate_in_thread
-from stack.services.tts import ReplyStartAggregator
+from stack.services.tts import LONG_SENTENCE_WORDS, ReplyStartAggregator
 
 CHUNK = 320  # 20 ms at 16 kHz, what a transport delivers
 
@@ -250,6 +250,27 @@ async def test_a_replys_first_words_go_to_speech_before_its_first_sentence_ends(
     await aggregator.handle_interruption()
     assert await _aggregate(aggregator, "Dogs bark at night, mostly.") == [
         "Dogs bark at night,", "mostly."]
+
+
+async def test_a_long_sentence_goes_to_speech_a_clause_at_a_time():
+    """Past LONG_SENTENCE_WORDS words a sentence still open goes at its last clause end, or whole
+    without one; shorter sentences wait for their end (the test model once went "fail better,
+    better, better, ..." to its token limit, and the voice stopped after the first clause until
+    the LLM was done)."""
+    aggregator = ReplyStartAggregator(aggregation_type=TextAggregationMode.SENTENCE)
+    long = ", ".join(["better"] * 40) + "."
+    spoken = await _aggregate(aggregator, "fail better, " + long)
+    assert spoken[0] == "fail better, better,"
+    assert all(len(s.split()) <= LONG_SENTENCE_WORDS for s in spoken)
+    assert len(spoken) >= 40 // LONG_SENTENCE_WORDS + 1
+    assert " ".join(spoken).split() == ("fail better, " + long).split()
+    # a reply's later long sentence with no clause end: whole, at LONG_SENTENCE_WORDS words
+    words = [f"w{i}" for i in range(LONG_SENTENCE_WORDS + 4)]
+    assert await _aggregate(aggregator, "Yes. " + " ".join(words) + ".") == [
+        "Yes.", " ".join(words[:LONG_SENTENCE_WORDS]), " ".join(words[LONG_SENTENCE_WORDS:]) + "."]
+    # one clause short of the limit: a sentence as before
+    short = "One, two, three, four, five, six, seven, eight, nine, ten, eleven, twelve, thirteen."
+    assert await _aggregate(aggregator, "Well. " + short) == ["Well.", short]
 
 
 async def test_model_calls_leave_the_event_loops_default_executor_free():

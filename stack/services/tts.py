@@ -48,17 +48,24 @@ from .threaded import iterate_in_thread
 
 FIRST_WORDS = 6  # a reply's first words go to Kokoro once there are this many (~30 phonemes)
 CLAUSE_MIN_WORDS = 3  # ...or at a clause end after at least this many
+LONG_SENTENCE_WORDS = 15  # a sentence still open after this many goes out a clause at a time
 _CLAUSE_MARKS = frozenset(",;:—")
 INTERRUPTED_REPLIES = "avatar.interrupted_replies"  # InterruptionFrame.metadata: context ids
 _RECENT_REPLIES = 8  # a word in flight belongs to the reply playing or the one before it
 
 
 class ReplyStartAggregator(SimpleTextAggregator):
-    """Sentences, as Pipecat aggregates them, except at the start of a reply: its first words go
-    to synthesis at the first clause end (or after ``FIRST_WORDS`` words) instead of waiting for
-    the LLM to finish the sentence; Kokoro's first chunk is no longer than that anyway
-    (``stack.engines.tts.ChunkPlan``). A reply starts after a flush (the LLM's response ended)
-    or an interruption."""
+    """Sentences, as Pipecat aggregates them, with two exceptions that keep a reply's voice from
+    waiting on the LLM:
+    - its first words go to synthesis at the first clause end (or after ``FIRST_WORDS`` words)
+      instead of waiting for the LLM to finish the sentence; Kokoro's first chunk is no longer
+      than that anyway (``stack.engines.tts.ChunkPlan``);
+    - a sentence still open after ``LONG_SENTENCE_WORDS`` words goes at its last clause end (or
+      whole, without one): the audio made so far may be a single clause, and waiting for a long
+      sentence's end left the voice silent for as long as the LLM took to write it (the test
+      model once went on "better, better, ..." to its token limit: 4 s of silence after the
+      first 1.2 s).
+    A reply starts after a flush (the LLM's response ended) or an interruption."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -68,13 +75,12 @@ class ReplyStartAggregator(SimpleTextAggregator):
         async for aggregation in super().aggregate(text):
             self._reply_started = True
             yield aggregation
-        if not self._reply_started:
-            early = self._first_words()
-            if early is not None:
-                self._reply_started = True
-                yield early
+        early = self._early_words()
+        if early is not None:
+            self._reply_started = True
+            yield early
 
-    def _first_words(self) -> Aggregation | None:
+    def _early_words(self) -> Aggregation | None:
         buffered = self._text
         # Never across a possible sentence end: the sentence rules (and their look-ahead) own
         # any text with one.
@@ -88,11 +94,16 @@ class ReplyStartAggregator(SimpleTextAggregator):
         if not buffered[-1:].isspace() and not (
                 last[-1:] in _CLAUSE_MARKS and last[-2:-1].isalpha()):
             words = words[:-1]
-        clause = next((i + 1 for i, w in enumerate(words)
-                       if w[-1] in _CLAUSE_MARKS and i + 1 >= CLAUSE_MIN_WORDS), None)
-        if clause is None and len(words) < FIRST_WORDS:
+        clauses = [i + 1 for i, w in enumerate(words)
+                   if w[-1] in _CLAUSE_MARKS and i + 1 >= CLAUSE_MIN_WORDS]
+        if not self._reply_started:  # the first clause, or the first few words
+            if not clauses and len(words) < FIRST_WORDS:
+                return None
+            cut = clauses[0] if clauses else FIRST_WORDS
+        elif len(words) >= LONG_SENTENCE_WORDS:  # a long sentence: up to its last clause end
+            cut = clauses[-1] if clauses else len(words)
+        else:
             return None
-        cut = clause or FIRST_WORDS
         self._text = buffered[matches[cut - 1].end():].lstrip()
         return Aggregation(text=" ".join(words[:cut]), type=TextType.SENTENCE)
 
