@@ -68,7 +68,7 @@ export class Conversation {
   };
   private typed = 0;
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
-  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; concealedMs: number; turnId: string }[], stops: [] as { msg: SpeechStopMessage; arrival: number; closeAt: number }[] };
+  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; concealedMs: number; turnId: string }[], stops: [] as { msg: SpeechStopMessage; arrival: number; closeAt: number; movedBy?: number }[] };
 
   constructor(private readonly avatar: AvatarDriver, private readonly measure = false) {
     this.scheduler = new SpeechScheduler(avatar.textLipSync);
@@ -361,8 +361,17 @@ export class Conversation {
   private onOnset(t: number, quietMs: number) {
     const aligned = this.scheduler.align(t, quietMs);
     if (aligned) {
+      // a turn stopped before this voice of it was heard: the mouth closes that much later too
+      const closeAt = this.scheduler.stopsAt(aligned.turnId);
+      if (closeAt !== null) this.closeMouthAt = closeAt;
       this.requeueMouth(performance.now());
-      if (this.measure) this.log.aligns.push({ at: t, quietMs, turnId: aligned.turnId, seq: aligned.seq, shift: aligned.shift, drift: aligned.drift });
+      if (this.measure) {
+        this.log.aligns.push({ at: t, quietMs, turnId: aligned.turnId, seq: aligned.seq, shift: aligned.shift, drift: aligned.drift });
+        const stop = this.log.stops.at(-1);
+        if (closeAt !== null && stop?.msg.turn_id === aligned.turnId) {
+          Object.assign(stop, { movedBy: closeAt - stop.closeAt + (stop.movedBy ?? 0), closeAt });
+        }
+      }
     }
     this.latency.onsetHeard(t, aligned?.turnId ?? null, this.lastUserVoice);
   }

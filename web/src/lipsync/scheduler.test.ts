@@ -98,6 +98,34 @@ describe("SpeechScheduler", () => {
     expect(unknown.stop(stop("t5", 600), 1400)).toBe(1400);
   });
 
+  it("a stopped turn's voice heard later than predicted moves the mouth's close with it", () => {
+    // after a gap (lead_ms 0) a chunk is placed with the receive delay, which a loaded receiver
+    // understates: one CI run heard it 300 ms late, after the stop had come (the mouth closed
+    // 420 ms before the voice did)
+    const s = new SpeechScheduler();
+    const c = s.add(chunk({ lead_ms: 0 }), 1000, 60)!; // 1060 ... 2060, "Hello" from 1160
+    expect(s.stop(stop("t1", 600), 1100)).toBe(1660); // sent until 600 ms in
+    expect(s.stopsAt("t1")).toBe(1660);
+    expect(s.align(1460)).toBe(c); // the first sound, 300 ms late
+    expect(s.stopsAt("t1")).toBe(1960);
+    expect(c.start).toBe(1360);
+    expect(s.visemeAt(1950)).toBe("U"); // the sent audio's shapes, moved with it
+    expect(s.visemeAt(1960)).toBeNull();
+    // a sound the bot never sent, or one after a later turn began, moves nothing
+    const unsent = new SpeechScheduler();
+    unsent.add(chunk({ lead_ms: 0 }), 1000, 60);
+    unsent.stop(stop("t1", 50), 1100); // stopped before "Hello" was sent
+    expect(unsent.align(1460)).toBeNull();
+    expect(unsent.stopsAt("t1")).toBe(1110);
+    const next = new SpeechScheduler();
+    next.add(chunk({ lead_ms: 0 }), 1000, 60);
+    next.stop(stop("t1", 600), 1100);
+    next.add(chunk({ turn_id: "t2", lead_ms: 0 }), 1150, 60); // t2's first sound: 1310
+    expect(next.align(1460)!.turnId).toBe("t2");
+    expect(next.stopsAt("t1")).toBe(1660);
+    expect(new SpeechScheduler().stopsAt("t1")).toBeNull();
+  });
+
   it("a stop that overtakes its turn's first chunk still silences that turn", () => {
     const s = new SpeechScheduler();
     s.stop(stop("t9"), 900);

@@ -100,12 +100,14 @@ interface Turn {
   base: number; // heard time of the turn's offset 0
   words: number; // words scheduled so far
   stopped: boolean;
+  stopAt: number | null; // stopped: where its voice ends, on the heard timeline (moves with it)
 }
 
 export class SpeechScheduler {
   private turns = new Map<string, Turn>();
   private chunks: ScheduledChunk[] = [];
   private onsets: number[] = []; // heard onsets no chunk has claimed yet
+  private latest: string | null = null; // the turn scheduled last
 
   constructor(private readonly textLipSync: TextLipSync | null = null) {}
 
@@ -118,8 +120,9 @@ export class SpeechScheduler {
     if (!turn) {
       // a new turn ends whatever is left of older ones (the bot speaks one turn at a time)
       for (const [id, t] of this.turns) if (!t.stopped) this.cut(id, anchor);
-      turn = { base: anchor - msg.offset_ms, words: 0, stopped: false };
+      turn = { base: anchor - msg.offset_ms, words: 0, stopped: false, stopAt: null };
       this.turns.set(msg.turn_id, turn);
+      this.latest = msg.turn_id;
     } else if (msg.lead_ms < UNDERRUN_LEAD_MS || Math.abs(turn.base + msg.offset_ms - anchor) > REANCHOR_MS) {
       turn.base = anchor - msg.offset_ms;
     } else {
@@ -155,26 +158,34 @@ export class SpeechScheduler {
 
   /** speech.stop: the turn's later chunks are ignored, and its mouth stops where its voice will:
    * the voice the bot had sent (`sent_ms`, on the turn's clock) is still on its way and will be
-   * heard, for at most STOP_TAIL_MAX_MS; without `sent_ms`, now. Returns when the mouth stops. */
+   * heard, for at most STOP_TAIL_MAX_MS; without `sent_ms`, now. Returns when the mouth stops;
+   * an onset may still move that (`align`, `stopsAt`). */
   stop(msg: SpeechStopMessage, now: number): number {
     const turn = this.turns.get(msg.turn_id);
     const sent = msg.sent_ms ?? null;
     const at = turn && !turn.stopped && sent !== null
       ? Math.min(now + STOP_TAIL_MAX_MS, Math.max(now, turn.base + sent)) : now;
     this.cut(msg.turn_id, at);
-    if (turn) turn.stopped = true;
-    else this.turns.set(msg.turn_id, { base: now, words: 0, stopped: true });
+    if (turn) Object.assign(turn, { stopped: true, stopAt: turn.stopped ? turn.stopAt : at });
+    else this.turns.set(msg.turn_id, { base: now, words: 0, stopped: true, stopAt: now });
     return at;
   }
 
+  /** Where a stopped turn's voice ends (its mouth closes), or null for a turn not stopped. */
+  stopsAt(turnId: string): number | null {
+    return this.turns.get(turnId)?.stopAt ?? null;
+  }
+
   /** A voice onset heard at `t` after `quietMs` of quiet. When it is the first audible sound of
-   * an anchored chunk not yet aligned, moves that chunk and the rest of its turn onto it; when it
-   * ends a hole in the middle of scheduled voice, moves what was not heard yet by the hole's
-   * length. Returns the chunk it moved, or null. */
+   * an anchored chunk not yet aligned, moves that chunk and the rest of its turn onto it (also
+   * in a turn just stopped, when that sound was sent before the stop: the voice still on its way
+   * comes later than predicted, and so must the mouth's close); when it ends a hole in the
+   * middle of scheduled voice, moves what was not heard yet by the hole's length. Returns the
+   * chunk it moved, or null. */
   align(t: number, quietMs = 0): ScheduledChunk | null {
     const c = this.chunks.find((x) => x.anchored && !x.aligned && x.voiced !== null
       && t - x.voiced >= -ALIGN_EARLY_MS && t - x.voiced <= ALIGN_LATE_MS
-      && this.live(x));
+      && (this.live(x) || this.onItsWay(x)));
     if (c) {
       const shift = t - c.voiced!;
       this.move(c.turnId, { from: -Infinity, by: shift, fromSeq: c.seq });
@@ -242,6 +253,12 @@ export class SpeechScheduler {
     return !this.turns.get(c.turnId)?.stopped;
   }
 
+  /** A chunk of the turn stopped last, whose first sound the bot had sent before the stop. */
+  private onItsWay(c: ScheduledChunk): boolean {
+    const stopAt = this.turns.get(c.turnId)?.stopAt ?? null;
+    return c.turnId === this.latest && stopAt !== null && c.voiced !== null && c.voiced < stopAt;
+  }
+
   /** Moves a turn's cues that start at or after `from` (only in its chunks from `fromSeq` on,
    * when given) by `by`; `drift`: a correction after the turn's start, counted in each chunk it
    * moves. */
@@ -264,7 +281,9 @@ export class SpeechScheduler {
       x.words = x.words.map((w) => (w.start >= from ? { ...w, start: w.start + by }
         : w.start + w.duration > from ? { ...w, duration: w.duration + by } : w));
     }
-    this.turns.get(turnId)!.base += by;
+    const turn = this.turns.get(turnId)!;
+    turn.base += by;
+    if (turn.stopAt !== null) turn.stopAt += by;
   }
 
   /** Every viseme cue still to be heard after `t` (to re-queue them after a correction). */
