@@ -82,8 +82,9 @@ def _audible_ms(audio: np.ndarray) -> float:
 def _quiet_spans(audio: np.ndarray, min_ms: float = 100) -> list[tuple[float, float]]:
     """Where, inside the audible span, the audio stays below 2% of the peak for ``min_ms`` or
     more: (start, length) in ms. Says why a span came out longer than expected."""
-    loud = np.flatnonzero(_loud(audio))
-    inner = _loud(audio)[loud[0]:loud[-1] + 1].astype(np.int8)  # starts and ends loud
+    windows = _loud(audio)
+    loud = np.flatnonzero(windows)
+    inner = windows[loud[0]:loud[-1] + 1].astype(np.int8)  # starts and ends loud
     steps = np.diff(inner)
     starts, ends = np.flatnonzero(steps == -1) + 1, np.flatnonzero(steps == 1) + 1
     return [((loud[0] + a) * 5.0, (b - a) * 5.0) for a, b in zip(starts, ends, strict=True)

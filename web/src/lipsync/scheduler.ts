@@ -99,8 +99,8 @@ export const STOP_TAIL_MAX_MS = 2000;
 interface Turn {
   base: number; // heard time of the turn's offset 0
   words: number; // words scheduled so far
-  stopped: boolean;
-  stopAt: number | null; // stopped: where its voice ends, on the heard timeline (moves with it)
+  stopAt: number | null; // stopped (speech.stop): where its voice ends, on the heard timeline,
+  // moving with it; null while the turn goes on
 }
 
 export class SpeechScheduler {
@@ -115,12 +115,12 @@ export class SpeechScheduler {
   add(msg: SpeechChunkMessage, arrival: number, receiveDelay: number): ScheduledChunk | null {
     const anchor = arrival + msg.lead_ms + receiveDelay;
     let turn = this.turns.get(msg.turn_id);
-    if (turn?.stopped) return null;
+    if (turn && turn.stopAt !== null) return null;
     let anchored = true;
     if (!turn) {
       // a new turn ends whatever is left of older ones (the bot speaks one turn at a time)
-      for (const [id, t] of this.turns) if (!t.stopped) this.cut(id, anchor);
-      turn = { base: anchor - msg.offset_ms, words: 0, stopped: false, stopAt: null };
+      for (const [id, t] of this.turns) if (t.stopAt === null) this.cut(id, anchor);
+      turn = { base: anchor - msg.offset_ms, words: 0, stopAt: null };
       this.turns.set(msg.turn_id, turn);
       this.latest = msg.turn_id;
     } else if (msg.lead_ms < UNDERRUN_LEAD_MS || Math.abs(turn.base + msg.offset_ms - anchor) > REANCHOR_MS) {
@@ -163,11 +163,11 @@ export class SpeechScheduler {
   stop(msg: SpeechStopMessage, now: number): number {
     const turn = this.turns.get(msg.turn_id);
     const sent = msg.sent_ms ?? null;
-    const at = turn && !turn.stopped && sent !== null
+    const at = turn && turn.stopAt === null && sent !== null
       ? Math.min(now + STOP_TAIL_MAX_MS, Math.max(now, turn.base + sent)) : now;
     this.cut(msg.turn_id, at);
-    if (turn) Object.assign(turn, { stopped: true, stopAt: turn.stopped ? turn.stopAt : at });
-    else this.turns.set(msg.turn_id, { base: now, words: 0, stopped: true, stopAt: now });
+    if (turn) turn.stopAt ??= at;
+    else this.turns.set(msg.turn_id, { base: now, words: 0, stopAt: now });
     return at;
   }
 
@@ -250,7 +250,7 @@ export class SpeechScheduler {
 
   /** Whether the chunk's turn may still move (not stopped by speech.stop). */
   private live(c: ScheduledChunk): boolean {
-    return !this.turns.get(c.turnId)?.stopped;
+    return (this.turns.get(c.turnId)?.stopAt ?? null) === null;
   }
 
   /** A chunk of the turn stopped last, whose first sound the bot had sent before the stop. */
