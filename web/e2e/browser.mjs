@@ -140,6 +140,23 @@ export function sessionDump() {
   };
 }
 
+// Waits until the avatar has spoken and then been quiet for `quietMs` (the reply heard and its
+// mouth shapes played), at most `maxMs`; returns how long it waited, ms, or null if the voice
+// never went quiet for that long (the caller's checks then say what was heard). A fixed wait
+// cut a slow machine's longer replies short. Works with playwright's and puppeteer's pages.
+export async function untilSpoken(page, { quietMs = 2000, maxMs = 60_000 } = {}) {
+  const began = Date.now();
+  let spoke = false;
+  let lastSpeaking = began;
+  while (Date.now() - began < maxMs) {
+    const speaking = await page.evaluate(() => window.__avatar.conversation.snapshot().avatarState === "speaking");
+    if (speaking) { spoke = true; lastSpeaking = Date.now(); }
+    if (spoke && Date.now() - lastSpeaking >= quietMs) return Date.now() - began;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return null;
+}
+
 // A browser script's conversation: `body()` runs it and returns its page, whose conversation is
 // then stopped; whatever happens, `result` (with the error, if any) goes to OUT_DIR/session.json
 // and the browser is closed. Works with playwright's and puppeteer's pages alike.

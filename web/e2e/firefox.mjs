@@ -11,7 +11,7 @@
 // machine without a GPU, while a windowed one uses Mesa's software renderer (llvmpipe).
 // Usage: xvfb-run -a node e2e/firefox.mjs BASE_URL OUT_DIR
 import { mkdir, writeFile } from "node:fs/promises";
-import { connectionShown, launchFirefox, pixelStats, recordMouth, recordSession, saveSession, threadsOf, watchPage } from "./browser.mjs";
+import { connectionShown, launchFirefox, pixelStats, recordMouth, recordSession, saveSession, threadsOf, untilSpoken, watchPage } from "./browser.mjs";
 
 const [base, outDir] = process.argv.slice(2);
 const TYPED = ["What is the capital of France?", "Tell me a short story about a friendly robot."];
@@ -89,7 +89,7 @@ async function converse(earlierTries) {
         const lines = window.__avatar.conversation.snapshot().lines;
         return lines.length >= n && lines.at(-1).role === "bot" && lines.at(-1).words.length >= 3;
       }, { timeout: 120_000, polling: 100 }, 2 * (i + 1));
-      await sleep(10_000); // the reply heard, and its mouth shapes played
+      result.spokenFor = [...(result.spokenFor ?? []), await untilSpoken(page)];
       mark(`answered-${i + 1}`);
     }
     Object.assign(result, await saveSession(page, outDir));

@@ -6,7 +6,7 @@
 //   avatar.png     a screenshot of the avatar
 // Usage: node e2e/session.mjs BASE_URL WAV OUT_DIR [TALK_SECONDS]
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { launchChromium, pixelStats, recordMouth, recordSession, saveSession, waitForAvatar, watchPage } from "./browser.mjs";
+import { launchChromium, pixelStats, recordMouth, recordSession, saveSession, untilSpoken, waitForAvatar, watchPage } from "./browser.mjs";
 
 const [base, wav, outDir, talkSeconds = "60"] = process.argv.slice(2);
 // After a story cut short by the person, the test profile's 135M model may take a bare question
@@ -104,7 +104,7 @@ await recordSession(browser, outDir, result, mark, async () => {
       const lines = window.__avatar.conversation.snapshot().lines;
       return lines.length > n + 1 && lines.at(-1).role === "bot" && lines.at(-1).words.length >= 3;
     }, typed.linesAfterRefusal, { timeout: 90_000, polling: 100 });
-    await page.waitForTimeout(8_000); // the reply heard, and its mouth shapes played
+    typed.spokenFor = await untilSpoken(page);
     typed.boxAfterSend = await page.inputValue('[data-testid="chat-text"]');
     typed.errorAfterSend = await page.locator('[data-testid="chat-error"]').count();
     result.typed = typed;
