@@ -5,6 +5,8 @@ the page. Three ways to drive the mouth are measured on the same words in the sa
 - ours: Kokoro's durations, placed at arrival + lead_ms + receive delay and corrected by the
   heard onset of each anchored chunk (web/src/lipsync/scheduler.ts);
 - ours, prediction only: the same without the onset correction of the turn's start;
+- ours, prediction by the stats alone: that prediction also without the receive delay's
+  correction learned from earlier onsets (web/src/lipsync/receiveDelay.ts);
 - TalkingHead's text-only lip-sync of the same words, started when the message arrives;
 - audio energy: the mouth opens when the level of the heard audio crosses a threshold.
 
@@ -48,6 +50,7 @@ KEY, SECRET = "APIbench", "b" * 40
 QUESTION = "Can you tell me a short story about a friendly robot?"
 METHODS = {"ours": "ours (model durations, heard-onset anchor)",
            "predicted": "ours, prediction only (no onset correction of the turn start)",
+           "stats": "ours, prediction by WebRTC's stats alone (no onset correction, none learned)",
            "text": "TalkingHead text-only lip-sync, from message arrival",
            "energy": "audio energy threshold (mouth opens on the level)"}
 

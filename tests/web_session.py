@@ -183,6 +183,9 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
     - ``ours``: the page's scheduling (arrival + lead + receive delay, chained by offset_ms,
       corrected by the onset of the turn's voice in the played track);
     - ``predicted``: the same without the correction of the turn's start by its heard onset;
+    - ``stats``: that prediction also without the receive delay's correction learned from the
+      onsets heard before (ReceiveDelay.learn): WebRTC's stats alone, as the page placed chunks
+      before it learned (a baseline in the same session);
     - ``text``: TalkingHead's text-only lip-sync of the same words, started when the message
       arrives (what a client without the anchor does);
     - ``energy``: a mouth that opens when the heard audio's level crosses ``energy_level``
@@ -204,15 +207,18 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
     turns: dict[str, list[dict]] = {}
     for c in r["chunks"]:
         turns.setdefault(c["msg"]["turn_id"], []).append(c)
-    out: dict[str, list] = {"ours": [], "predicted": [], "text": [], "energy": [], "budget": []}
+    out: dict[str, list] = {"ours": [], "predicted": [], "stats": [], "text": [], "energy": [],
+                            "budget": []}
     for chunks in turns.values():
         chunks.sort(key=lambda c: c["msg"]["seq"])
         if [c["msg"]["seq"] for c in chunks] != list(range(len(chunks))):
             continue
         audio = reference([c["msg"] for c in chunks])
-        at = 0
+        at, learned = 0, 0.0
         for c in chunks:
             m = c["msg"]
+            if c["scheduled"] is not None and c["scheduled"]["anchored"]:
+                learned = c.get("delayCorrection", 0.0)  # a chained chunk keeps its anchor's
             ref = audio[at: at + m["samples"]]
             at += m["samples"]
             if c["scheduled"] is None or len(cap) == 0:
@@ -238,6 +244,7 @@ def lip_sync_offsets(session: Session, reference: Callable[[list[dict]], np.ndar
                     out["ours"].append(shown - heard)
                     predicted = due - c["scheduled"]["shift"]
                     out["predicted"].append(_first_frame_at(frames, predicted) - heard)
+                    out["stats"].append(_first_frame_at(frames, predicted - learned) - heard)
                     out["budget"].append(_budget(c, wt, sched[i], lead, shown, heard, first_word))
                     first_word = first_word or (sched[i], heard)
                 out["text"].append(_first_frame_at(frames, c["arrival"] + c["textOnly"][i]) - heard)

@@ -58,6 +58,8 @@ export class Conversation {
   private botTrack: MediaStreamTrack | null = null;
   private statsTimer = 0;
   private raf = 0;
+  // the receive delay's correction each chunk was placed with, until its onset is heard
+  private placedWith = new Map<string, number>();
   private closeMouthAt: number | null = null; // after a barge-in, when the voice on its way ends
   private lastUserVoice = 0; // when the person last spoke, or sent a typed message (the end of their turn)
   private latency = new LatencyTracker();
@@ -68,10 +70,10 @@ export class Conversation {
   };
   private typed = 0;
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
-  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; concealedMs: number; turnId: string }[], stops: [] as { msg: SpeechStopMessage; arrival: number; closeAt: number; movedBy?: number }[] };
+  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; delayCorrection: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; concealedMs: number; turnId: string }[], stops: [] as { msg: SpeechStopMessage; arrival: number; closeAt: number; movedBy?: number }[] };
 
   constructor(private readonly avatar: AvatarDriver, private readonly measure = false) {
-    this.scheduler = new SpeechScheduler(avatar.textLipSync);
+    this.scheduler = new SpeechScheduler(avatar.textLipSync, (c) => this.onAligned(c));
   }
 
   subscribe = (fn: () => void) => {
@@ -239,6 +241,7 @@ export class Conversation {
     this.bot.attach(track, (t, quietMs) => this.onOnset(t, quietMs))
       .catch((e) => console.error("lip-sync: cannot listen to the bot's voice", e));
     this.delay = new ReceiveDelay(outputLatencyMs());
+    this.placedWith.clear();
     this.playout = new PlayoutStretch();
     if (this.measure) {
       this.log.capture = new Capture(track);
@@ -293,8 +296,12 @@ export class Conversation {
 
   private onChunk(msg: SpeechChunkMessage, arrival: number) {
     const receiveDelay = this.delay.ms;
+    const delayCorrection = this.delay.correction;
+    this.placedWith.set(`${msg.turn_id}/${msg.seq}`, delayCorrection);
+    // chunks never heard (a turn cut short) are not waited for forever
+    if (this.placedWith.size > 64) this.placedWith.delete(this.placedWith.keys().next().value!);
     const chunk = this.scheduler.add(msg, arrival, receiveDelay);
-    if (this.measure) this.log.chunks.push({ msg, arrival, scheduled: chunk, receiveDelay, mouthLeadMs: MOUTH_LEAD_MS });
+    if (this.measure) this.log.chunks.push({ msg, arrival, scheduled: chunk, receiveDelay, delayCorrection, mouthLeadMs: MOUTH_LEAD_MS });
     if (!chunk) return;
     this.avatar.speak(mouthCues(chunk.visemes));
     const lines = this.state.lines.slice();
@@ -355,6 +362,16 @@ export class Conversation {
    * avatar are replaced by the ones still to come. */
   private requeueMouth(now: number) {
     this.avatar.replaceShapes(mouthCues(this.scheduler.visemesAfter(now)));
+  }
+
+  /** A chunk placed by the receive delay was heard `chunk.shift` ms later: the next one placed
+   * that way comes with that error learned. */
+  private onAligned(chunk: ScheduledChunk) {
+    const key = `${chunk.turnId}/${chunk.seq}`;
+    const placedWith = this.placedWith.get(key);
+    if (placedWith === undefined) return;
+    this.placedWith.delete(key);
+    this.delay.learn(placedWith, chunk.shift);
   }
 
   /** The bot's voice starts being heard: correct the predicted place of its chunk. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULT_RECEIVE_DELAY_MS, PlayoutStretch, ReceiveDelay } from "./receiveDelay";
+import { CORRECTION_STEP_MS, DEFAULT_RECEIVE_DELAY_MS, MAX_CORRECTION_MS, PlayoutStretch, ReceiveDelay } from "./receiveDelay";
 
 describe("ReceiveDelay", () => {
   it("uses a typical delay until two stats reports have come", () => {
@@ -21,6 +21,27 @@ describe("ReceiveDelay", () => {
     d.update({ jitterBufferDelay: 0, jitterBufferEmittedCount: 0, totalPlayoutDelay: 0, totalSamplesCount: 0 });
     d.update({ jitterBufferDelay: 48, jitterBufferEmittedCount: 960, totalPlayoutDelay: 19.2, totalSamplesCount: 960 });
     expect(d.ms).toBeCloseTo(50 + 20);
+  });
+
+  it("learns what the heard onsets say the stats miss, halfway and by a bounded step per onset", () => {
+    const d = new ReceiveDelay();
+    d.update({ jitterBufferDelay: 0, jitterBufferEmittedCount: 0 });
+    d.update({ jitterBufferDelay: 48, jitterBufferEmittedCount: 960 }); // 50 ms
+    d.learn(d.correction, 80); // heard 80 ms after its prediction
+    expect(d.ms).toBeCloseTo(90);
+    const placedWith = d.correction;
+    d.learn(placedWith, 40); // the next one 40 ms late: 80 ms was right
+    expect(d.correction).toBeCloseTo(60);
+    // more chunks placed with the same correction before the second was heard say the same:
+    // towards 80 ms, never past it (added up, their errors would make it 120 and more)
+    for (let i = 0; i < 10; i++) d.learn(placedWith, 40);
+    expect(d.correction).toBeCloseTo(80, 0);
+    expect(d.correction).toBeLessThanOrEqual(80);
+    d.learn(d.correction, 414); // one odd onset moves it by one step only
+    expect(d.correction).toBeCloseTo(80 + CORRECTION_STEP_MS, 0);
+    for (let i = 0; i < 40; i++) d.learn(d.correction, -2000); // never past -MAX_CORRECTION_MS
+    expect(d.correction).toBeCloseTo(-MAX_CORRECTION_MS);
+    expect(d.ms).toBe(0); // nor a negative delay
   });
 
   it("keeps the last value while no audio flows", () => {

@@ -241,6 +241,19 @@ describe("SpeechScheduler", () => {
     ptimes: [0, 500], pdurations: [100, 200], ...over,
   });
 
+  it("tells the receive delay's error only for chunks it placed and then heard (onAligned)", () => {
+    const seen: [string, number, number][] = [];
+    const s = new SpeechScheduler(null, (c) => seen.push([c.turnId, c.seq, c.shift]));
+    const c = s.add(paused(), 1000, 60)!; // voiced 1260; the pause 1660-1860
+    s.add(paused({ seq: 1, offset_ms: 1000, lead_ms: 900 }), 1150, 60); // chained: not predicted
+    s.align(1340, 5000); // heard 80 ms late
+    s.align(2010, 350); // a pause heard longer: the audio's doing, not the delay's
+    expect(c.drift).toBe(70);
+    s.align(700); // an onset before the next turn's message...
+    s.add(paused({ turn_id: "t2", lead_ms: 0 }), 1000, 60); // ...which then lands on it: 460 ms early
+    expect(seen).toEqual([["t1", 0, 80], ["t2", 0, -460]]);
+  });
+
   it("an onset that ends an announced pause moves what follows onto it", () => {
     const s = new SpeechScheduler();
     const c = s.add(paused(), 1000, 60)!; // starts 1160; the pause 1660-1860, "world" at 1860

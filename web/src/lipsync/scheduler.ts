@@ -109,7 +109,10 @@ export class SpeechScheduler {
   private onsets: number[] = []; // heard onsets no chunk has claimed yet
   private latest: string | null = null; // the turn scheduled last
 
-  constructor(private readonly textLipSync: TextLipSync | null = null) {}
+  /** `onAligned`: an anchored chunk (placed by the receive delay) was put on its heard onset,
+   * `chunk.shift` ms from where it was placed: the receive delay's error (ReceiveDelay.learn). */
+  constructor(private readonly textLipSync: TextLipSync | null = null,
+    private readonly onAligned: ((chunk: ScheduledChunk) => void) | null = null) {}
 
   /** Schedules one chunk; null when its turn was already stopped. */
   add(msg: SpeechChunkMessage, arrival: number, receiveDelay: number): ScheduledChunk | null {
@@ -153,6 +156,7 @@ export class SpeechScheduler {
     // a late message: what was already heard cannot be mouthed any more; start mid-chunk
     chunk.visemes = chunk.visemes.filter((c) => c.start + c.duration > arrival);
     this.chunks.push(chunk);
+    if (chunk.aligned) this.onAligned?.(chunk);
     return chunk;
   }
 
@@ -193,6 +197,7 @@ export class SpeechScheduler {
         if (x.turnId === c.turnId && x.seq >= c.seq) Object.assign(x, { shift, aligned: true });
       }
       for (const p of c.pauses) if (Math.abs(p.end - c.voiced!) < 1) p.used = true; // this onset's
+      this.onAligned?.(c);
       return c;
     }
     const resynced = quietMs >= PAUSE_MIN_MS ? this.pauseEnding(t, quietMs) ?? this.holeBefore(t, quietMs) : null;
