@@ -55,6 +55,10 @@ TTS_GAPS = Histogram(
     "shows here).", buckets=(0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0), registry=REGISTRY)
 ERRORS = Counter("avatar_errors", "Errors reported in a conversation, by the service that "
                  "reported them (stt, llm, tts, other).", ["source"], registry=REGISTRY)
+LLM_LOOPS = Counter(
+    "avatar_llm_loops", "Answers the bot cut short because the LLM kept repeating the same "
+    "words (many here: the model, its quantisation or its temperature needs a look).",
+    registry=REGISTRY)
 
 
 EVENT_LOOP_LAG = Histogram(

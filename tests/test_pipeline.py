@@ -372,3 +372,54 @@ async def test_a_word_of_an_interrupted_reply_never_starts_the_next_reply_in_the
     assert _words(said[1]) == _words(" ".join(spoken[second])), said
     # the interrupted reply's message is a start of what it said, without the late word
     assert _words(said[0]) == _words(" ".join(spoken[interrupted]))[: len(_words(said[0]))], said
+
+
+class Looping:
+    """An LLM engine that falls into a loop, as the test model sometimes does ("fail better,
+    better, better, ..." to its token limit), here without end: only the cancel stops it."""
+
+    def __init__(self):
+        self.cancelled = threading.Event()
+        self.tokens = 0
+
+    def fit(self, messages, max_tokens, **kw):
+        return messages, 0
+
+    def stream(self, messages, *, cancel, **kw):
+        yield "Fail"
+        while not cancel.is_set():
+            self.tokens += 1
+            yield " better,"
+            time.sleep(0.01)
+        self.cancelled.set()
+
+
+def test_repeating_tail_finds_a_loop_not_emphasis():
+    from stack.services.llm import repeating_tail
+
+    assert repeating_tail("Fail better," + " better," * 7) == "better"
+    assert repeating_tail("I think so. " * 4) == "i think so"
+    assert repeating_tail("Fail better," + " better," * 6) is None  # not 8 words yet
+    assert repeating_tail("No, no, no, no.") is None  # emphasis
+    assert repeating_tail("I think so. " * 3) is None
+    assert repeating_tail("one two three four five six seven eight nine ten") is None
+    assert repeating_tail("") is None
+
+
+async def test_an_answer_stuck_in_a_loop_is_cut_short_and_the_engine_stopped(engines, settings):
+    from stack import metrics
+
+    engine = Looping()
+    before = metrics.REGISTRY.get_sample_value("avatar_llm_loops_total") or 0
+    conversation = build_pipeline(dataclasses.replace(engines, llm=engine), settings)
+    down, _ = await run_test(conversation.pipeline,
+                             frames_to_send=[typed("What should I do?"), SleepFrame(6.0)])
+    assert engine.cancelled.wait(5), "the engine was never told to stop"
+    reply = [m["content"] for m in conversation.context.get_messages()
+             if m["role"] == "assistant"]
+    assert len(reply) == 1 and 8 <= _words(reply[0]).count("better") <= 9, reply
+    assert engine.tokens < 20, engine.tokens  # it stopped at the cut, not later
+    assert metrics.REGISTRY.get_sample_value("avatar_llm_loops_total") == before + 1
+    spoken = [w for f in down if isinstance(f, OutputTransportMessageFrame)
+              and f.message.get("type") == "speech.chunk" for w in f.message["words"]]
+    assert _words(" ".join(spoken)) == _words(reply[0])  # what it said is what was recorded

@@ -4,11 +4,15 @@ On interruption Pipecat cancels the task processing the context frame; the ``fin
 then tells llama.cpp to stop before its next token, so the engine is free for the next turn.
 
 A generation that fails or says nothing is never silent: the person hears ``APOLOGY`` and the
-page gets an RTVI error message (from the ``ErrorFrame``) saying what happened."""
+page gets an RTVI error message (from the ``ErrorFrame``) saying what happened. One that falls
+into a loop (the same words again and again) is cut short: ``repeating_tail``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import re
 
 from pipecat.adapters.llm.services.open_ai_adapter import OpenAILLMAdapter
 from pipecat.frames.frames import (
@@ -23,11 +27,36 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 from pipecat.utils.errors import ErrorCategory
 
+from .. import metrics
 from ..engines.llm import LlamaLLM
 from .threaded import iterate_in_thread
 
+log = logging.getLogger(__name__)
+
 APOLOGY = "Sorry, I lost my train of thought. Could you say that again?"
 EMPTY_REPLY = "The language model returned no answer"
+LOOP_REPEATS = 4  # the same words this many times in a row...
+LOOP_WORDS = 8  # ...and this many words in all: a loop, not emphasis ("no, no, no")
+LOOP_PERIOD_MAX = 8  # the longest repeated phrase looked for, in words
+_WORD = re.compile(r"[\w']+")
+
+
+def repeating_tail(text: str) -> str | None:
+    """The words a reply keeps saying at its end, when it has said them ``LOOP_REPEATS`` times
+    in a row and ``LOOP_WORDS`` words in all ("better" in "fail better, better, better, ...");
+    else None. Small models at temperature 0 fall into such loops and stay there until their
+    token limit: the test model once spoke "better" for 56 s."""
+    words = _WORD.findall(text.lower())
+    n = len(words)
+    for period in range(1, min(LOOP_PERIOD_MAX, n // LOOP_REPEATS) + 1):
+        unit = words[n - period:]
+        times = 1
+        while (times + 1) * period <= n \
+                and words[n - (times + 1) * period:n - times * period] == unit:
+            times += 1
+        if times >= LOOP_REPEATS and times * period >= LOOP_WORDS:
+            return " ".join(unit)
+    return None
 
 
 def _text_messages(messages: list[dict]) -> list[dict]:
@@ -98,10 +127,16 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
         said = ""
         failure: str | None = None
         try:
-            async for piece in self._stream(await self._messages(frame.context)):
-                await self.stop_ttfb_metrics()
-                said += piece
-                await self._push_llm_text(piece)
+            stream = self._stream(await self._messages(frame.context))
+            async with contextlib.aclosing(stream):  # a loop cut short stops the engine too
+                async for piece in stream:
+                    await self.stop_ttfb_metrics()
+                    said += piece
+                    await self._push_llm_text(piece)
+                    if (loop := repeating_tail(said)) is not None:
+                        log.warning("LLM answer cut short: it kept repeating %r", loop)
+                        metrics.LLM_LOOPS.inc()
+                        break
         except asyncio.CancelledError:
             # Barge-in: no end-of-response frame, or the TTS would flush and speak (and the
             # context record) the half sentence still in its aggregator.
