@@ -110,7 +110,9 @@ export class SpeechScheduler {
   private latest: string | null = null; // the turn scheduled last
 
   /** `onAligned`: an anchored chunk (placed by the receive delay) was put on its heard onset,
-   * `chunk.shift` ms from where it was placed: the receive delay's error (ReceiveDelay.learn). */
+   * `chunk.shift` ms from where it was placed: the receive delay's error (ReceiveDelay.learn).
+   * Not for a chunk placed on an onset heard before its message came: that message was late
+   * (the page busy), which says nothing about the delay. */
   constructor(private readonly textLipSync: TextLipSync | null = null,
     private readonly onAligned: ((chunk: ScheduledChunk) => void) | null = null) {}
 
@@ -156,7 +158,6 @@ export class SpeechScheduler {
     // a late message: what was already heard cannot be mouthed any more; start mid-chunk
     chunk.visemes = chunk.visemes.filter((c) => c.start + c.duration > arrival);
     this.chunks.push(chunk);
-    if (chunk.aligned) this.onAligned?.(chunk);
     return chunk;
   }
 
