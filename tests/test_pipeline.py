@@ -398,10 +398,16 @@ def test_repeating_tail_finds_a_loop_not_emphasis():
     from stack.services.llm import repeating_tail
 
     assert repeating_tail("Fail better," + " better," * 7) == "better"
-    assert repeating_tail("I think so. " * 4) == "i think so"
     assert repeating_tail("Fail better," + " better," * 6) is None  # not 8 words yet
     assert repeating_tail("No, no, no, no.") is None  # emphasis
-    assert repeating_tail("I think so. " * 3) is None
+    assert repeating_tail("Yes, please. " * 4) == "yes please"
+    assert repeating_tail("Yes, please. " * 3) is None
+    assert repeating_tail("I think so. " * 3) == "i think so"
+    assert repeating_tail("I think so. " * 2) is None
+    # a story's sentence told again word for word (the test model's, four times over)
+    story = "Kova, a friendly robot, lived in a small town and loved to assist a human. "
+    assert repeating_tail("Once upon a time. " + story * 2) == story.lower().replace(",", "")[:-2]
+    assert repeating_tail("Once upon a time. " + story) is None
     assert repeating_tail("one two three four five six seven eight nine ten") is None
     assert repeating_tail("") is None
 

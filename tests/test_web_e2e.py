@@ -266,21 +266,15 @@ def audio_output():
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-# Two things keep this one out of CI. (1) Firefox's page hung as the conversation's audio started
-# (3 times in 26 runs, 2026-11-27; 7 of 74 connections in web/e2e/firefox-connects.mjs loops,
-# 2026-12-06): a deadlock inside Firefox's audio stack (web/e2e/firefox.mjs says which), now met
-# by up to two more tries in a fresh Firefox. (2) With that, 2 of 4 runs passed (2026-12-06); a
-# failure seen heard the replies with pauses and stretches the page's lip-sync corrections
-# followed (shifts of ±190 ms) but where only 7 words could be found by their sound (10 needed).
-# A failure records Firefox's threads and the earlier tries (session.json).
-FIREFOX_OVER_SMALLWEBRTC = pytest.mark.skipif(
-    not os.environ.get("FIREFOX_SMALLWEBRTC"), reason="intermittent, so not in CI yet: one run "
-    "in four heard too few of the bot's words by their sound to measure the lip-sync (its hang "
-    "as a conversation starts is now retried); set FIREFOX_SMALLWEBRTC=1 to run it")
-
-
-@pytest.mark.parametrize("transport", ["livekit",
-                                       pytest.param("smallwebrtc", marks=FIREFOX_OVER_SMALLWEBRTC)])
+# Over SmallWebRTC too since 2026-12-07. Firefox's page hangs now and then as the conversation's
+# audio starts (3 times in 26 runs, 2026-11-27; 7 of 74 connections in web/e2e/firefox-connects.mjs
+# loops, 2026-12-06): a deadlock inside Firefox's audio stack (web/e2e/firefox.mjs says which), met
+# by up to two more tries in a fresh Firefox. The other failure that kept this transport out of CI
+# (2 of 4 runs passed, 2026-12-06: only 7 words found by their sound, 10 needed) most likely came
+# from the fixed wait after each reply, which could end the recording before the reply did;
+# waiting until the reply is over (untilSpoken), 6 runs of 6 passed with 95-110 words each (one
+# after a retry). A failure records Firefox's threads and the earlier tries (session.json).
+@pytest.mark.parametrize("transport", ["livekit", "smallwebrtc"])
 def test_firefox_answers_a_typed_question_aloud_with_the_mouth_moving(
         livekit, settings, engines, audio_output, tmp_path, transport):
     """Debian's Firefox ESR over WebDriver BiDi (web/e2e/firefox.mjs): only local requests, the

@@ -35,26 +35,33 @@ log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, I lost my train of thought. Could you say that again?"
 EMPTY_REPLY = "The language model returned no answer"
-LOOP_REPEATS = 4  # the same words this many times in a row...
-LOOP_WORDS = 8  # ...and this many words in all: a loop, not emphasis ("no, no, no")
-LOOP_PERIOD_MAX = 8  # the longest repeated phrase looked for, in words
+LOOP_WORDS = 8  # a loop says at least this many words: not emphasis ("no, no, no, no")
+LOOP_PERIOD_MAX = 60  # the longest repeated stretch looked for, in words (a long sentence)
 _WORD = re.compile(r"[\w']+")
 
 
+def _loop_repeats(period: int) -> int:
+    """How many times in a row a stretch of ``period`` words makes a loop: a word or two four
+    times (and LOOP_WORDS in all), a short phrase three times, a sentence of 8 words twice (no
+    one says that again word for word at once)."""
+    return 4 if period <= 2 else 3 if period < LOOP_WORDS else 2
+
+
 def repeating_tail(text: str) -> str | None:
-    """The words a reply keeps saying at its end, when it has said them ``LOOP_REPEATS`` times
-    in a row and ``LOOP_WORDS`` words in all ("better" in "fail better, better, better, ...");
-    else None. Small models at temperature 0 fall into such loops and stay there until their
-    token limit: the test model once spoke "better" for 56 s."""
+    """The words a reply keeps saying at its end when they make a loop (``_loop_repeats``):
+    "better" in "fail better, better, better, ...", or a whole sentence said again; else None.
+    Small models at temperature 0 fall into such loops and stay there until their token limit:
+    the test model once spoke "better" for 56 s, and told one 25-word sentence of a story four
+    times over."""
     words = _WORD.findall(text.lower())
     n = len(words)
-    for period in range(1, min(LOOP_PERIOD_MAX, n // LOOP_REPEATS) + 1):
+    for period in range(1, min(LOOP_PERIOD_MAX, n // 2) + 1):
         unit = words[n - period:]
         times = 1
         while (times + 1) * period <= n \
                 and words[n - (times + 1) * period:n - times * period] == unit:
             times += 1
-        if times >= LOOP_REPEATS and times * period >= LOOP_WORDS:
+        if times >= _loop_repeats(period) and times * period >= LOOP_WORDS:
             return " ".join(unit)
     return None
 
