@@ -33,7 +33,7 @@ export class ReceiveDelay {
   private playoutMs: number | null = null;
   /** What the heard onsets say the stats leave out, ms (< 0: the stats say too much). The
    * stats miss part of the path (in the browser tests, Chrome's voice came ~80 ms after the
-   * stats' prediction every time, 60-130 ms over 18 chunks; Firefox's 190 ms before it for a
+   * stats' prediction, 16 of 18 chunks 59-128 ms after it; Firefox's 190 ms before it for a
    * whole turn), and each chunk after a gap is placed by this prediction until its own onset
    * is heard: learned, the mouth starts near its voice there too. */
   private correctionMs = 0;
