@@ -58,7 +58,7 @@ export class Conversation {
   private botTrack: MediaStreamTrack | null = null;
   private statsTimer = 0;
   private raf = 0;
-  // the receive delay's correction each chunk was placed with, until its onset is heard
+  // the receive delay's correction each chunk placed by it was placed with, until its onset is heard
   private placedWith = new Map<string, number>();
   private closeMouthAt: number | null = null; // after a barge-in, when the voice on its way ends
   private lastUserVoice = 0; // when the person last spoke, or sent a typed message (the end of their turn)
@@ -297,10 +297,12 @@ export class Conversation {
   private onChunk(msg: SpeechChunkMessage, arrival: number) {
     const receiveDelay = this.delay.ms;
     const delayCorrection = this.delay.correction;
-    this.placedWith.set(`${msg.turn_id}/${msg.seq}`, delayCorrection);
-    // chunks never heard (a turn cut short) are not waited for forever
-    if (this.placedWith.size > 64) this.placedWith.delete(this.placedWith.keys().next().value!);
     const chunk = this.scheduler.add(msg, arrival, receiveDelay);
+    if (chunk?.anchored && !chunk.aligned) {  // its onset will say how wrong the delay was
+      this.placedWith.set(`${msg.turn_id}/${msg.seq}`, delayCorrection);
+      // chunks never heard (a turn cut short) are not waited for forever
+      if (this.placedWith.size > 64) this.placedWith.delete(this.placedWith.keys().next().value!);
+    }
     if (this.measure) this.log.chunks.push({ msg, arrival, scheduled: chunk, receiveDelay, delayCorrection, mouthLeadMs: MOUTH_LEAD_MS });
     if (!chunk) return;
     this.avatar.speak(mouthCues(chunk.visemes));

@@ -256,7 +256,7 @@ export class SpeechScheduler {
 
   /** Whether the chunk's turn may still move (not stopped by speech.stop). */
   private live(c: ScheduledChunk): boolean {
-    return (this.turns.get(c.turnId)?.stopAt ?? null) === null;
+    return this.stopsAt(c.turnId) === null;
   }
 
   /** A chunk of the turn stopped last, whose first sound the bot had sent before the stop. */
