@@ -75,20 +75,31 @@ export class Capture {
   }
 }
 
+/** How often a quiet stretch in the bot's voice is told to the page while it lasts, and for how
+ * long (the voice still on its way after an interruption is heard within 2 s). */
+const QUIET_REPORT_MS = 100;
+const QUIET_REPORT_MAX_MS = 3000;
+
 /** Voice onsets in a track, found sample-exactly on the audio thread (public/onset-worklet.js),
  * reported as the page time they are heard. */
 export class OnsetDetector {
   private source: MediaStreamAudioSourceNode | null = null;
   private node: AudioWorkletNode | null = null;
 
-  async attach(track: MediaStreamTrack, onOnset: (pageTime: number, quietMs: number) => void): Promise<void> {
+  /** `onOnset(t, quietMs)`: the voice starts at `t` after `quietMs` of quiet. `onQuiet(from,
+   * quietMs)`: it has been quiet since `from` for `quietMs` (past the onset rule's pause; told
+   * again every QUIET_REPORT_MS while it lasts, up to QUIET_REPORT_MAX_MS). */
+  async attach(track: MediaStreamTrack, onOnset: (pageTime: number, quietMs: number) => void,
+    onQuiet: (from: number, quietMs: number) => void = () => {}): Promise<void> {
     this.detach();
     const ctx = audioContext();
     await ctx.audioWorklet.addModule(new URL("onset-worklet.js", document.baseURI).href);
     this.source = ctx.createMediaStreamSource(new MediaStream([track]));
-    this.node = new AudioWorkletNode(ctx, "onset", { processorOptions: ONSET_RULE });
-    this.node.port.onmessage = (e: MessageEvent<{ time: number; quiet: number }>) =>
-      onOnset(contextToPage(ctx, e.data.time), e.data.quiet * 1000);
+    this.node = new AudioWorkletNode(ctx, "onset", {
+      processorOptions: { ...ONSET_RULE, quietReportMs: QUIET_REPORT_MS, quietReportMaxMs: QUIET_REPORT_MAX_MS },
+    });
+    this.node.port.onmessage = (e: MessageEvent<{ kind: "onset" | "quiet"; time: number; quiet: number }>) =>
+      (e.data.kind === "onset" ? onOnset : onQuiet)(contextToPage(ctx, e.data.time), e.data.quiet * 1000);
     this.source.connect(this.node);
   }
 

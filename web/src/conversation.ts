@@ -70,7 +70,7 @@ export class Conversation {
   };
   private typed = 0;
   /** Measurement mode (?measure): every chunk as scheduled, and the bot's audio as heard. */
-  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; delayCorrection: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; concealedMs: number; turnId: string }[], stops: [] as { msg: SpeechStopMessage; arrival: number; closeAt: number; movedBy?: number }[] };
+  readonly log = { chunks: [] as { msg: SpeechChunkMessage; arrival: number; scheduled: ScheduledChunk | null; receiveDelay: number; delayCorrection: number; mouthLeadMs: number }[], capture: null as Capture | null, aligns: [] as { at: number; quietMs: number; turnId: string; seq: number; shift: number; drift: number }[], stretches: [] as { at: number; byMs: number; concealedMs: number; turnId: string }[], stops: [] as { msg: SpeechStopMessage; arrival: number; closeAt: number; movedBy?: number; quietFrom?: number }[] };
 
   constructor(private readonly avatar: AvatarDriver, private readonly measure = false) {
     this.scheduler = new SpeechScheduler(avatar.textLipSync, (c) => this.onAligned(c));
@@ -238,7 +238,7 @@ export class Conversation {
 
   private onTrack(track: MediaStreamTrack) {
     // without it the mouth keeps to the predicted schedule: say why in the console
-    this.bot.attach(track, (t, quietMs) => this.onOnset(t, quietMs))
+    this.bot.attach(track, (t, quietMs) => this.onOnset(t, quietMs), (from, quietMs) => this.onQuiet(from, quietMs))
       .catch((e) => console.error("lip-sync: cannot listen to the bot's voice", e));
     this.delay = new ReceiveDelay(outputLatencyMs());
     this.placedWith.clear();
@@ -374,6 +374,18 @@ export class Conversation {
     if (placedWith === undefined) return;
     this.placedWith.delete(key);
     this.delay.learn(placedWith, chunk.shift);
+  }
+
+  /** The bot's voice has been quiet since `from`: after an interruption, where the mouth still
+   * had words to say, the voice on its way has ended sooner than its stop said, and the mouth
+   * closes now. */
+  private onQuiet(from: number, quietMs: number) {
+    if (this.closeMouthAt === null || this.scheduler.voiceEnded(from, quietMs) === null) return;
+    const now = performance.now();
+    this.closeMouthAt = now;
+    this.requeueMouth(now);
+    const stop = this.log.stops.at(-1);
+    if (this.measure && stop && stop.closeAt > now) Object.assign(stop, { closeAt: now, quietFrom: from });
   }
 
   /** The bot's voice starts being heard: correct the predicted place of its chunk. */

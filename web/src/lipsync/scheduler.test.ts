@@ -126,6 +126,47 @@ describe("SpeechScheduler", () => {
     expect(new SpeechScheduler().stopsAt("t1")).toBeNull();
   });
 
+  it("a stopped turn's voice that goes quiet where its schedule had voice ends its mouth there", () => {
+    // one CI run: the voice on its way after a stop was heard for 290 ms, the mouth went on to
+    // 614 ms (its voice dropped by the receiver, or the turn placed late)
+    const s = new SpeechScheduler();
+    const c = s.add(chunk({ lead_ms: 0 }), 1000, 60)!; // 1060 ... 2060, "Hello" from 1160
+    expect(s.align(1160)).toBe(c);
+    expect(s.stop(stop("t1", 900), 1300)).toBe(1960);
+    expect(s.voiceEnded(1300, 100)).toBeNull(); // shorter than a pause: a dip, not an end
+    expect(s.voiceEnded(1300, 150)).toBe(1300); // "O" of "Hello" was due: the voice has ended
+    expect(s.stopsAt("t1")).toBe(1300);
+    expect(s.visemeAt(1350)).toBeNull();
+    expect(s.speakingAfter(1300)).toBe(false);
+    expect(s.voiceEnded(1300, 250)).toBeNull(); // already ended there
+  });
+
+  it("quiet where the stopped turn has a pause, before its voice is placed on an onset, or in a turn going on, ends nothing", () => {
+    const pause = new SpeechScheduler();
+    const c = pause.add(chunk({ lead_ms: 0, visemes: ["sil", "kk", "E", "O", "sil", "sil", "RR", "DD", "sil"] }), 1000, 60)!;
+    pause.align(1160);
+    pause.stop(stop("t1", 900), 1300);
+    expect(c.start).toBe(1060);
+    expect(pause.voiceEnded(1520, 160)).toBeNull(); // 1560 ... 1760 is quiet in its schedule too
+    expect(pause.stopsAt("t1")).toBe(1960);
+    const unheard = new SpeechScheduler(); // placed by the receive delay, its onset not heard yet
+    unheard.add(chunk({ lead_ms: 0 }), 1000, 60);
+    unheard.stop(stop("t1", 900), 1100);
+    expect(unheard.voiceEnded(1100, 300)).toBeNull(); // it may be on its way still, later
+    const gap = new SpeechScheduler(); // quiet since the voice of a chunk before the stop's
+    gap.add(chunk({ lead_ms: 0 }), 1000, 60);
+    gap.align(1160);
+    gap.add(chunk({ seq: 1, offset_ms: 1000, lead_ms: 0 }), 2500, 60); // placed 2560, not heard yet
+    gap.stop(stop("t1", 1500), 2600);
+    expect(gap.stopsAt("t1")).toBe(3060);
+    expect(gap.voiceEnded(1900, 800)).toBeNull();
+    const live = new SpeechScheduler();
+    live.add(chunk({ lead_ms: 0 }), 1000, 60);
+    live.align(1160);
+    expect(live.voiceEnded(1300, 300)).toBeNull();
+    expect(live.visemeAt(1400)).toBe("O");
+  });
+
   it("a stop that overtakes its turn's first chunk still silences that turn", () => {
     const s = new SpeechScheduler();
     s.stop(stop("t9"), 900);

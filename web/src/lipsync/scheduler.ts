@@ -72,6 +72,8 @@ export const PAUSE_MIN_MS = ONSET_RULE.pauseMinMs;
  * take PAUSE_SLACK_MS) and its own onset is at most RESYNC_MAX_MS away. */
 export const PAUSE_SLACK_MS = 100;
 export const RESYNC_MAX_MS = 600;
+/** The level detector calls a fading sound quiet up to this long before its viseme ends. */
+export const QUIET_FADE_MS = 40;
 /** Holes longer than this are not waited for: the sender keeps a second of audio queued, so a
  * longer quiet inside a turn is a lost turn or a stray sound, not a delay. */
 export const STALL_MAX_MS = 1200;
@@ -176,6 +178,24 @@ export class SpeechScheduler {
     return at;
   }
 
+  /** The bot's voice has been quiet since `from` for `quietMs` (at least PAUSE_MIN_MS). When the
+   * turn stopped last was to be heard after `from`, in a chunk placed on its heard onset whose
+   * voice began before `from`, and that chunk had voice (not a pause) in the quiet: what was on
+   * its way has been heard already (the receiver dropped some, or the chunk was placed late), so
+   * its voice ended at `from`, and so does its mouth. Returns that, or null. */
+  voiceEnded(from: number, quietMs: number): number | null {
+    const turn = this.latest === null ? undefined : this.turns.get(this.latest);
+    if (!turn || turn.stopAt === null || turn.stopAt <= from || quietMs < PAUSE_MIN_MS) return null;
+    // the chunk the stop falls in: an earlier one's voice had ended before its successor came
+    const c = this.chunks.filter((x) => x.turnId === this.latest && x.start < turn.stopAt!).at(-1);
+    if (!c || !c.aligned || c.voiced === null || from <= c.voiced) return null;
+    const lo = from + QUIET_FADE_MS, hi = from + quietMs;
+    if (!c.visemes.some((v) => v.viseme !== "sil" && v.start < hi && v.start + v.duration > lo)) return null;
+    this.cut(c.turnId, from);
+    turn.stopAt = from;
+    return from;
+  }
+
   /** Where a stopped turn's voice ends (its mouth closes), or null for a turn not stopped. */
   stopsAt(turnId: string): number | null {
     return this.turns.get(turnId)?.stopAt ?? null;
@@ -236,8 +256,7 @@ export class SpeechScheduler {
     const q = t - quietMs;
     const c = this.chunks.find((x) => q >= x.start && q < x.end && this.live(x));
     if (!c) return null;
-    // the level detector calls a fading sound quiet a little before its viseme ends
-    const v = this.visemeAt(q + 40);
+    const v = this.visemeAt(q + QUIET_FADE_MS);
     if (v === null || v === "sil") return null;
     this.move(c.turnId, { from: q, by: quietMs, drift: true });
     return c;
