@@ -9,7 +9,10 @@ receive/playout delay`` (docs/protocol.md).
 - LiveKit (``TRANSPORT=livekit``, the default): the queue is LiveKit's ``AudioSource``.
 - SmallWebRTC (``TRANSPORT=smallwebrtc``): Pipecat's peer-to-peer transport on aiortc, no media
   server. Its queue is the outgoing track's list of 10 ms pieces; the data channel carries the
-  same messages (RTVI and ours) as LiveKit's data packets.
+  same messages (RTVI and ours) as LiveKit's data packets. Pipecat hands the track one frame at a
+  time and waits until aiortc has taken it, so that queue is empty whenever a chunk's message is
+  stamped: every chunk goes with ``lead_ms`` 0, and the page places each one by its receive delay
+  until the chunk's own onset is heard.
 
 A browser's offer whose own addresses are hidden behind mDNS names is taken as one still
 gathering (``awaiting_hidden_hosts``), so the bot learns those addresses from the browser's checks.
