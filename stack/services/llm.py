@@ -5,7 +5,9 @@ then tells llama.cpp to stop before its next token, so the engine is free for th
 
 A generation that fails or says nothing is never silent: the person hears ``APOLOGY`` and the
 page gets an RTVI error message (from the ``ErrorFrame``) saying what happened. One that falls
-into a loop (the same words again and again) is cut short: ``repeating_tail``."""
+into a loop (the same words again and again) is cut short (``repeating_tail``), and the words
+that may start one are held back until it is clear (``speakable``): a loop's repeats are not
+spoken."""
 
 from __future__ import annotations
 
@@ -37,7 +39,9 @@ APOLOGY = "Sorry, I lost my train of thought. Could you say that again?"
 EMPTY_REPLY = "The language model returned no answer"
 LOOP_WORDS = 8  # a loop says at least this many words: not emphasis ("no, no, no, no")
 LOOP_PERIOD_MAX = 60  # the longest repeated stretch looked for, in words (a long sentence)
+HOLD_WORDS = 2  # a stretch said again for this many words (a single word: once) is held back
 _WORD = re.compile(r"[\w']+")
+_LAST_WORD = re.compile(r"[\w']+$")
 
 
 def _loop_repeats(period: int) -> int:
@@ -64,6 +68,33 @@ def repeating_tail(text: str) -> str | None:
         if times >= _loop_repeats(period) and times * period >= LOOP_WORDS:
             return " ".join(unit)
     return None
+
+
+def repeat_start(text: str) -> int | None:
+    """Where the text's end starts saying again the words just before it (a stretch of up to
+    LOOP_PERIOD_MAX words, again for HOLD_WORDS words or more; a single word once): a loop
+    starting, maybe. None when its end repeats nothing."""
+    spans = [m.span() for m in _WORD.finditer(text)]
+    words = [text[a:b].lower() for a, b in spans]
+    n, start = len(words), None
+    for period in range(1, min(LOOP_PERIOD_MAX, n - 1) + 1):
+        same = 0
+        while same < n - period and words[n - 1 - same] == words[n - 1 - same - period]:
+            same += 1
+        if same >= min(period, HOLD_WORDS) and (start is None or n - same < start):
+            start = n - same
+    return None if start is None else spans[start][0]
+
+
+def speakable(text: str) -> int:
+    """How much of a reply so far can go on to be spoken: not a last word that the next token may
+    still go on with, nor a stretch that may be a loop starting (``repeat_start``). Held words
+    go on as soon as they turn out otherwise; a loop's never do. No latency: speech synthesis
+    waits for a sentence's end, which ends a word, and a repeat is rarely one."""
+    last = _LAST_WORD.search(text)
+    end = last.start() if last else len(text)
+    held = repeat_start(text[:end])
+    return end if held is None else held
 
 
 def _text_messages(messages: list[dict]) -> list[dict]:
@@ -131,19 +162,24 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
         await self.push_frame(LLMFullResponseStartFrame())
         await self.start_processing_metrics()
         await self.start_ttfb_metrics()
-        said = ""
+        said, spoken = "", 0  # the reply so far, and how much of it went on to be spoken
         failure: str | None = None
+        looped = False
         try:
             stream = self._stream(await self._messages(frame.context))
             async with contextlib.aclosing(stream):  # a loop cut short stops the engine too
                 async for piece in stream:
                     await self.stop_ttfb_metrics()
                     said += piece
-                    await self._push_llm_text(piece)
                     if (loop := repeating_tail(said)) is not None:
+                        # what was held back of it is never spoken (nor recorded as said)
                         log.warning("LLM answer cut short: it kept repeating %r", loop)
                         metrics.LLM_LOOPS.inc()
+                        looped = True
                         break
+                    if (until := speakable(said)) > spoken:
+                        await self._push_llm_text(said[spoken:until])
+                        spoken = until
         except asyncio.CancelledError:
             # Barge-in: no end-of-response frame, or the TTS would flush and speak (and the
             # context record) the half sentence still in its aggregator.
@@ -151,6 +187,8 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
             raise
         except Exception as e:
             failure = f"LLM generation failed: {e}"
+        if not looped and spoken < len(said):
+            await self._push_llm_text(said[spoken:])  # the reply's end: nothing more to wait for
         if failure is None and not said.strip():
             failure = EMPTY_REPLY
         if failure is not None:
