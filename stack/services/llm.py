@@ -41,7 +41,6 @@ LOOP_WORDS = 8  # a loop says at least this many words: not emphasis ("no, no, n
 LOOP_PERIOD_MAX = 60  # the longest repeated stretch looked for, in words (a long sentence)
 HOLD_WORDS = 2  # a stretch said again for this many words (a single word: once) is held back
 _WORD = re.compile(r"[\w']+")
-_LAST_WORD = re.compile(r"[\w']+$")
 
 
 def _loop_repeats(period: int) -> int:
@@ -87,14 +86,13 @@ def repeat_start(text: str) -> int | None:
 
 
 def speakable(text: str) -> int:
-    """How much of a reply so far can go on to be spoken: not a last word that the next token may
-    still go on with, nor a stretch that may be a loop starting (``repeat_start``). Held words
-    go on as soon as they turn out otherwise; a loop's never do. No latency: speech synthesis
-    waits for a sentence's end, which ends a word, and a repeat is rarely one."""
-    last = _LAST_WORD.search(text)
-    end = last.start() if last else len(text)
-    held = repeat_start(text[:end])
-    return end if held is None else held
+    """How much of a reply so far can go on to be spoken: not a stretch that may be a loop
+    starting (``repeat_start``). Held words go on as soon as they turn out otherwise; a loop's
+    never do. Everything else goes on at once: Pipecat's sentence aggregator decides a sentence
+    has ended on the first letter after its mark, and holding that back a token delayed every
+    sentence's synthesis by one."""
+    held = repeat_start(text)
+    return len(text) if held is None else held
 
 
 def _text_messages(messages: list[dict]) -> list[dict]:

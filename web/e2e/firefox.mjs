@@ -26,17 +26,21 @@ await mkdir(outDir, { recursive: true });
 // PulseAudio's lock inside a stream callback that waits on Firefox's audio RPC, whose server
 // thread waits for that lock, and the page's main thread waits on both. Firefox's ALSA backend
 // (through PulseAudio's ALSA plugin) did not hang in 60 connections, but its pages heard nothing
-// of the bot's track, so the test keeps Firefox's default. A page that never connects gets up to
-// two more tries, each in a fresh Firefox, and what the earlier ones showed is kept
-// (result.earlierTries).
+// of the bot's track, so the test keeps Firefox's default. A page that never connects, or that
+// stops answering puppeteer's calls once connected (the same hang a moment later: one CI run,
+// its page's main thread asleep on a lock and the parent's audio RPC thread waiting on another,
+// 180 s after "connected"), gets up to two more tries, each in a fresh Firefox, and what the
+// earlier ones showed is kept (result.earlierTries). A bot that does not answer is no hang: its
+// wait ends in puppeteer's own timeout, not a protocol one, and is not tried again.
 const MAX_TRIES = 3;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const hung = (result) => result.notConnected || /ProtocolError: \S+ timed out/.test(result.error ?? "");
 const earlierTries = [];
 for (let attempt = 1; attempt <= MAX_TRIES; attempt++) {
   const result = await converse(earlierTries); // session.json: the last try's
-  if (!result.notConnected || attempt === MAX_TRIES) break;
-  earlierTries.push({ error: result.error, notConnected: result.notConnected, threads: result.threads });
-  console.log("[firefox] not connected: trying again in a fresh Firefox");
+  if (!hung(result) || attempt === MAX_TRIES) break;
+  earlierTries.push({ error: result.error, notConnected: result.notConnected, threads: result.threads, steps: result.steps });
+  console.log("[firefox] the page stopped (Firefox's audio deadlock): trying again in a fresh Firefox");
 }
 
 async function converse(earlierTries) {
