@@ -413,17 +413,16 @@ def test_repeating_tail_finds_a_loop_not_emphasis():
 
 
 def _spoken_of(pieces: list[str]) -> tuple[str, bool]:
-    """What the LLM service lets go on to be spoken of a token stream, and whether it was cut
-    as a loop (its own rule: stack/services/llm.py)."""
-    from stack.services.llm import repeating_tail, speakable
+    """What the LLM service lets go on to be spoken of a token stream (its ``ReplyText``), and
+    whether it was cut as a loop."""
+    from stack.services.llm import ReplyText
 
-    said, spoken = "", 0
+    reply, spoken = ReplyText(), ""
     for piece in pieces:
-        said += piece
-        if repeating_tail(said) is not None:
-            return said[:spoken], True
-        spoken = max(spoken, speakable(said))
-    return said, False
+        spoken += reply.add(piece)
+        if reply.loop is not None:
+            return spoken, True
+    return spoken + reply.end(), False
 
 
 def test_words_that_may_start_a_loop_are_held_back_until_it_is_clear():

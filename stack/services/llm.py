@@ -50,6 +50,17 @@ def _loop_repeats(period: int) -> int:
     return 4 if period <= 2 else 3 if period < LOOP_WORDS else 2
 
 
+def _runs(words: list[str]):
+    """For each stretch length ``period`` (up to LOOP_PERIOD_MAX words), how many of the last
+    words each say again the word ``period`` before them: ``(period, same)``, shortest first."""
+    n = len(words)
+    for period in range(1, min(LOOP_PERIOD_MAX, n - 1) + 1):
+        same = 0
+        while same < n - period and words[n - 1 - same] == words[n - 1 - same - period]:
+            same += 1
+        yield period, same
+
+
 def repeating_tail(text: str) -> str | None:
     """The words a reply keeps saying at its end when they make a loop (``_loop_repeats``):
     "better" in "fail better, better, better, ...", or a whole sentence said again; else None.
@@ -57,15 +68,10 @@ def repeating_tail(text: str) -> str | None:
     the test model once spoke "better" for 56 s, and told one 25-word sentence of a story four
     times over."""
     words = _WORD.findall(text.lower())
-    n = len(words)
-    for period in range(1, min(LOOP_PERIOD_MAX, n // 2) + 1):
-        unit = words[n - period:]
-        times = 1
-        while (times + 1) * period <= n \
-                and words[n - (times + 1) * period:n - times * period] == unit:
-            times += 1
+    for period, same in _runs(words):
+        times = 1 + same // period  # copies of the last ``period`` words, in a row
         if times >= _loop_repeats(period) and times * period >= LOOP_WORDS:
-            return " ".join(unit)
+            return " ".join(words[len(words) - period:])
     return None
 
 
@@ -74,15 +80,9 @@ def repeat_start(text: str) -> int | None:
     LOOP_PERIOD_MAX words, again for HOLD_WORDS words or more; a single word once): a loop
     starting, maybe. None when its end repeats nothing."""
     spans = [m.span() for m in _WORD.finditer(text)]
-    words = [text[a:b].lower() for a, b in spans]
-    n, start = len(words), None
-    for period in range(1, min(LOOP_PERIOD_MAX, n - 1) + 1):
-        same = 0
-        while same < n - period and words[n - 1 - same] == words[n - 1 - same - period]:
-            same += 1
-        if same >= min(period, HOLD_WORDS) and (start is None or n - same < start):
-            start = n - same
-    return None if start is None else spans[start][0]
+    runs = [same for period, same in _runs([text[a:b].lower() for a, b in spans])
+            if same >= min(period, HOLD_WORDS)]
+    return spans[len(spans) - max(runs)][0] if runs else None
 
 
 def speakable(text: str) -> int:
@@ -93,6 +93,30 @@ def speakable(text: str) -> int:
     sentence's synthesis by one."""
     held = repeat_start(text)
     return len(text) if held is None else held
+
+
+class ReplyText:
+    """A reply's text as the LLM streams it, and how much of it may go on to be spoken so far
+    (``speakable``); ``loop``: the words it kept repeating once it fell into a loop
+    (``repeating_tail``), after which nothing more of it goes on."""
+
+    def __init__(self):
+        self.said, self.spoken, self.loop = "", 0, None
+
+    def add(self, piece: str) -> str:
+        """Takes the next piece; returns what goes on to be spoken now ("" for nothing)."""
+        self.said += piece
+        self.loop = repeating_tail(self.said)
+        return "" if self.loop is not None else self._release(speakable(self.said))
+
+    def end(self) -> str:
+        """The reply is over: what was held back goes on, unless it was a loop's."""
+        return "" if self.loop is not None else self._release(len(self.said))
+
+    def _release(self, until: int) -> str:
+        out = self.said[self.spoken:until] if until > self.spoken else ""
+        self.spoken = max(self.spoken, until)
+        return out
 
 
 def _text_messages(messages: list[dict]) -> list[dict]:
@@ -160,24 +184,20 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
         await self.push_frame(LLMFullResponseStartFrame())
         await self.start_processing_metrics()
         await self.start_ttfb_metrics()
-        said, spoken = "", 0  # the reply so far, and how much of it went on to be spoken
+        reply = ReplyText()
         failure: str | None = None
-        looped = False
         try:
             stream = self._stream(await self._messages(frame.context))
             async with contextlib.aclosing(stream):  # a loop cut short stops the engine too
                 async for piece in stream:
                     await self.stop_ttfb_metrics()
-                    said += piece
-                    if (loop := repeating_tail(said)) is not None:
+                    if text := reply.add(piece):
+                        await self._push_llm_text(text)
+                    if reply.loop is not None:
                         # what was held back of it is never spoken (nor recorded as said)
-                        log.warning("LLM answer cut short: it kept repeating %r", loop)
+                        log.warning("LLM answer cut short: it kept repeating %r", reply.loop)
                         metrics.LLM_LOOPS.inc()
-                        looped = True
                         break
-                    if (until := speakable(said)) > spoken:
-                        await self._push_llm_text(said[spoken:until])
-                        spoken = until
         except asyncio.CancelledError:
             # Barge-in: no end-of-response frame, or the TTS would flush and speak (and the
             # context record) the half sentence still in its aggregator.
@@ -185,9 +205,9 @@ class LocalLlamaLLMService(LLMService[OpenAILLMAdapter]):
             raise
         except Exception as e:
             failure = f"LLM generation failed: {e}"
-        if not looped and spoken < len(said):
-            await self._push_llm_text(said[spoken:])  # the reply's end: nothing more to wait for
-        if failure is None and not said.strip():
+        if text := reply.end():
+            await self._push_llm_text(text)  # nothing more to wait for
+        if failure is None and not reply.said.strip():
             failure = EMPTY_REPLY
         if failure is not None:
             await self.push_error(error_msg=failure, category=ErrorCategory.SERVER)
