@@ -187,6 +187,8 @@ def _counters(engines: Engines) -> Counter:
     return Counter(tokens=llm.generated_tokens, admitted=llm.admitted, llm_wait=llm.queue_seconds,
                    ticks=ticks, late=late, first_chunks=tts.chunks["first"],
                    first_chunk_wait=tts.wait_seconds["first"],
+                   tts_busy=sum(tts.synthesis_seconds.values()),
+                   tts_audio=sum(tts.audio_seconds.values()),
                    # asyncio.run runs the event loop on this (the main) thread
                    loop_cpu=time.thread_time(), cpu=time.process_time())
 
@@ -280,8 +282,10 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
                 cores = f"{x['loop_cpu'] / x['wall']:.2f} / {x['cpu'] / x['wall']:.2f}"
                 gaps = [m["gap"] for m in got[name] if "gap" in m]
                 gapped = f"{sum(g > GAP_S for g in gaps)}/{len(gaps)}" if gaps else "n/a"
-                rows.append((n, name, answered, len(got[name]), tokens, wait, first, gapped, lag,
-                             cores))
+                kokoro = (f"{x['tts_busy'] / (x['wall'] * contenders[name][0].tts.workers):.0%}"
+                          f" / {x['tts_busy'] / max(x['tts_audio'], 1e-9):.2f}")
+                rows.append((n, name, answered, len(got[name]), tokens, wait, first, kokoro,
+                             gapped, lag, cores))
         batched.close()
     finally:
         livekit.stop()
@@ -292,18 +296,19 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
     lines = [f"| conversations | {'LLM engine' if transport == 'livekit' else 'transport'} | "
              "voice to voice p50 | p95 | answered | LLM tokens/s over the run | "
              "LLM wait for a sequence or the lock (mean) | Kokoro wait, a reply's first chunk "
-             "(mean) | answers with a gap in their voice | event loop: 20 ms timers > 50 ms "
-             "late | CPU, cores: event loop / process | p95 ÷ p95 of one conversation "
-             "(bootstrap 95 % interval) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "(mean) | Kokoro busy / its real-time factor | answers with a gap in their voice "
+             "| event loop: 20 ms timers > 50 ms late | CPU, cores: event loop / process | "
+             "p95 ÷ p95 of one conversation (bootstrap 95 % interval) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     alone = {name: answered for n, name, answered, *_ in rows if n == 1}
-    for n, name, answered, total, tokens, wait, first, gaps, lag, cores in rows:
+    for n, name, answered, total, tokens, wait, first, kokoro, gaps, lag, cores in rows:
         ratio = "n/a"
         if n > 1 and answered and alone.get(name):
             r, lo, hi = p95_ratio(answered, alone[name])
             ratio = f"{r:.2f} ({lo:.2f} … {hi:.2f})"
         lines.append(f"| {n} | {name} | {fmt(answered, .5)} | {fmt(answered, .95)} | "
-                     f"{len(answered)}/{total} | {tokens} | {wait} | {first} | {gaps} | {lag} | "
+                     f"{len(answered)}/{total} | {tokens} | {wait} | {first} | {kokoro} | {gaps} | "
+                     f"{lag} | "
                      f"{cores} | {ratio} |")
     for n, moments in waterfalls:
         if moments:
@@ -331,7 +336,9 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
              "microphone track → the first audible sample of the answer. An answer not heard "
              f"within 60 s counts as not answered. Answers of at most {MAX_ANSWER_TOKENS} "
              "tokens. Kokoro wait: how long a reply's first chunk "
-             "waited for a free synthesis worker (TTS_WORKERS). A gap: the answer's voice "
+             "waited for a free synthesis worker (TTS_WORKERS). Kokoro busy: its synthesis "
+             "time over the run's, per worker (100 %: never idle); its real-time factor: that "
+             "time over the audio it made. A gap: the answer's voice "
              f"stopped for more than {GAP_S * 1000:.0f} ms mid-answer, waiting for its next "
              "chunk (the TTS service's own count). Waterfall: as in the LiveKit "
              "benchmark, each moment since the end of speech and its step from the moment "

@@ -5,10 +5,10 @@ speaking → the bot's first audio leaves), and the stages inside it (Whisper's 
 LLM's first token, Kokoro's first audio), all as histograms per process. Conversations active,
 started and refused; turns; errors by the service that raised them. The LLM engine's own
 counters (tokens generated, prompt tokens read or found cached, decode steps and the sequences
-they carried, queue waits) and Kokoro's synthesis queue (chunks, waits for a worker) are read
-from the engines at scrape time, so the engines need no metrics library. The event loop's lag
-(how late a 20 ms timer fires) says when the process is too busy to keep its conversations'
-audio and messages on time.
+they carried, queue waits) and Kokoro's (chunks, waits for a worker, synthesis time, audio made)
+are read from the engines at scrape time, so the engines need no metrics library. The event
+loop's lag (how late a 20 ms timer fires) says when the process is too busy to keep its
+conversations' audio and messages on time.
 """
 
 from __future__ import annotations
@@ -129,6 +129,11 @@ def _tts_counters(stats):
         ("avatar_tts_queue_seconds", "Time chunks waited for a free synthesis worker "
          "(TTS_WORKERS), summed, by kind (first chunks go ahead of later ones).",
          stats.wait_seconds),
+        ("avatar_tts_synthesis_seconds", "Time Kokoro spent making chunks, summed, by kind "
+         "(its rate ÷ TTS_WORKERS: how busy the workers are; near 1, the box has no synthesis "
+         "to spare).", stats.synthesis_seconds),
+        ("avatar_tts_audio_seconds", "Audio Kokoro made, in seconds, by kind (synthesis ÷ "
+         "audio: the real-time factor).", stats.audio_seconds),
     )
 
 

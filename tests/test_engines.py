@@ -476,6 +476,39 @@ def test_tts_two_workers_synthesize_two_replies_at_once_as_one_would(engines):
     assert tts.stats.chunks == {"first": 2, "later": sum(len(a) for a in alone) - 2}
 
 
+def test_tts_counts_the_time_it_synthesized_and_the_audio_it_made(engines):
+    """What /metrics reads to tell how busy Kokoro is and its real-time factor: each chunk's
+    time in the model and the audio the model made (before the leading silence is cut), by
+    kind, and nothing for a chunk cancelled before it ran."""
+    made: list[tuple[bool, float, int]] = []
+    infer = engines.tts.backend.infer
+
+    class Timed:
+        def infer(self, *args):
+            began = time.monotonic()
+            audio, durations = infer(*args)
+            made.append((not made, time.monotonic() - began, len(audio)))
+            return audio, durations
+
+    tts = KokoroTTS(Timed(), engines.tts.vocab, engines.tts.voices, engines.tts.g2p,
+                    engines.tts.default_voice)
+    chunks = list(tts.synthesize(" ".join(SENTENCES[:2]), quick_start=True))
+    cancel = threading.Event()
+    cancel.set()
+    assert list(tts.synthesize("Never made.", quick_start=True, cancel=cancel)) == []
+    assert len(made) == len(chunks) >= 2
+    stats = tts.stats
+    for kind, first in (("first", True), ("later", False)):
+        mine = [(s, n) for is_first, s, n in made if is_first == first]
+        assert stats.audio_seconds[kind] == pytest.approx(sum(n for _, n in mine) / SAMPLE_RATE)
+        # measured around the model's call: at least its time inside, and little more
+        assert sum(s for s, _ in mine) <= stats.synthesis_seconds[kind] \
+            <= sum(s for s, _ in mine) + 0.05 * len(mine)
+    # the chunks handed on are that audio less its leading silence cut
+    heard = sum(len(c.audio) for c in chunks) / SAMPLE_RATE
+    assert heard <= sum(stats.audio_seconds.values()) < heard + 0.4 * len(chunks)
+
+
 def test_tts_cancel_while_waiting_for_the_engine_makes_nothing(engines):
     cancel = threading.Event()
     cancel.set()

@@ -551,6 +551,10 @@ async def test_metrics_scrape_counts_a_conversation_and_its_turn(stack, beckett)
     assert grew("avatar_llm_decode_steps_total") > 0
     assert grew("avatar_tts_chunks_total", chunk="first") >= 1  # the answer's first chunk
     assert ("avatar_tts_queue_seconds_total", (("chunk", "later"),)) in during
+    # Kokoro made audio, more of it than the time it took (the test model, faster than real time
+    # even on this CPU): what tells an operator how busy it is and how fast
+    made = grew("avatar_tts_audio_seconds_total", chunk="first")
+    assert 0 < grew("avatar_tts_synthesis_seconds_total", chunk="first") < made
     assert ("avatar_tts_gap_seconds_count", ()) in during  # answers end after this scrape
     assert await wait_until(lambda: conv.room not in manager.active_rooms(), 15)
     after = await _scrape(token.http)

@@ -223,13 +223,22 @@ def split_words(words: list[WordPhonemes], max_tokens: int = MAX_TOKENS,
     return chunks
 
 
+def _per_kind(zero):
+    return field(default_factory=lambda: {"first": zero, "later": zero})
+
+
 @dataclass
 class SynthesisStats:
     """What the synthesis queue has seen, per kind of chunk (a reply's first, or a later one):
-    how many ran and how long they waited for a worker, summed (read by /metrics)."""
+    how many ran, how long they waited for a worker, how long Kokoro took to make them and how
+    much audio it made, summed (read by /metrics). Synthesis time over wall time is how busy
+    the workers are; over audio time, the real-time factor: a machine whose conversations
+    need more audio per second than the workers can make falls behind whatever the queue does."""
 
-    chunks: dict[str, int] = field(default_factory=lambda: {"first": 0, "later": 0})
-    wait_seconds: dict[str, float] = field(default_factory=lambda: {"first": 0.0, "later": 0.0})
+    chunks: dict[str, int] = _per_kind(0)
+    wait_seconds: dict[str, float] = _per_kind(0.0)
+    synthesis_seconds: dict[str, float] = _per_kind(0.0)
+    audio_seconds: dict[str, float] = _per_kind(0.0)
 
 
 class FirstChunksFirst:
@@ -274,6 +283,13 @@ class FirstChunksFirst:
             self._running -= 1
             self._cond.notify_all()
 
+    def made(self, first: bool, seconds: float, audio_seconds: float) -> None:
+        """A synthesis took ``seconds`` and made ``audio_seconds`` of audio."""
+        kind = "first" if first else "later"
+        with self._cond:
+            self.stats.synthesis_seconds[kind] += seconds
+            self.stats.audio_seconds[kind] += audio_seconds
+
 
 class KokoroTTS:
     def __init__(self, backend: KokoroBackend, vocab: dict[str, int], voices: VoiceBank,
@@ -294,6 +310,11 @@ class KokoroTTS:
     @property
     def stats(self) -> SynthesisStats:
         return self._queue.stats
+
+    @property
+    def workers(self) -> int:
+        """Syntheses at once (TTS_WORKERS)."""
+        return self._queue.slots
 
     @property
     def device(self) -> str:
@@ -337,10 +358,12 @@ class KokoroTTS:
         style = self.voices.style(voice, n_phonemes)
         if not self._queue.acquire(first, cancel):
             return None
+        began = time.monotonic()
         try:
             audio, durations = self.backend.infer(tokens.ids, style, speed)
         finally:
             self._queue.release()
+        self._queue.made(first, time.monotonic() - began, len(audio) / SAMPLE_RATE)
         durations = [int(d) for d in durations]
         expected = sum(durations) * FRAME_SAMPLES
         if len(audio) != expected:  # the model's invariant; never paper over a mismatch
