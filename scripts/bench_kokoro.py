@@ -1,8 +1,10 @@
 """Kokoro's int8 graph as downloaded against its convolutions as VNNI matrix products.
 
-Used by ``scripts/bench.py --kokoro``. Both graphs (stack/engines/kokoro_onnx.py,
-``convs_as_matmuls``) are loaded on the same file with the same threads; each text is spoken by
-both, one right after the other, alternating which goes first, ``rounds`` times, at each thread
+Used by ``scripts/bench.py --kokoro``. Three graphs (stack/engines/kokoro_onnx.py,
+``convs_as_matmuls``): as downloaded, rewritten with each convolution's output turned back to
+channel-major in blocks (what the engine loads for one thread) and in one Transpose (for more),
+loaded on the same file with the same threads; each text is spoken by all three, one right
+after the other, alternating the order, ``rounds`` times, at each thread
 count: 1, 2, the profile's Kokoro budget (TTS_THREADS' default) and half the cores. The texts: a
 reply's first clause (what a person waits for) and whole sentences, in the profile's voices.
 Figures: time per synthesis (median), the ratio of the medians over paired samples with a
@@ -35,6 +37,17 @@ TEXTS = [
     "still have the whole afternoon for a walk along the lake.",
 ]
 VOICES = ["af_heart", "am_michael", "bf_emma", "af_bella"]
+GRAPHS = (  # name, VNNI matmuls, their outputs back to channel-major in blocks
+    ("as downloaded", False, None),
+    ("convolutions as VNNI matmuls, output in blocks", True, True),
+    ("convolutions as VNNI matmuls, output whole", True, False),
+)
+
+
+def _ratio(slow: list[float], fast: list[float]) -> str:
+    """median(slow) ÷ median(fast) over paired samples, with its bootstrap 95 % interval."""
+    r, lo, hi = ratio_interval(list(zip(slow, fast, strict=True)))
+    return f"**{r:.2f}** ({lo:.2f} … {hi:.2f})"
 
 
 def run_kokoro_bench(settings: Settings, rounds: int = 6) -> tuple[str, str]:
@@ -56,43 +69,49 @@ def run_kokoro_bench(settings: Settings, rounds: int = 6) -> tuple[str, str]:
     threads = sorted({n for n in (1, 2, settings.thread_budget["tts"], cores // 2)
                       if 1 <= n <= cores})
     rows = ["| CPU threads | graph | synthesis, median (ms) | real-time factor | as downloaded ÷ "
-            "rewritten, median (bootstrap 95 %) | same audio and durations |",
-            "|---|---|---|---|---|---|"]
+            "this, median (bootstrap 95 %) | output whole ÷ in blocks | same audio and "
+            "durations as downloaded |",
+            "|---|---|---|---|---|---|---|"]
     loads: dict[str, float] = {}
     for n in threads:
         graphs = {}
-        for name, vnni in (("as downloaded", False), ("convolutions as VNNI matmuls", True)):
+        for name, vnni, blocks in GRAPHS:
             started = time.perf_counter()
-            graphs[name] = KokoroOnnxBackend(model, threads=n, vnni_matmul=vnni)
+            graphs[name] = KokoroOnnxBackend(model, threads=n, vnni_matmul=vnni,
+                                             output_blocks=blocks)
             loads.setdefault(name, time.perf_counter() - started)
         order = list(graphs)
         times: dict[str, list[float]] = {name: [] for name in graphs}
         audio_s: list[float] = []
-        same = True
+        same = dict.fromkeys(order, True)
         for ids, style in inputs:  # warm-up, and the equality check
-            out = [graphs[name].infer(ids, style, 1.0) for name in order]
-            same &= all(np.array_equal(a, b) for a, b in zip(out[0], out[1], strict=True))
+            out = {name: graphs[name].infer(ids, style, 1.0) for name in order}
+            for name in order[1:]:
+                same[name] &= all(np.array_equal(a, b)
+                                  for a, b in zip(out[order[0]], out[name], strict=True))
         for r in range(rounds):
             for k, (ids, style) in enumerate(inputs):
-                for name in order if (r + k) % 2 == 0 else reversed(order):
+                turn = (r * len(inputs) + k) % len(order)  # each graph first as often
+                for name in order[turn:] + order[:turn]:
                     started = time.perf_counter()
                     audio, durations = graphs[name].infer(ids, style, 1.0)
                     times[name].append(time.perf_counter() - started)
                 audio_s.append(sum(durations) * FRAME_SAMPLES / SAMPLE_RATE)
-        ratio, lo, hi = ratio_interval(list(zip(*times.values(), strict=True)))
         for name in order:
             rtf = sum(times[name]) / sum(audio_s)
             cells = [f"{statistics.median(times[name]) * 1000:.0f}", f"{rtf:.3f}"]
-            cells += ([f"**{ratio:.2f}** ({lo:.2f} … {hi:.2f})", "yes" if same else "**no**"]
-                      if name != order[0] else ["", ""])
+            cells += ([_ratio(times[order[0]], times[name]),
+                       _ratio(times[order[2]], times[name]) if name == order[1] else "",
+                       "yes" if same[name] else "**no**"] if name != order[0] else ["", "", ""])
             rows.append(f"| {n} | {name} | " + " | ".join(cells) + " |")
     notes = (f"onnxruntime's CPU provider; {len(TEXTS)} texts of {min(map(len, TEXTS))} … "
              f"{max(map(len, TEXTS))} characters (a reply's first clause to a long sentence), "
-             f"voices {', '.join(names)}; each spoken by both graphs one right after the other, "
-             f"alternating which goes first, {rounds} rounds after a warm-up, per thread count. "
-             f"Loading took {loads['as downloaded']:.1f} s as downloaded and "
-             f"{loads['convolutions as VNNI matmuls']:.1f} s with the rewrite (first load of "
-             f"each; the rewrite kept beside the model from an earlier start is loaded as it "
-             f"is). Synthesis: one call of the graph (text to audio and durations), "
-             f"without G2P.")
+             f"voices {', '.join(names)}; each spoken by the three graphs one right after the "
+             f"other, each first as often, {rounds} rounds after a warm-up, per thread count. "
+             f"Loading took {loads[GRAPHS[0][0]]:.1f} s as downloaded and "
+             f"{loads[GRAPHS[1][0]]:.1f} s with the rewrite (first load; the rewrite kept beside "
+             f"the model from an earlier start is loaded as it is, one form at a time). "
+             f"Synthesis: one call of the graph (text to audio and durations), without G2P. "
+             f"The engine loads the rewrite with its output in blocks on one thread, whole on "
+             f"more.")
     return "\n".join(rows), notes

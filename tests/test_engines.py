@@ -1,5 +1,6 @@
 """The three engines on the real `test` models, on CPU."""
 
+import json
 import os
 import threading
 import time
@@ -539,6 +540,41 @@ def test_tts_convolutions_as_vnni_matmuls_make_the_registry_graphs_audio_bit_for
 
 
 @needs_vnni
+@pytest.mark.parametrize("output_blocks", [True, False])
+def test_tts_vnni_graph_with_or_without_output_blocks_is_the_registry_graph_bit_for_bit(
+        engines, settings, output_blocks):
+    """Both forms of the rewrite (the output's Transpose in blocks, for one thread, or whole):
+    the same samples and durations as the registry graph, for a two-word reply (the text
+    encoder's convolutions then have a few steps, one block) and a long sentence (the
+    generator's, thousands of steps in many blocks, the last one padded)."""
+    import onnx
+    import onnxruntime as ort
+
+    from stack.engines.kokoro_onnx import squares_as_products
+    from stack.lipsync import build_tokens
+
+    path = settings.models_dir / settings.profile.tts_model
+    model = onnx.load(str(path))
+    assert convs_as_matmuls(model, output_blocks=output_blocks) == 83
+    assert squares_as_products(model) == 50  # the Snake activations' sin²
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    rewritten = ort.InferenceSession(model.SerializeToString(), opts,
+                                     providers=["CPUExecutionProvider"])
+    registry = KokoroOnnxBackend(path, threads=1, vnni_matmul=False)
+    tts = engines.tts
+    for text in ("Hi there.", SENTENCES[0] + " " + SENTENCES[1]):
+        ids = build_tokens(tts.g2p(text), tts.vocab).ids
+        style = tts.voices.style(tts.default_voice, len(ids) - 2)
+        audio, durations = rewritten.run(["audio", "/encoder/Clip_output_0"], {
+            "tokens": np.asarray([ids], np.int64), "style": style.reshape(1, 256),
+            "speed": np.asarray([1.0], np.float32)})
+        theirs = registry.infer(ids, style, 1.0)
+        assert np.array_equal(durations.reshape(-1).astype(np.int64), theirs[1]), text
+        assert np.array_equal(audio.reshape(-1), theirs[0]), text
+
+
+@needs_vnni
 def test_tts_vnni_graph_is_kept_beside_the_model_and_remade_when_the_model_changes(
         settings, tmp_path, monkeypatch, caplog):
     import shutil
@@ -551,7 +587,7 @@ def test_tts_vnni_graph_is_kept_beside_the_model_and_remade_when_the_model_chang
     kept, note = tmp_path / "kokoro.durations.vnni.onnx", tmp_path / "kokoro.durations.vnni.json"
     assert first.convs_rewritten == 83 and kept.is_file() and note.is_file()
 
-    def no_rewrite(model):
+    def no_rewrite(model, **options):
         raise AssertionError("rewritten again although kept")
 
     with monkeypatch.context() as m:  # a later start loads what was kept, as it is
@@ -561,6 +597,11 @@ def test_tts_vnni_graph_is_kept_beside_the_model_and_remade_when_the_model_chang
     ids, style = [0, 50, 83, 54, 156, 57, 135, 0], np.zeros((1, 256), np.float32)
     for a, b in zip(first.infer(ids, style, 1.0), again.infer(ids, style, 1.0), strict=True):
         assert np.array_equal(a, b)
+    assert json.loads(note.read_text())["made_from"]["output_blocks"] is True
+
+    # two threads want the other form (no output blocks): made again, and kept instead
+    assert KokoroOnnxBackend(model, threads=2).convs_rewritten == 83
+    assert json.loads(note.read_text())["made_from"]["output_blocks"] is False
 
     os.utime(model, ns=(0, 0))  # the model replaced (a new download): made again from it
     made = kept.stat().st_mtime_ns

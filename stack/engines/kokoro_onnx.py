@@ -24,7 +24,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DURATION_TENSOR = "/encoder/Clip_output_0"
-VNNI_REWRITE = 2  # bump when convs_as_matmuls writes another graph: the kept ones are remade
+VNNI_REWRITE = 3  # bump when convs_as_matmuls writes another graph: the kept ones are remade
+OUTPUT_BLOCK_ROWS = 512  # a convolution's output steps per block on the way back to channel-major
 _MIN_OUT_CHANNELS = 8  # Kokoro's four convolutions to one channel cost nothing: left as they are
 
 
@@ -55,7 +56,7 @@ def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
-def convs_as_matmuls(model) -> int:
+def convs_as_matmuls(model, *, output_blocks: bool = True) -> int:
     """Rewrite, in place, each 1-D ``ConvInteger`` with constant u8 weights (one zero point,
     one group) of an ONNX model into time-major im2col and an u8 x s8 ``MatMulInteger``:
 
@@ -63,7 +64,11 @@ def convs_as_matmuls(model) -> int:
         output step -> [1, T', K*C] x W' [K*C, Cout] -> Transpose -> y [1, Cout, T'] (int32)
 
     W' is W - 128 as int8 with its zero point moved by the same 128, so every product
-    (x - x_zp)(w - w_zp) and every sum is unchanged. Returns how many were rewritten."""
+    (x - x_zp)(w - w_zp) and every sum is unchanged. ``output_blocks``: the last Transpose in
+    blocks of ``OUTPUT_BLOCK_ROWS`` steps (T' padded up to whole blocks, the extra steps cut off
+    after it), which a single onnxruntime thread makes 1.07x sooner; with more threads
+    onnxruntime parallelizes the one Transpose, and the blocks gain nothing (docs/benchmarks.md).
+    Returns how many were rewritten."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -74,7 +79,7 @@ def convs_as_matmuls(model) -> int:
         if conv is None:
             nodes.append(node)
             continue
-        new_nodes, consts = _conv_as_matmul(node, *conv)
+        new_nodes, consts = _conv_as_matmul(node, *conv, output_blocks)
         nodes += new_nodes
         added += [numpy_helper.from_array(value, name) for name, value in consts.items()]
         replaced.update((node.input[1], node.input[3]))
@@ -106,7 +111,7 @@ def _rewritable(node, weights: dict):
     return w, w_zp, attrs
 
 
-def _conv_as_matmul(node, w: np.ndarray, w_zp: np.ndarray, attrs: dict):
+def _conv_as_matmul(node, w: np.ndarray, w_zp: np.ndarray, attrs: dict, output_blocks: bool):
     """One ``ConvInteger`` as the nodes of ``convs_as_matmuls``, and the constants they read."""
     from onnx import helper
 
@@ -116,8 +121,9 @@ def _conv_as_matmul(node, w: np.ndarray, w_zp: np.ndarray, attrs: dict):
     prefix, x, x_zp = node.name or node.output[0], node.input[0], node.input[2]
     nodes, consts = [], {}
 
-    def const(suffix: str, value: np.ndarray) -> str:
-        consts[f"{prefix}/{suffix}"] = value
+    def const(suffix: str, value) -> str:
+        consts[f"{prefix}/{suffix}"] = np.asarray(value, np.int64) \
+            if isinstance(value, (int, list)) else value
         return f"{prefix}/{suffix}"
 
     def add(op: str, inputs: list[str], suffix: str, **kw) -> str:
@@ -125,41 +131,94 @@ def _conv_as_matmul(node, w: np.ndarray, w_zp: np.ndarray, attrs: dict):
         nodes.append(helper.make_node(op, inputs, [out], name=out, **kw))
         return out
 
-    src = add("Transpose", [x], "time_major", perm=[0, 2, 1])
-    if pad0 or pad1:  # padded with x's zero point: the padding counts as 0
-        src = add("Pad", [src, const("pads", np.array([0, pad0, 0, 0, pad1, 0], np.int64)), x_zp],
-                  "padded")
+    src = add("Transpose", [x], "time_major", perm=[0, 2, 1])  # [1, T, C]
+    if output_blocks:
+        # The output's T' steps are made in nb blocks of B rows (nb = ceil(T' / OUTPUT_BLOCK_ROWS),
+        # B = ceil(T' / nb)): the rows past T' (fewer than nb) come from extra padding at the end
+        # and are cut off at the end. Shape arithmetic at run time, on a few numbers.
+        length = add("Shape", [src], "length", start=1, end=2)
+        room = add("Sub", [length, const("span", [(k - 1) * dil - pad0 - pad1])], "room")
+        steps = add("Div", [add("Add", [room, const("stride_less_1", [stride - 1])], "room_up"),
+                            const("stride", [stride])], "steps")  # T'
+        blocks = add("Div", [add("Add", [steps, const("block_less_1", [OUTPUT_BLOCK_ROWS - 1])],
+                                 "steps_up"), const("block", [OUTPUT_BLOCK_ROWS])], "blocks")
+        rows = add("Div", [add("Sub", [add("Add", [steps, blocks], "steps_blocks"),
+                                       const("one", [1])], "steps_blocks_less_1"), blocks],
+                   "block_rows")  # B
+        total = add("Mul", [blocks, rows], "rows_total")  # nb * B: T' and fewer than nb more
+        extra = add("Mul", [add("Sub", [total, steps], "extra_steps"),
+                            const("stride", [stride])], "extra")
+        pads = add("Concat", [const("pads_start", [0, pad0, 0, 0]),
+                              add("Add", [extra, const("pad_end", [pad1])], "pad_end_total"),
+                              const("pads_channels", [0])], "pads", axis=0)
+        src = add("Pad", [src, pads, x_zp], "padded")  # x's zero point: the padding counts as 0
+        starts_end = add("Mul", [total, const("stride", [stride])], "starts_end_1d")
+    else:
+        if pad0 or pad1:
+            src = add("Pad", [src, const("pads", [0, pad0, 0, 0, pad1, 0]), x_zp], "padded")
+        starts_end = add("Sub", [add("Shape", [src], "length", start=1, end=2),
+                                 const("span", [(k - 1) * dil])], "room")
     col = src
     if k > 1 or stride > 1:
         # im2col as one Gather: for output step i, rows i * stride + tap * dil of the padded input,
         # the K taps then side by side. One copy of the data, where K strided Slices and a Concat
         # made two: a synthesis 1.14x sooner on a Xeon, no change on an EPYC (docs/benchmarks.md).
-        # The indices [T', K] are made at run time from the input's length.
-        length = add("Shape", [src], "length", start=1, end=2)
-        last = add("Squeeze", [add("Sub", [length, const("span", np.array([(k - 1) * dil],
-                                                                          np.int64))], "room")],
-                   "steps_end")
-        starts = add("Range", [const("zero", np.array(0, np.int64)), last,
-                               const("stride", np.array(stride, np.int64))], "starts")
-        rows = add("Add", [add("Unsqueeze", [starts, const("axis1", np.array([1], np.int64))],
-                               "starts_column"),
+        starts = add("Range", [const("zero", np.array(0, np.int64)),
+                               add("Squeeze", [starts_end], "starts_end"),
+                               const("stride_0d", np.array(stride, np.int64))], "starts")
+        taps = add("Add", [add("Unsqueeze", [starts, const("axis1", [1])], "starts_column"),
                            const("tap_offsets", np.arange(k, dtype=np.int64)[None, :] * dil)],
-                   "rows")
-        taps = add("Gather", [src, rows], "taps", axis=1)  # [1, T', K, C]
-        col = add("Reshape", [taps, const("im2col_shape", np.array([1, -1, k * c_in], np.int64))],
-                  "im2col")
+                   "taps_rows")
+        gathered = add("Gather", [src, taps], "taps", axis=1)  # [1, T', K, C]
+        col = add("Reshape", [gathered, const("im2col_shape", [1, -1, k * c_in])], "im2col")
     # rows in the order of im2col's columns: (tap, input channel)
     w_s8 = (w.astype(np.int16) - 128).astype(np.int8).transpose(2, 1, 0).reshape(k * c_in, c_out)
     y = add("MatMulInteger", [col, const("w_s8", w_s8), x_zp,
                               const("w_zp_s8", np.array(np.int8(int(w_zp) - 128)))], "matmul")
-    nodes.append(helper.make_node("Transpose", [y], [node.output[0]], perm=[0, 2, 1],
-                                  name=f"{prefix}/channel_major"))
+    if not output_blocks:
+        nodes.append(helper.make_node("Transpose", [y], [node.output[0]], perm=[0, 2, 1],
+                                      name=f"{prefix}/channel_major"))
+        return nodes, consts
+    # Back to channel-major in two moves: each block on its own (it fits a core's cache), then
+    # the blocks' rows of B side by side. onnxruntime's one Transpose of all T' rows at once
+    # reads each cache line of the int32 sums C_out times from memory on one thread: 15 % of
+    # a synthesis (docs/benchmarks.md). The Reshapes keep onnxruntime from merging the two.
+    y = add("Reshape", [y, add("Concat", [blocks, rows, const("c_out", [c_out])],
+                               "blocks_of_rows", axis=0)], "in_blocks")  # [nb, B, C_out]
+    y = add("Transpose", [y], "blocks_channel_major", perm=[0, 2, 1])  # [nb, C_out, B]
+    y = add("Reshape", [y, add("Concat", [blocks, const("c_out", [c_out]), rows],
+                               "blocks_of_columns", axis=0)], "blocks_kept")
+    y = add("Transpose", [y], "channel_major", perm=[1, 0, 2])  # [C_out, nb, B]
+    y = add("Reshape", [y, add("Concat", [const("one_c_out", [1, c_out]), total],
+                               "flat_shape", axis=0)], "flat")
+    nodes.append(helper.make_node("Slice", [y, const("zero_1d", [0]), steps, const("axis2", [2])],
+                                  [node.output[0]], name=f"{prefix}/trimmed"))
     return nodes, consts
 
 
-def vnni_graph(model_path: Path, *, reuse: bool = True) -> tuple[str | bytes, int]:
+def squares_as_products(model) -> int:
+    """``Pow(x, 2)`` as ``Mul(x, x)``, in place: the same numbers (both exact to the float), a
+    multiplication cheaper than onnxruntime's power (Kokoro's 50 Snake activations square a
+    sine). Returns how many were rewritten."""
+    from onnx import numpy_helper
+
+    constants = {i.name: i for i in model.graph.initializer}
+    count = 0
+    for node in model.graph.node:
+        exponent = constants.get(node.input[1]) if node.op_type == "Pow" else None
+        if exponent is not None and numpy_helper.to_array(exponent).size == 1 \
+                and float(numpy_helper.to_array(exponent)) == 2.0:
+            node.op_type = "Mul"
+            node.input[1] = node.input[0]
+            count += 1
+    return count
+
+
+def vnni_graph(model_path: Path, *, reuse: bool = True,
+               output_blocks: bool = True) -> tuple[str | bytes, int]:
     """``model_path``'s graph with its convolutions as VNNI matrix products (the graph, as a path
-    or as bytes, and how many were rewritten). Rewriting takes ~0.6-0.8 s of a start on a 2-core
+    or as bytes, and how many were rewritten; ``output_blocks`` as in ``convs_as_matmuls``, and
+    its squares as products). Rewriting takes ~0.6-0.8 s of a start on a 2-core
     machine, so the result is kept beside the model (``<name>.vnni.onnx`` and a ``.json`` that
     says which file it was made from) and loaded from there while that file is unchanged. A
     read-only models directory (the Compose bot's) keeps nothing: the download, which may
@@ -170,7 +229,7 @@ def vnni_graph(model_path: Path, *, reuse: bool = True) -> tuple[str | bytes, in
     note_path = graph_path.with_suffix(".json")
     stat = model_path.stat()
     source = {"rewrite": VNNI_REWRITE, "source": model_path.name, "bytes": stat.st_size,
-              "mtime_ns": stat.st_mtime_ns}
+              "mtime_ns": stat.st_mtime_ns, "output_blocks": output_blocks}
     try:
         note = json.loads(note_path.read_text())
         if reuse and graph_path.is_file() and note.get("made_from") == source:
@@ -178,7 +237,8 @@ def vnni_graph(model_path: Path, *, reuse: bool = True) -> tuple[str | bytes, in
     except (OSError, ValueError, KeyError, TypeError):
         pass  # none kept, or from another file: made again below
     model = onnx.load(str(model_path))
-    count = convs_as_matmuls(model)
+    count = convs_as_matmuls(model, output_blocks=output_blocks)
+    squares_as_products(model)
     graph = model.SerializeToString()
     del model
     try:
@@ -203,12 +263,13 @@ class KokoroOnnxBackend:
     """Runs a duration-exposing Kokoro ONNX graph. ``infer`` returns (audio, durations).
 
     ``vnni_matmul``: on a CPU with VNNI, run the convolutions as int8 matrix products
-    (``convs_as_matmuls``); ``self.convs_rewritten`` says how many were."""
+    (``convs_as_matmuls``); ``self.convs_rewritten`` says how many were. ``output_blocks``: their
+    outputs back to channel-major in blocks (None: on one thread, where it pays)."""
 
     name = "onnx"
 
     def __init__(self, model_path: Path, *, threads: int | None = None, device: str = "cpu",
-                 spin: bool = True, vnni_matmul: bool = True):
+                 spin: bool = True, vnni_matmul: bool = True, output_blocks: bool | None = None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -222,15 +283,18 @@ class KokoroOnnxBackend:
             providers.insert(0, "CUDAExecutionProvider")
         graph: str | bytes = str(model_path)
         self.convs_rewritten = 0
+        # one thread (the budget's on fewer than 8 cores): its Transposes in cache-sized blocks
+        blocks = threads == 1 if output_blocks is None else output_blocks
         if vnni_matmul and providers == ["CPUExecutionProvider"] and cpu_has_vnni():
-            graph, self.convs_rewritten = vnni_graph(Path(model_path))
+            graph, self.convs_rewritten = vnni_graph(Path(model_path), output_blocks=blocks)
         try:
             self.session = ort.InferenceSession(graph, opts, providers=providers)
         except Exception:
             if not isinstance(graph, str) or graph == str(model_path):
                 raise
             log.warning("Kokoro's kept VNNI graph %s did not load; rewriting it", graph)
-            graph, self.convs_rewritten = vnni_graph(Path(model_path), reuse=False)
+            graph, self.convs_rewritten = vnni_graph(Path(model_path), reuse=False,
+                                                     output_blocks=blocks)
             self.session = ort.InferenceSession(graph, opts, providers=providers)
         # where it really runs: onnxruntime without its CUDA provider stays on the CPU
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
