@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        fetched = Downloader(args.models_dir, profile, progress=not args.quiet).run()
+        fetched = Downloader(args.models_dir, profile, progress=not args.quiet,
+                             tts_threads=settings.thread_budget["tts"]).run()
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -97,10 +97,12 @@ def check_profile(models_dir: Path, profile: Profile, *, verify: bool = True) ->
 
 
 class Downloader:
-    def __init__(self, models_dir: Path, profile: Profile, *, progress: bool = True):
+    def __init__(self, models_dir: Path, profile: Profile, *, progress: bool = True,
+                 tts_threads: int | None = 1):
         self.models_dir = Path(models_dir)
         self.profile = profile
         self.progress = progress
+        self.tts_threads = tts_threads  # the bot's TTS_THREADS: which form of Kokoro's graph
         self.cache = self.models_dir / ".cache"
         self.fetched: list[str] = []
 
@@ -252,10 +254,11 @@ class Downloader:
         (stack/engines/kokoro_onnx.py). Run on the machine the bot runs on, as Compose does."""
         if self.profile.tts_backend != "onnx":
             return
-        from .engines.kokoro_onnx import cpu_has_vnni, vnni_graph
+        from .engines.kokoro_onnx import blocks_pay, cpu_has_vnni, vnni_graph
 
         if cpu_has_vnni():
-            vnni_graph(self.models_dir / self.profile.tts_model)
+            vnni_graph(self.models_dir / self.profile.tts_model,
+                       output_blocks=blocks_pay(self.tts_threads))
 
 
 def _unpack_spacy_wheel(wheel: Path, dest: Path) -> None:

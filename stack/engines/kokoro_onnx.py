@@ -214,6 +214,13 @@ def squares_as_products(model) -> int:
     return count
 
 
+def blocks_pay(threads: int | None) -> bool:
+    """Whether ``output_blocks`` makes a synthesis on ``threads`` sooner: on one thread (the
+    budget's on fewer than 8 cores). With more, onnxruntime splits the one Transpose between
+    them and the blocks gain nothing."""
+    return threads == 1
+
+
 def vnni_graph(model_path: Path, *, reuse: bool = True,
                output_blocks: bool = True) -> tuple[str | bytes, int]:
     """``model_path``'s graph with its convolutions as VNNI matrix products (the graph, as a path
@@ -283,8 +290,7 @@ class KokoroOnnxBackend:
             providers.insert(0, "CUDAExecutionProvider")
         graph: str | bytes = str(model_path)
         self.convs_rewritten = 0
-        # one thread (the budget's on fewer than 8 cores): its Transposes in cache-sized blocks
-        blocks = threads == 1 if output_blocks is None else output_blocks
+        blocks = blocks_pay(threads) if output_blocks is None else output_blocks
         if vnni_matmul and providers == ["CPUExecutionProvider"] and cpu_has_vnni():
             graph, self.convs_rewritten = vnni_graph(Path(model_path), output_blocks=blocks)
         try:
