@@ -24,7 +24,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DURATION_TENSOR = "/encoder/Clip_output_0"
-VNNI_REWRITE = 3  # bump when convs_as_matmuls writes another graph: the kept ones are remade
+VNNI_REWRITE = 4  # bump when convs_as_matmuls writes another graph: the kept ones are remade
 OUTPUT_BLOCK_ROWS = 512  # a convolution's output steps per block on the way back to channel-major
 _MIN_OUT_CHANNELS = 8  # Kokoro's four convolutions to one channel cost nothing: left as they are
 
@@ -66,7 +66,7 @@ def convs_as_matmuls(model, *, output_blocks: bool = True) -> int:
     W' is W - 128 as int8 with its zero point moved by the same 128, so every product
     (x - x_zp)(w - w_zp) and every sum is unchanged. ``output_blocks``: the last Transpose in
     blocks of ``OUTPUT_BLOCK_ROWS`` steps (T' padded up to whole blocks, the extra steps cut off
-    after it), which a single onnxruntime thread makes 1.07x sooner; with more threads
+    after it), which makes a synthesis on one onnxruntime thread 1.09x sooner; with more threads
     onnxruntime parallelizes the one Transpose, and the blocks gain nothing (docs/benchmarks.md).
     Returns how many were rewritten."""
     from onnx import numpy_helper
@@ -152,17 +152,16 @@ def _conv_as_matmul(node, w: np.ndarray, w_zp: np.ndarray, attrs: dict, output_b
                               add("Add", [extra, const("pad_end", [pad1])], "pad_end_total"),
                               const("pads_channels", [0])], "pads", axis=0)
         src = add("Pad", [src, pads, x_zp], "padded")  # x's zero point: the padding counts as 0
-        starts_end = add("Mul", [total, const("stride", [stride])], "starts_end_1d")
-    else:
-        if pad0 or pad1:
-            src = add("Pad", [src, const("pads", [0, pad0, 0, 0, pad1, 0]), x_zp], "padded")
-        starts_end = add("Sub", [add("Shape", [src], "length", start=1, end=2),
-                                 const("span", [(k - 1) * dil])], "room")
+    elif pad0 or pad1:
+        src = add("Pad", [src, const("pads", [0, pad0, 0, 0, pad1, 0]), x_zp], "padded")
     col = src
     if k > 1 or stride > 1:
         # im2col as one Gather: for output step i, rows i * stride + tap * dil of the padded input,
         # the K taps then side by side. One copy of the data, where K strided Slices and a Concat
         # made two: a synthesis 1.14x sooner on a Xeon, no change on an EPYC (docs/benchmarks.md).
+        starts_end = add("Mul", [total, const("stride", [stride])], "starts_end_1d") \
+            if output_blocks else add("Sub", [add("Shape", [src], "length", start=1, end=2),
+                                              const("span", [(k - 1) * dil])], "room")
         starts = add("Range", [const("zero", np.array(0, np.int64)),
                                add("Squeeze", [starts_end], "starts_end"),
                                const("stride_0d", np.array(stride, np.int64))], "starts")
