@@ -63,9 +63,11 @@ def build_app(settings: Settings) -> FastAPI:
     async def lifespan(_app):
         task = asyncio.create_task(load())
         lag = asyncio.create_task(metrics.watch_event_loop())
+        capacity = asyncio.create_task(metrics.watch_capacity())
         yield
         task.cancel()
         lag.cancel()
+        capacity.cancel()
         if state["manager"] is not None:
             await state["manager"].stop_all()
 

@@ -14,6 +14,7 @@ conversations' audio and messages on time.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -27,6 +28,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 disable_created_metrics()  # *_created series: noise for a dashboard
 REGISTRY = CollectorRegistry()  # ours alone: tests and scrapes see only these
@@ -77,6 +79,79 @@ async def watch_event_loop() -> None:
         start = loop.time()
         await asyncio.sleep(LAG_INTERVAL_S)
         EVENT_LOOP_LAG.observe(max(0.0, loop.time() - start - LAG_INTERVAL_S))
+
+
+BUSY_WARN = 0.9  # an engine's workers busy this share of the window: the box is full
+CAPACITY_WINDOW_S = 60.0
+CAPACITY_WARN_EVERY_S = 600.0
+
+
+class CapacityWatch:
+    """Says in the log when the box has no speech synthesis or LLM time to spare: Kokoro's
+    workers (TTS_WORKERS) or the LLM's decode thread busy ``BUSY_WARN`` of the last minute while
+    conversations went on. Then a reply's first words wait for the engine and its voice may
+    pause mid-answer, whatever the queue's order; an operator without a Prometheus learns it
+    here, with what to change (at most once per ``CAPACITY_WARN_EVERY_S``, per engine).
+    ``check()`` runs every few seconds (``watch_capacity``); ``clock`` is time.monotonic."""
+
+    def __init__(self, clock: Callable[[], float] | None = None):
+        import time
+
+        self._clock = clock or time.monotonic
+        self._samples: dict[str, list[tuple[float, float]]] = {"tts": [], "llm": []}
+        self._warned: dict[str, float] = {}
+
+    def _busy(self) -> dict[str, tuple[float, int]]:
+        """Per engine: its busy seconds so far, and how many work at once."""
+        busy = {}
+        tts = getattr(_TTS.engine, "stats", None)
+        if tts is not None:
+            busy["tts"] = (sum(tts.synthesis_seconds.values()), getattr(_TTS.engine, "workers", 1))
+        llm = getattr(_LLM.engine, "stats", None)
+        if llm is not None:
+            busy["llm"] = (llm.decode_seconds, 1)
+        return busy
+
+    def check(self) -> list[str]:
+        """Log (and return) a warning per engine that was too busy over the last window."""
+        now, said = self._clock(), []
+        active = _active()
+        for name, (seconds, workers) in self._busy().items():
+            samples = self._samples[name]
+            samples.append((now, seconds))
+            while len(samples) > 2 and now - samples[1][0] >= CAPACITY_WINDOW_S:
+                samples.pop(0)  # keep one sample at least a window old
+            (then, before) = samples[0]
+            if now - then < CAPACITY_WINDOW_S or active == 0:
+                continue
+            share = (seconds - before) / ((now - then) * max(1, workers))
+            if share < BUSY_WARN or now - self._warned.get(name, -1e18) < CAPACITY_WARN_EVERY_S:
+                continue
+            self._warned[name] = now
+            said.append(_CAPACITY_ADVICE[name].format(
+                share=share, window=now - then, active=active,
+                s="" if active == 1 else "s"))
+            log.warning("%s", said[-1])
+        return said
+
+
+_CAPACITY_ADVICE = {
+    "tts": "speech synthesis was busy {share:.0%} of the last {window:.0f} s with {active} "
+           "conversation{s}: replies wait for their voice and may pause mid-answer "
+           "(avatar_tts_queue_seconds, avatar_tts_gap_seconds). Lower MAX_CONVERSATIONS, or give "
+           "Kokoro more: TTS_WORKERS on idle cores, or a GPU.",
+    "llm": "the LLM was busy {share:.0%} of the last {window:.0f} s with {active} "
+           "conversation{s}: replies wait for their first words (avatar_llm_queue_seconds). "
+           "Lower MAX_CONVERSATIONS, or run the LLM on a GPU (LLM_DEVICE).",
+}
+
+
+async def watch_capacity(interval_s: float = 10.0) -> None:
+    """``CapacityWatch.check`` every ``interval_s`` until cancelled (the server runs it)."""
+    watch = CapacityWatch()
+    while True:
+        await asyncio.sleep(interval_s)
+        watch.check()
 
 
 class _EngineCollector(Collector):
@@ -143,9 +218,18 @@ _TTS = _EngineCollector(_tts_counters, label="chunk")
 REGISTRY.register(_TTS)
 
 
+def _no_conversations() -> int:
+    return 0
+
+
+_active: Callable[[], int] = _no_conversations
+
+
 def watch(active: Callable[[], int], llm_engine, tts_engine=None) -> None:
     """Read the live conversation count and the LLM and TTS engines' counters from these (the
     latest call wins: one bot per process)."""
+    global _active
+    _active = active
     CONVERSATIONS_ACTIVE.set_function(active)
     _LLM.engine = llm_engine
     _TTS.engine = tts_engine
