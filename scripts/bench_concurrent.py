@@ -307,9 +307,8 @@ def run_concurrent_bench(settings: Settings, sizes: list[int], questions_each: i
             r, lo, hi = p95_ratio(answered, alone[name])
             ratio = f"{r:.2f} ({lo:.2f} … {hi:.2f})"
         lines.append(f"| {n} | {name} | {fmt(answered, .5)} | {fmt(answered, .95)} | "
-                     f"{len(answered)}/{total} | {tokens} | {wait} | {first} | {kokoro} | {gaps} | "
-                     f"{lag} | "
-                     f"{cores} | {ratio} |")
+                     f"{len(answered)}/{total} | {tokens} | {wait} | {first} | {kokoro} | "
+                     f"{gaps} | {lag} | {cores} | {ratio} |")
     for n, moments in waterfalls:
         if moments:
             lines += ["", f"Waterfall at {n} conversation{'s' if n > 1 else ''} (through "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -94,10 +95,8 @@ class CapacityWatch:
     here, with what to change (at most once per ``CAPACITY_WARN_EVERY_S``, per engine).
     ``check()`` runs every few seconds (``watch_capacity``); ``clock`` is time.monotonic."""
 
-    def __init__(self, clock: Callable[[], float] | None = None):
-        import time
-
-        self._clock = clock or time.monotonic
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
         self._samples: dict[str, list[tuple[float, float]]] = {"tts": [], "llm": []}
         self._warned: dict[str, float] = {}
 
@@ -121,7 +120,7 @@ class CapacityWatch:
             samples.append((now, seconds))
             while len(samples) > 2 and now - samples[1][0] >= CAPACITY_WINDOW_S:
                 samples.pop(0)  # keep one sample at least a window old
-            (then, before) = samples[0]
+            then, before = samples[0]
             if now - then < CAPACITY_WINDOW_S or active == 0:
                 continue
             share = (seconds - before) / ((now - then) * max(1, workers))
@@ -142,7 +141,7 @@ _CAPACITY_ADVICE = {
            "Kokoro more: TTS_WORKERS on idle cores, or a GPU.",
     "llm": "the LLM was busy {share:.0%} of the last {window:.0f} s with {active} "
            "conversation{s}: replies wait for their first words (avatar_llm_queue_seconds). "
-           "Lower MAX_CONVERSATIONS, or run the LLM on a GPU (LLM_DEVICE).",
+           "Lower MAX_CONVERSATIONS, or give the LLM a GPU (LLM_DEVICE) or a smaller model.",
 }
 
 
