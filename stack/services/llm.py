@@ -7,7 +7,7 @@ A generation that fails or says nothing is never silent: the person hears ``APOL
 page gets an RTVI error message (from the ``ErrorFrame``) saying what happened. One that falls
 into a loop (the same words again and again) is cut short (``repeating_tail``), and the words
 that may start one are held back until it is clear (``speakable``): a loop's repeats are not
-spoken."""
+spoken. Both rules come from one look at the reply's end per token (``ReplyText``)."""
 
 from __future__ import annotations
 
@@ -61,37 +61,38 @@ def _runs(words: list[str]):
         yield period, same
 
 
+def _tail(text: str) -> tuple[str | None, int | None]:
+    """One look at a reply's end, for both rules: the words it keeps saying when they make a
+    loop (``repeating_tail``), and where the words that may start one begin (``speakable``)."""
+    spans = [m.span() for m in _WORD.finditer(text)]
+    words = [text[a:b].lower() for a, b in spans]
+    loop, held = None, 0
+    for period, same in _runs(words):
+        times = 1 + same // period  # copies of the last ``period`` words, in a row
+        if loop is None and times >= _loop_repeats(period) and times * period >= LOOP_WORDS:
+            loop = " ".join(words[len(words) - period:])
+        if same >= min(period, HOLD_WORDS):
+            held = max(held, same)
+    return loop, spans[len(spans) - held][0] if held else None
+
+
 def repeating_tail(text: str) -> str | None:
     """The words a reply keeps saying at its end when they make a loop (``_loop_repeats``):
     "better" in "fail better, better, better, ...", or a whole sentence said again; else None.
-    Small models at temperature 0 fall into such loops and stay there until their token limit:
+    A small model at temperature 0 can fall into one and speak it until its token limit:
     the test model once spoke "better" for 56 s, and told one 25-word sentence of a story four
     times over."""
-    words = _WORD.findall(text.lower())
-    for period, same in _runs(words):
-        times = 1 + same // period  # copies of the last ``period`` words, in a row
-        if times >= _loop_repeats(period) and times * period >= LOOP_WORDS:
-            return " ".join(words[len(words) - period:])
-    return None
-
-
-def repeat_start(text: str) -> int | None:
-    """Where the text's end starts saying again the words just before it (a stretch of up to
-    LOOP_PERIOD_MAX words, again for HOLD_WORDS words or more; a single word once): a loop
-    starting, maybe. None when its end repeats nothing."""
-    spans = [m.span() for m in _WORD.finditer(text)]
-    runs = [same for period, same in _runs([text[a:b].lower() for a, b in spans])
-            if same >= min(period, HOLD_WORDS)]
-    return spans[len(spans) - max(runs)][0] if runs else None
+    return _tail(text)[0]
 
 
 def speakable(text: str) -> int:
-    """How much of a reply so far can go on to be spoken: not a stretch that may be a loop
-    starting (``repeat_start``). Held words go on as soon as they turn out otherwise; a loop's
-    never do. Everything else goes on at once: Pipecat's sentence aggregator decides a sentence
-    has ended on the first letter after its mark, and holding that back a token delayed every
-    sentence's synthesis by one."""
-    held = repeat_start(text)
+    """How much of a reply so far can go on to be spoken: not the end that says again the words
+    just before it (a stretch of up to LOOP_PERIOD_MAX words, again for HOLD_WORDS words or
+    more; a single word once), which may be a loop starting. Held words go on as soon as they
+    turn out otherwise; a loop's never do. Everything else goes on at once: Pipecat's sentence
+    aggregator decides a sentence has ended on the first letter after its mark, and holding that
+    back a token delayed every sentence's synthesis by one."""
+    held = _tail(text)[1]
     return len(text) if held is None else held
 
 
@@ -106,8 +107,10 @@ class ReplyText:
     def add(self, piece: str) -> str:
         """Takes the next piece; returns what goes on to be spoken now ("" for nothing)."""
         self.said += piece
-        self.loop = repeating_tail(self.said)
-        return "" if self.loop is not None else self._release(speakable(self.said))
+        self.loop, held = _tail(self.said)  # both rules from one look at the reply's end
+        if self.loop is not None:
+            return ""
+        return self._release(len(self.said) if held is None else held)
 
     def end(self) -> str:
         """The reply is over: what was held back goes on, unless it was a loop's."""
