@@ -114,7 +114,7 @@ class CapacityWatch:
     def check(self) -> list[str]:
         """Log (and return) a warning per engine that was too busy over the last window."""
         now, said = self._clock(), []
-        active = _active()
+        active = int(CONVERSATIONS_ACTIVE.collect()[0].samples[0].value)
         for name, (seconds, workers) in self._busy().items():
             samples = self._samples[name]
             samples.append((now, seconds))
@@ -217,18 +217,9 @@ _TTS = _EngineCollector(_tts_counters, label="chunk")
 REGISTRY.register(_TTS)
 
 
-def _no_conversations() -> int:
-    return 0
-
-
-_active: Callable[[], int] = _no_conversations
-
-
 def watch(active: Callable[[], int], llm_engine, tts_engine=None) -> None:
     """Read the live conversation count and the LLM and TTS engines' counters from these (the
     latest call wins: one bot per process)."""
-    global _active
-    _active = active
     CONVERSATIONS_ACTIVE.set_function(active)
     _LLM.engine = llm_engine
     _TTS.engine = tts_engine
